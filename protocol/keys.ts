@@ -1,0 +1,36 @@
+/** Key layout of the registry: one place so that every part agrees on it. */
+
+export const PREFIX = {
+  nodes: 'nodes/',
+  quorums: 'quorums/',
+  instances: 'instances/',
+  replicas: 'replicas/',
+  routes: 'routes/',
+  config: 'config/',
+  leaders: 'leaders/',
+} as const;
+
+export const keys = {
+  node: (id: string) => `${PREFIX.nodes}${id}`,
+  quorum: (id: string) => `${PREFIX.quorums}${id}`,
+  instance: (name: string) => `${PREFIX.instances}${name}`,
+  replicasOf: (instanceId: string) => `${PREFIX.replicas}${instanceId}/`,
+  replica: (instanceId: string, nodeId: string, slot: number) => `${PREFIX.replicas}${instanceId}/${nodeId}.${slot}`,
+  route: (host: string) => `${PREFIX.routes}${host}`,
+  network: () => `${PREFIX.config}network`,
+  leader: (role: string) => `${PREFIX.leaders}${role}`,
+} as const;
+
+/** Hosts are case-insensitive and may carry a port; routes are keyed by the bare lower-case name. */
+export function normalizeHost(host: string | undefined): string {
+  if (!host) return '';
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    return end > 0 ? h.slice(0, end + 1) : h;
+  }
+  const colon = h.indexOf(':');
+  if (colon >= 0) h = h.slice(0, colon);
+  if (h.endsWith('.')) h = h.slice(0, -1);
+  return h;
+}

@@ -1,0 +1,102 @@
+/**
+ * zod schemas for everything that crosses a process boundary: RPC payloads and registry records.
+ * The RPC server validates every request body with these; readers of the registry parse records with them
+ * so that one bad record is skipped with a log line instead of crashing a gateway.
+ */
+import { z } from 'zod';
+
+export const INSTANCE_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+const hexKey = z.string().regex(/^[0-9a-f]{64}$/, 'must be a 64-character hex Ed25519 public key');
+
+export const instanceName = z
+  .string()
+  .regex(INSTANCE_NAME, 'instance names are 1-63 characters of a-z, 0-9 and "-", not starting or ending with "-"');
+
+export const replicasRange = z
+  .object({ min: z.number().int().min(0).max(64), max: z.number().int().min(1).max(64) })
+  .refine((r) => r.min <= r.max, 'replicas: min must not exceed max');
+
+export const createInstanceRequest = z.object({
+  name: instanceName,
+  driver: z.enum(['process', 'wasm', 'vm']).default('process'),
+  cmd: z.string().max(4096).default(''),
+  port: z.number().int().min(0).max(65535).default(0),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+  replicas: replicasRange.optional(),
+});
+export type CreateInstanceRequest = z.infer<typeof createInstanceRequest>;
+
+/** Deploy metadata travels in headers because the body is the artifact itself. */
+export const deployHeaders = z.object({
+  cmd: z.string().max(4096).optional(),
+});
+
+export const nodeRecord = z.object({
+  id: z.string().min(1),
+  rpc: z.string().url(),
+  publicKey: hexKey,
+  region: z.string(),
+  capacity: z.number().int().min(0),
+  load: z.number().int().min(0),
+  startedAt: z.number(),
+});
+
+export const quorumRecord = z.object({ id: z.string().min(1), members: z.array(z.string()) });
+
+export const artifactRef = z.object({
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  size: z.number().int().min(0),
+  holders: z.array(z.string()),
+});
+
+export const instanceSpec = z.object({
+  id: z.string().min(1),
+  name: instanceName,
+  owner: hexKey,
+  authorized: z.array(hexKey),
+  driver: z.enum(['process', 'wasm', 'vm']),
+  cmd: z.string(),
+  port: z.number().int(),
+  env: z.record(z.string(), z.string()),
+  replicas: z.object({ min: z.number().int(), max: z.number().int() }),
+  artifact: artifactRef.nullable(),
+  state: z.enum(['running', 'stopped']),
+  version: z.number().int(),
+  domains: z.array(z.string()),
+  immutable: z.boolean(),
+  createdAt: z.number(),
+  updatedAt: z.number(),
+});
+
+export const replicaRecord = z.object({
+  instanceId: z.string(),
+  nodeId: z.string(),
+  slot: z.number().int(),
+  endpoint: z.string(),
+  healthy: z.boolean(),
+  version: z.number().int(),
+  pid: z.number().int().nullable(),
+  restarts: z.number().int(),
+  updatedAt: z.number(),
+});
+
+export const routeRecord = z.object({
+  host: z.string(),
+  instanceId: z.string(),
+  instanceName: z.string(),
+  kind: z.enum(['network', 'custom']),
+  createdAt: z.number(),
+});
+
+export const networkConfig = z.object({ baseDomain: z.string(), quorumSize: z.number().int().min(1) });
+
+/** Parses a JSON registry value with a schema; returns undefined (never throws) for a bad record. */
+export function parseRecord<T>(schema: z.ZodType<T>, raw: string | undefined): T | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    const result = schema.safeParse(JSON.parse(raw));
+    return result.success ? result.data : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Records kept in the registry. Every part of Allegra reads and writes these shapes; the
+ * zod schemas in schemas.ts validate them wherever they cross a process boundary.
+ */
+
+/** A quorum agent's lease-backed discovery record (`nodes/<id>`). Expiry of the lease means the node is gone. */
+export interface NodeRecord {
+  id: string;
+  /** Base URL of the agent's signed RPC API, e.g. `http://127.0.0.1:7070`. */
+  rpc: string;
+  /** Hex Ed25519 public key the agent signs peer requests with. */
+  publicKey: string;
+  region: string;
+  /** Replica slots the operator offers. */
+  capacity: number;
+  /** Replicas currently running on the node. */
+  load: number;
+  startedAt: number;
+}
+
+/** A group of nodes that jointly own the instances hashed to it (`quorums/<id>`). */
+export interface QuorumRecord {
+  id: string;
+  members: string[];
+}
+
+export type DriverName = 'process' | 'wasm' | 'vm';
+export type DesiredState = 'running' | 'stopped';
+
+/** A content-addressed code bundle (a gzipped tar of the deployed directory or file). */
+export interface ArtifactRef {
+  sha256: string;
+  size: number;
+  /** Node ids that acknowledged holding the blob when the deploy was committed. */
+  holders: string[];
+}
+
+/** The desired state of an instance (`instances/<name>`), versioned by `version`. */
+export interface InstanceSpec {
+  id: string;
+  name: string;
+  /** Hex Ed25519 public key of the owner. */
+  owner: string;
+  /** Team keys allowed to operate the instance besides the owner. */
+  authorized: string[];
+  driver: DriverName;
+  /** Shell command that starts one replica; `PORT` is set in its environment. */
+  cmd: string;
+  /** Port the app listens on inside its replica; 0 means "use $PORT". */
+  port: number;
+  env: Record<string, string>;
+  replicas: { min: number; max: number };
+  artifact: ArtifactRef | null;
+  state: DesiredState;
+  /** Incremented on every committed change of the spec. */
+  version: number;
+  domains: string[];
+  immutable: boolean;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** One running copy of an instance, reported by the agent that runs it (`replicas/<instanceId>/<nodeId>.<slot>`). */
+export interface ReplicaRecord {
+  instanceId: string;
+  nodeId: string;
+  slot: number;
+  /** Where the gateway sends traffic, e.g. `http://127.0.0.1:41234`. */
+  endpoint: string;
+  healthy: boolean;
+  /** Spec version the replica runs. */
+  version: number;
+  pid: number | null;
+  restarts: number;
+  updatedAt: number;
+}
+
+/** Host → instance mapping served by gateways (`routes/<host>`). */
+export interface RouteRecord {
+  host: string;
+  instanceId: string;
+  instanceName: string;
+  /** How the route came to be: the network name given at create time, or a custom domain. */
+  kind: 'network' | 'custom';
+  createdAt: number;
+}
+
+/** Network-wide settings (`config/network`). */
+export interface NetworkConfig {
+  baseDomain: string;
+  quorumSize: number;
+}

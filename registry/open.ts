@@ -1,0 +1,33 @@
+/**
+ * Opens a registry from a URL: `embedded:DIR` (host the store here, or join the process that hosts it)
+ * or `etcd://host:port[,host:port…]`.
+ */
+import { resolve } from 'node:path';
+import type { Registry } from '../protocol/registry.js';
+import { EmbeddedHost, socketPathFor } from './embedded.js';
+import { EmbeddedClient } from './embedded-client.js';
+
+export interface OpenOptions {
+  /** `auto` (default): host the embedded store if nobody does yet, else join; `never`: only join. */
+  host?: 'auto' | 'never';
+}
+
+export async function openRegistry(url: string, opts: OpenOptions = {}): Promise<Registry> {
+  if (url.startsWith('embedded:')) {
+    const dir = resolve(url.slice('embedded:'.length) || '.');
+    if (opts.host !== 'never') {
+      try {
+        return await EmbeddedHost.start(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      }
+    }
+    const client = new EmbeddedClient(socketPathFor(dir));
+    await client.list('config/'); // fail fast with a clear error if nobody serves the store
+    return client;
+  }
+  if (url.startsWith('etcd://')) {
+    throw new Error('etcd registry backend is not available in this build');
+  }
+  throw new Error(`unsupported registry URL "${url}": use embedded:DIR or etcd://host:port`);
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// Installs the Debian packages the tests and benchmarks need, when missing.
+// As root it runs apt-get; otherwise it prints exactly what to install and, under CI=true, fails.
+import { execFileSync, spawnSync } from 'node:child_process';
+
+/** binary → Debian package that provides it */
+const NEEDED = {
+  curl: 'curl',
+  etcd: 'etcd-server',
+  etcdctl: 'etcd-client',
+  pebble: 'pebble',
+  'pebble-challtestsrv': 'pebble',
+  nginx: 'nginx-light',
+  haproxy: 'haproxy',
+  wrk: 'wrk',
+  h2load: 'nghttp2-client',
+  openssl: 'openssl',
+  taskset: 'util-linux',
+  setpriv: 'util-linux',
+};
+
+const SEARCH_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`;
+
+function has(bin) {
+  return spawnSync('sh', ['-c', `command -v ${bin}`], { env: { ...process.env, PATH: SEARCH_PATH } }).status === 0;
+}
+
+const missing = [
+  ...new Set(
+    Object.entries(NEEDED)
+      .filter(([bin]) => !has(bin))
+      .map(([, pkg]) => pkg),
+  ),
+];
+if (missing.length === 0) process.exit(0);
+
+const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+if (!isRoot) {
+  const msg = `missing Debian packages: ${missing.join(' ')}\n  install them with: sudo apt-get install -y ${missing.join(' ')}`;
+  console.error(msg);
+  process.exit(process.env.CI === 'true' ? 1 : 0);
+}
+
+console.error(`installing Debian packages: ${missing.join(' ')}`);
+const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+const run = (args) => execFileSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env });
+try {
+  run(['install', '-y', '-qq', '--no-install-recommends', ...missing]);
+} catch {
+  run(['update', '-qq']);
+  run(['install', '-y', '-qq', '--no-install-recommends', ...missing]);
+}
+// Debian starts services on install where it can; tests start their own instances on their own ports.
+for (const svc of ['nginx', 'haproxy', 'etcd']) spawnSync('sh', ['-c', `service ${svc} stop >/dev/null 2>&1 || true`]);

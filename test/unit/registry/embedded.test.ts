@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { EmbeddedHost } from '../../../registry/embedded.js';
+import { EmbeddedClient } from '../../../registry/embedded-client.js';
+import { Mirror } from '../../../registry/mirror.js';
+import { openRegistry } from '../../../registry/open.js';
+import { tempDir, waitFor } from '../../helpers/tmp.js';
+import { registryContract } from './contract.js';
+
+registryContract('embedded (host + socket client)', async () => {
+  const dir = tempDir();
+  const host = await EmbeddedHost.start(dir.path);
+  const client = new EmbeddedClient(host.socketPath);
+  return {
+    registry: host,
+    peer: client,
+    cleanup: async () => {
+      await client.close();
+      await host.close();
+      dir.cleanup();
+    },
+  };
+});
+
+registryContract('embedded (two socket clients)', async () => {
+  const dir = tempDir();
+  const host = await EmbeddedHost.start(dir.path);
+  const a = new EmbeddedClient(host.socketPath);
+  const b = new EmbeddedClient(host.socketPath);
+  return {
+    registry: a,
+    peer: b,
+    cleanup: async () => {
+      await a.close();
+      await b.close();
+      await host.close();
+      dir.cleanup();
+    },
+  };
+});
+
+describe('embedded registry persistence and hosting', () => {
+  it('keeps committed data across a restart of the hosting process', async () => {
+    const dir = tempDir();
+    try {
+      const host = await EmbeddedHost.start(dir.path);
+      await host.put('p/1', 'kept');
+      await host.put('p/2', 'gone');
+      await host.delete('p/2');
+      const rev = await host.put('p/3', 'kept too');
+      await host.close();
+      const again = await EmbeddedHost.start(dir.path);
+      expect((await again.get('p/1'))?.value).toBe('kept');
+      expect(await again.get('p/2')).toBeUndefined();
+      expect((await again.list('p/')).revision).toBe(rev);
+      // New writes continue the revision sequence instead of reusing revisions.
+      expect(await again.put('p/4', 'x')).toBe(rev + 1);
+      await again.close();
+    } finally {
+      dir.cleanup();
+    }
+  });
+
+  it('lets exactly one process host a data dir; openRegistry joins the host', async () => {
+    const dir = tempDir();
+    try {
+      const host = await EmbeddedHost.start(dir.path);
+      await expect(EmbeddedHost.start(dir.path)).rejects.toMatchObject({ code: 'EADDRINUSE' });
+      const joined = await openRegistry(`embedded:${dir.path}`);
+      expect(joined).toBeInstanceOf(EmbeddedClient);
+      await joined.put('x', '1');
+      expect((await host.get('x'))?.value).toBe('1');
+      await joined.close();
+      await host.close();
+      await expect(openRegistry(`embedded:${dir.path}`, { host: 'never' })).rejects.toThrow();
+    } finally {
+      dir.cleanup();
+    }
+  });
+
+  it('a watch resumes after the host restarts and a mirror re-lists when history is gone', async () => {
+    const dir = tempDir();
+    try {
+      let host = await EmbeddedHost.start(dir.path);
+      await host.put('m/a', '1');
+      const client = new EmbeddedClient(host.socketPath);
+      const mirror = await new Mirror(client, 'm/', (raw) => raw).start();
+      expect(mirror.get('m/a')).toBe('1');
+      await host.close();
+      // While the host is down the mirror keeps serving what it had.
+      expect(mirror.get('m/a')).toBe('1');
+      host = await EmbeddedHost.start(dir.path);
+      await host.put('m/b', '2');
+      await host.delete('m/a');
+      await waitFor(() => mirror.get('m/b') === '2' && mirror.get('m/a') === undefined, { timeoutMs: 8_000, what: 'mirror to resync' });
+      mirror.close();
+      await client.close();
+      await host.close();
+    } finally {
+      dir.cleanup();
+    }
+  });
+});
