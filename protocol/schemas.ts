@@ -41,7 +41,7 @@ export const nodeRecord = z.object({
   startedAt: z.number(),
 });
 
-export const quorumRecord = z.object({ id: z.string().min(1), members: z.array(z.string()) });
+export const quorumRecord = z.object({ id: z.string().min(1), members: z.array(z.string()), capacity: z.number().min(0).optional() });
 
 export const artifactRef = z.object({
   sha256: z.string().regex(/^[0-9a-f]{64}$/),

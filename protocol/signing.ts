@@ -67,6 +67,8 @@ export interface SignInput {
   /** Path with query string, exactly as sent on the request line. */
   path: string;
   body?: Uint8Array | string;
+  /** SHA-256 hex of the body, when the body is streamed rather than held in memory. */
+  bodySha256?: string;
   /** Override for tests; defaults to Date.now(). */
   now?: number;
 }
@@ -75,7 +77,7 @@ export interface SignInput {
 export function signRequest(keyPair: KeyPair, input: SignInput): Record<string, string> {
   const timestamp = String(input.now ?? Date.now());
   const nonce = randomBytes(16).toString('hex');
-  const bodyHash = sha256Hex(input.body ?? '');
+  const bodyHash = input.bodySha256 ?? sha256Hex(input.body ?? '');
   const signature = sign(null, Buffer.from(canonical(input.method, input.path, bodyHash, timestamp, nonce)), keyPair.privateKey);
   return {
     [SIGNATURE_HEADERS.key]: keyPair.publicKeyHex,
@@ -90,7 +92,8 @@ export type VerifyResult = { ok: true; publicKey: string } | { ok: false; reason
 export interface VerifyInput {
   method: string;
   path: string;
-  body: Uint8Array | string;
+  /** The exact body bytes, or their SHA-256 hex when the body was streamed elsewhere (e.g. to disk). */
+  body: Uint8Array | string | { sha256: string };
   headers: Record<string, string | string[] | undefined> | ((name: string) => string | undefined | null);
 }
 
@@ -137,7 +140,8 @@ export class RequestVerifier {
       if (this.keyCache.size > 10_000) this.keyCache.clear();
       this.keyCache.set(key, publicKey);
     }
-    const message = Buffer.from(canonical(input.method, input.path, sha256Hex(input.body), timestamp, nonce));
+    const bodyHash = typeof input.body === 'object' && 'sha256' in input.body ? input.body.sha256 : sha256Hex(input.body);
+    const message = Buffer.from(canonical(input.method, input.path, bodyHash, timestamp, nonce));
     let valid = false;
     try {
       valid = verify(null, message, publicKey, Buffer.from(signature, 'base64'));

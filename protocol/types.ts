@@ -22,6 +22,8 @@ export interface NodeRecord {
 export interface QuorumRecord {
   id: string;
   members: string[];
+  /** Sum of the members' capacities when the controller last wrote the quorum; weights placement. */
+  capacity?: number;
 }
 
 export type DriverName = 'process' | 'wasm' | 'vm';
@@ -89,4 +91,12 @@ export interface RouteRecord {
 export interface NetworkConfig {
   baseDomain: string;
   quorumSize: number;
+}
+
+/** What `allegra status` shows: the spec with where and how it runs. */
+export interface InstanceStatus {
+  instance: InstanceSpec;
+  quorum: QuorumRecord | null;
+  replicas: ReplicaRecord[];
+  routes: string[];
 }

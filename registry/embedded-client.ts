@@ -18,15 +18,12 @@ import { KeptLease } from './lease-keeper.js';
 
 export class EmbeddedClient implements Registry {
   private readonly client: Client;
-  private readonly watchClient: Client;
   private readonly leases = new Set<KeptLease>();
   private readonly watches = new Set<{ close(): void }>();
   private closed = false;
 
   constructor(readonly socketPath: string) {
     this.client = new Client('http://registry', { socketPath, connect: { timeout: 2_000 }, headersTimeout: 10_000, bodyTimeout: 10_000 });
-    // Watches hold long-lived streams; a separate client keeps them from queueing behind RPCs.
-    this.watchClient = new Client('http://registry', { socketPath, pipelining: 0, headersTimeout: 10_000, bodyTimeout: 0 });
   }
 
   private async call<T>(path: string, body: unknown): Promise<T> {
@@ -79,11 +76,13 @@ export class EmbeddedClient implements Registry {
     let stopped = false;
     let abort = new AbortController();
     let retryDelay = 100;
+    // Each watch is a never-ending response: it gets a connection of its own so that nothing queues behind it.
+    const watchClient = new Client('http://registry', { socketPath: this.socketPath, headersTimeout: 10_000, bodyTimeout: 0 });
 
     const runOnce = async (): Promise<void> => {
       const query = new URLSearchParams({ prefix });
       if (next !== undefined) query.set('from', String(next));
-      const res = await this.watchClient.request({ method: 'GET', path: `/v1/watch?${query}`, signal: abort.signal });
+      const res = await watchClient.request({ method: 'GET', path: `/v1/watch?${query}`, signal: abort.signal });
       let buffered = '';
       let idle: NodeJS.Timeout | undefined;
       const armIdle = () => {
@@ -137,6 +136,7 @@ export class EmbeddedClient implements Registry {
       close: () => {
         stopped = true;
         abort.abort();
+        void watchClient.destroy().catch(() => {});
         this.watches.delete(handle);
       },
     };
@@ -149,6 +149,6 @@ export class EmbeddedClient implements Registry {
     this.closed = true;
     for (const l of this.leases) l.stop();
     for (const w of [...this.watches]) w.close();
-    await Promise.allSettled([this.client.close(), this.watchClient.close()]);
+    await this.client.close().catch(() => {});
   }
 }

@@ -100,3 +100,25 @@ describe('embedded registry persistence and hosting', () => {
     }
   });
 });
+
+describe('embedded client with many watches', () => {
+  it('delivers events to several concurrent watches of one client', async () => {
+    const dir = tempDir();
+    const host = await EmbeddedHost.start(dir.path);
+    const client = new EmbeddedClient(host.socketPath);
+    try {
+      const seen = new Map<string, number>();
+      const watches = ['a/', 'b/', 'c/', 'd/', 'e/', 'f/'].map((p) =>
+        client.watch(p, (events) => seen.set(p, (seen.get(p) ?? 0) + events.length)),
+      );
+      await new Promise((r) => setTimeout(r, 200));
+      for (const p of ['a/', 'b/', 'c/', 'd/', 'e/', 'f/']) await host.put(`${p}k`, 'v');
+      await waitFor(() => seen.size === 6, { what: 'every watch to see its event' });
+      for (const w of watches) w.close();
+    } finally {
+      await client.close();
+      await host.close();
+      dir.cleanup();
+    }
+  });
+});

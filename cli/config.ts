@@ -1,0 +1,70 @@
+/**
+ * Where the CLI finds its RPC endpoint and key (CLI.md): flags, then environment, then the files under
+ * ALLEGRA_HOME (default ~/.allegra) that `allegra devnet` and `allegra keys init` write.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { generateKeyPair, type KeyPair, keyPairFromPem, privateKeyToPem } from '../protocol/signing.js';
+import { CliError } from './output.js';
+
+export interface CliConfig {
+  rpc?: string;
+  http?: string;
+  https?: string | null;
+  dataDir?: string;
+}
+
+export function allegraHome(): string {
+  return resolve(process.env.ALLEGRA_HOME ?? join(homedir(), '.allegra'));
+}
+
+export function configPath(): string {
+  return join(allegraHome(), 'config.json');
+}
+
+export function readConfig(): CliConfig {
+  try {
+    return JSON.parse(readFileSync(configPath(), 'utf8')) as CliConfig;
+  } catch {
+    return {};
+  }
+}
+
+export function writeConfig(config: CliConfig): void {
+  mkdirSync(allegraHome(), { recursive: true });
+  writeFileSync(configPath(), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+export function resolveRpc(flag: string | undefined): string {
+  const rpc = flag ?? process.env.ALLEGRA_RPC ?? readConfig().rpc;
+  if (!rpc) throw new CliError('no RPC endpoint: pass --rpc URL, set ALLEGRA_RPC, or start `allegra devnet`', 2);
+  try {
+    return new URL(rpc).toString();
+  } catch {
+    throw new CliError(`invalid RPC endpoint "${rpc}": expected a URL like http://127.0.0.1:7070`, 2);
+  }
+}
+
+export function keyPath(flag: string | undefined): string {
+  return resolve(flag ?? process.env.ALLEGRA_KEY ?? join(allegraHome(), 'key'));
+}
+
+export function loadKey(flag: string | undefined): KeyPair {
+  const path = keyPath(flag);
+  if (!existsSync(path)) throw new CliError(`no key at ${path}: run \`allegra keys init\` first`, 2);
+  try {
+    return keyPairFromPem(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new CliError(`cannot read key ${path}: ${(err as Error).message}`, 2);
+  }
+}
+
+/** Creates a key at `path` unless one exists; returns it and whether it was created. */
+export function ensureKey(path: string): { keyPair: KeyPair; created: boolean } {
+  if (existsSync(path)) return { keyPair: keyPairFromPem(readFileSync(path, 'utf8')), created: false };
+  const keyPair = generateKeyPair();
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileSync(path, privateKeyToPem(keyPair), { mode: 0o600, flag: 'wx' });
+  return { keyPair, created: true };
+}

@@ -1,0 +1,129 @@
+/**
+ * `allegra agent` and `allegra gateway`: long-running processes. When started by `allegra devnet` they
+ * report readiness over the IPC channel and exit when it closes, so a killed devnet leaves no orphans.
+ */
+import type { Logger } from 'pino';
+import { startGateway } from '../gateway/server.js';
+import type { Registry } from '../protocol/registry.js';
+import { Agent } from '../quorum-agent/agent.js';
+import { openRegistry } from '../registry/open.js';
+import { makeLogger } from './log.js';
+import { CliError } from './output.js';
+
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(value) ?? /^()()(\d+)$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new CliError(`--listen expects HOST:PORT, e.g. 127.0.0.1:7070 (got "${value}")`, 2);
+  return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
+export function parsePort(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`${flag} expects a port number (got "${value}")`, 2);
+  return port;
+}
+
+async function openOrFail(url: string): Promise<Registry> {
+  try {
+    return await openRegistry(url);
+  } catch (err) {
+    throw new CliError(`cannot open registry ${url}: ${(err as Error).message}`, 1);
+  }
+}
+
+/** Stops `stop` on SIGINT/SIGTERM or when the parent's IPC channel closes; exits afterwards. */
+function runUntilStopped(log: Logger, stop: () => Promise<void>): void {
+  let stopping = false;
+  const shutdown = (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why }, 'shutting down');
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    void stop()
+      .catch((err) => log.error({ err }, 'error while stopping'))
+      .finally(() => {
+        log.flush?.();
+        process.exit(0);
+      });
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  if (process.send) process.on('disconnect', () => shutdown('parent exited'));
+}
+
+export async function agentCommand(opts: {
+  registry: string;
+  listen?: string;
+  data?: string;
+  region?: string;
+  capacity?: string;
+  log?: string;
+}): Promise<void> {
+  const listen = parseListen(opts.listen ?? '127.0.0.1:7070');
+  const capacity = opts.capacity === undefined ? 16 : Number(opts.capacity);
+  if (!Number.isInteger(capacity) || capacity < 0) throw new CliError(`--capacity expects a whole number (got "${opts.capacity}")`, 2);
+  const log = makeLogger('agent', opts.log);
+  const registry = await openOrFail(opts.registry);
+  const agent = new Agent({
+    registry,
+    dataDir: opts.data ?? '.allegra/agent',
+    host: listen.host,
+    port: listen.port,
+    region: opts.region,
+    capacity,
+    log,
+  });
+  try {
+    await agent.start();
+  } catch (err) {
+    await registry.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new CliError(
+      code === 'EADDRINUSE' ? `cannot listen on ${opts.listen}: address in use` : `agent failed to start: ${(err as Error).message}`,
+    );
+  }
+  process.send?.({ type: 'ready', role: 'agent', node: agent.nodeId, rpc: agent.rpcUrl });
+  if (!process.send) process.stdout.write(`agent ${agent.nodeId} serving RPC on ${agent.rpcUrl}\n`);
+  runUntilStopped(log, async () => {
+    await agent.stop();
+    await registry.close();
+  });
+}
+
+export async function gatewayCommand(opts: {
+  registry: string;
+  http?: string;
+  admin?: string;
+  host?: string;
+  log?: string;
+}): Promise<void> {
+  const log = makeLogger('gateway', opts.log);
+  const registry = await openOrFail(opts.registry);
+  let gateway: Awaited<ReturnType<typeof startGateway>>;
+  try {
+    gateway = await startGateway({
+      registry,
+      log,
+      host: opts.host ?? '127.0.0.1',
+      httpPort: parsePort(opts.http, '--http', 8080),
+      adminPort: parsePort(opts.admin, '--admin', 9090),
+    });
+  } catch (err) {
+    await registry.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new CliError(
+      code === 'EADDRINUSE'
+        ? `gateway port already in use: ${(err as Error).message}`
+        : `gateway failed to start: ${(err as Error).message}`,
+    );
+  }
+  process.send?.({ type: 'ready', role: 'gateway', http: gateway.httpPort, admin: gateway.adminPort });
+  if (!process.send) process.stdout.write(`gateway serving HTTP on ${gateway.httpPort}, admin on ${gateway.adminPort}\n`);
+  runUntilStopped(log, async () => {
+    await gateway.stop();
+    await registry.close();
+  });
+}

@@ -1,0 +1,200 @@
+/**
+ * `allegra devnet`: a whole network on one machine. The embedded registry is hosted in this process; the
+ * agents and the gateway are child processes, exactly as they run on separate machines.
+ */
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RpcClient } from '../protocol/client.js';
+import { AllegraError } from '../protocol/errors.js';
+import { keys, PREFIX } from '../protocol/keys.js';
+import type { Registry } from '../protocol/registry.js';
+import type { InstanceSpec, InstanceStatus, NetworkConfig } from '../protocol/types.js';
+import { EmbeddedHost } from '../registry/embedded.js';
+import { openRegistry } from '../registry/open.js';
+import { bundle } from './bundle.js';
+import { type Daemon, startDaemon, stopDaemon } from './children.js';
+import { allegraHome, ensureKey, keyPath, writeConfig } from './config.js';
+import { parsePort } from './daemon-commands.js';
+import { CliError, type Output } from './output.js';
+
+export interface DevnetOptions {
+  agents?: string;
+  http?: string;
+  https?: string;
+  rpc?: string;
+  admin?: string;
+  data?: string;
+  registry?: string;
+  baseDomain?: string;
+  demo?: boolean;
+  key?: string;
+}
+
+const DEMO_DIR = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
+
+async function openDevnetRegistry(url: string): Promise<Registry> {
+  if (url.startsWith('embedded:')) {
+    try {
+      return await EmbeddedHost.start(url.slice('embedded:'.length));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE')
+        throw new CliError(`another devnet already runs on ${url}; stop it or pass --data DIR`, 1);
+      throw err;
+    }
+  }
+  return openRegistry(url);
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new CliError(`devnet: timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<void> {
+  const agentCount = Number(opts.agents ?? 3);
+  if (!Number.isInteger(agentCount) || agentCount < 1 || agentCount > 32) throw new CliError('--agents expects a number from 1 to 32', 2);
+  const httpPort = parsePort(opts.http, '--http', 8080);
+  const rpcBase = parsePort(opts.rpc, '--rpc', 7070);
+  const adminPort = parsePort(opts.admin, '--admin', 9090);
+  const dataDir = opts.data ?? join(allegraHome(), 'devnet');
+  const registryUrl = opts.registry ?? `embedded:${join(dataDir, 'registry')}`;
+  const baseDomain = (opts.baseDomain ?? 'localhost').toLowerCase();
+  const progress = out.progress('starting registry');
+
+  const registry = await openDevnetRegistry(registryUrl);
+  const daemons: Daemon[] = [];
+  let stopping = false;
+  const stopAll = async () => {
+    stopping = true;
+    await Promise.allSettled(daemons.map((d) => stopDaemon(d)));
+    await registry.close().catch(() => {});
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    process.stderr.write(`\nallegra devnet: ${signal}, stopping ${daemons.length} processes…\n`);
+    void stopAll().then(() => process.exit(0));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    const network: NetworkConfig = { baseDomain, quorumSize: 3 };
+    await registry.put(keys.network(), JSON.stringify(network));
+
+    progress.update(`starting ${agentCount} quorum agents`);
+    const agentStarts = Array.from({ length: agentCount }, (_, i) =>
+      startDaemon(`agent-${i}`, [
+        'agent',
+        '--registry',
+        registryUrl,
+        '--listen',
+        `127.0.0.1:${rpcBase === 0 ? 0 : rpcBase + i}`,
+        '--data',
+        join(dataDir, `agent-${i}`),
+        '--log',
+        join(dataDir, 'logs', `agent-${i}.log`),
+      ]),
+    );
+    const gatewayStart = startDaemon('gateway', [
+      'gateway',
+      '--registry',
+      registryUrl,
+      '--http',
+      String(httpPort),
+      '--admin',
+      String(adminPort),
+      '--log',
+      join(dataDir, 'logs', 'gateway.log'),
+    ]);
+    const started = await Promise.allSettled([...agentStarts, gatewayStart]);
+    for (const s of started) if (s.status === 'fulfilled') daemons.push(s.value);
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw new CliError(`devnet: ${(failed.reason as Error).message}`);
+    for (const d of daemons) {
+      d.child.once('exit', (code, signal) => {
+        if (!stopping)
+          process.stderr.write(
+            `allegra devnet: ${d.name} exited unexpectedly (${signal ?? `code ${code}`}); see ${join(dataDir, 'logs')}\n`,
+          );
+      });
+    }
+
+    const agents = daemons.filter((d) => d.ready.role === 'agent');
+    const gateway = daemons.find((d) => d.ready.role === 'gateway') as Daemon;
+    const nodeIds = agents.map((a) => String(a.ready.node));
+    const rpcUrl = String(agents[0]?.ready.rpc);
+    const http = `http://127.0.0.1:${gateway.ready.http}`;
+
+    progress.update('forming quorums');
+    await waitFor('quorums to include every agent', 20_000, async () => {
+      const { items } = await registry.list(PREFIX.quorums);
+      const members = new Set(items.flatMap((kv) => (JSON.parse(kv.value) as { members: string[] }).members));
+      return nodeIds.every((id) => members.has(id)) ? true : undefined;
+    });
+
+    writeConfig({ rpc: rpcUrl, http, https: null, dataDir });
+    const instances: Array<{ name: string; url: string }> = [];
+    if (opts.demo !== false) {
+      progress.update('deploying the demo app');
+      const { keyPair } = ensureKey(keyPath(opts.key));
+      const rpc = new RpcClient(rpcUrl, keyPair);
+      try {
+        await rpc.call({ method: 'POST', path: '/v1/instances', body: { json: { name: 'demo', cmd: 'node server.mjs' } } });
+      } catch (err) {
+        if (!(err instanceof AllegraError && err.code === 'conflict')) throw err;
+      }
+      const packed = await bundle(DEMO_DIR);
+      const deployed = await rpc.call<{ instance: InstanceSpec }>({
+        method: 'PUT',
+        path: '/v1/instances/demo/code',
+        body: { bytes: packed.bytes },
+        headers: { 'x-allegra-cmd': 'node%20server.mjs' },
+      });
+      progress.update('waiting for demo replicas');
+      await waitFor('demo replicas to become healthy', 30_000, async () => {
+        const s = await rpc.call<InstanceStatus>({ method: 'GET', path: '/v1/instances/demo' });
+        const healthy = s.replicas.filter((r) => r.healthy && r.version >= deployed.instance.version).length;
+        return healthy >= deployed.instance.replicas.min ? true : undefined;
+      });
+      instances.push({ name: 'demo', url: `http://demo.${baseDomain}:${gateway.ready.http}/` });
+    }
+    progress.succeed('devnet is up');
+
+    out.result(
+      {
+        http,
+        https: null,
+        rpc: rpcUrl,
+        admin: `http://127.0.0.1:${gateway.ready.admin}`,
+        agents: agents.map((a) => ({ node: a.ready.node, rpc: a.ready.rpc, pid: a.child.pid })),
+        gateway: { pid: gateway.child.pid },
+        registry: registryUrl,
+        data: dataDir,
+        instances,
+      },
+      () =>
+        [
+          'Allegra devnet is up',
+          `  gateway   ${http}   (admin http://127.0.0.1:${gateway.ready.admin}/metrics)`,
+          `  agents    ${agents.map((a) => a.ready.rpc).join('  ')}`,
+          `  registry  ${registryUrl}`,
+          ...instances.map((i) => `  ${i.name.padEnd(8)}  ${i.url}   or: curl -H 'Host: ${i.name}.${baseDomain}' ${http}/`),
+          '  https     not served yet (plain HTTP only in this version)',
+          `  logs      ${join(dataDir, 'logs')}`,
+          '  CLI       configured for this devnet: try `allegra list`',
+          'Press Ctrl-C to stop.',
+        ].join('\n'),
+    );
+  } catch (err) {
+    progress.fail('devnet failed to start');
+    await stopAll();
+    throw err;
+  }
+  // Keep running until a signal arrives.
+  await new Promise<never>(() => {});
+}

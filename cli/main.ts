@@ -1,0 +1,144 @@
+#!/usr/bin/env node
+import { existsSync } from 'node:fs';
+/** The `allegra` command (contract: CLI.md). */
+import { Command, CommanderError, Option } from 'commander';
+import { ensureKey, keyPath, loadKey } from './config.js';
+import { agentCommand, gatewayCommand } from './daemon-commands.js';
+import { devnetCommand } from './devnet.js';
+import { createCommand, deployCommand, type GlobalOpts, lifecycleCommand, listCommand, statusCommand } from './instance-commands.js';
+import { CliError, makeOutput, reportError } from './output.js';
+
+const program = new Command('allegra')
+  .description('Host apps on a decentralized network of operator machines.')
+  .version('0.1.0')
+  .option('--json', 'print one JSON document on stdout')
+  .option('--rpc <url>', 'agent RPC endpoint (default: $ALLEGRA_RPC, then the devnet config)')
+  .option('--key <file>', 'Ed25519 key file (default: $ALLEGRA_KEY, then ~/.allegra/key)')
+  .showHelpAfterError('(run `allegra --help` for usage)')
+  // Options before the subcommand belong to the program, after it to the subcommand: this lets
+  // `allegra devnet --rpc 7070` (a port) coexist with `allegra list --rpc URL`.
+  .enablePositionalOptions()
+  .exitOverride();
+
+/** Adds the global options to a subcommand so they can also follow it (`allegra list --json`). */
+function withGlobals(cmd: Command, opts: { rpc?: boolean } = {}): Command {
+  cmd.option('--json', 'print one JSON document on stdout');
+  if (opts.rpc !== false) cmd.option('--rpc <url>', 'agent RPC endpoint');
+  cmd.option('--key <file>', 'Ed25519 key file');
+  return cmd;
+}
+
+let current: Command = program;
+program.hook('preAction', (_root, action) => {
+  current = action;
+});
+const globals = (): GlobalOpts => {
+  const mine = current.opts<GlobalOpts & { rpc?: string }>();
+  const root = program.opts<GlobalOpts>();
+  const isDevnet = current.name() === 'devnet';
+  return { json: Boolean(root.json || mine.json), rpc: isDevnet ? root.rpc : (mine.rpc ?? root.rpc), key: mine.key ?? root.key };
+};
+const out = () => makeOutput(Boolean(globals().json));
+
+program
+  .command('devnet')
+  .description('run a local network: embedded registry, agents, a gateway and the demo app')
+  .option('--agents <n>', 'number of quorum agents', '3')
+  .option('--http <port>', 'gateway HTTP port', '8080')
+  .option('--https <port>', 'gateway HTTPS port (not served yet)', '8443')
+  .option('--rpc <port>', 'RPC port of the first agent; the others use the next ports (0: any free port)', '7070')
+  .option('--admin <port>', 'gateway admin port (/healthz, /readyz, /metrics)', '9090')
+  .option('--data <dir>', 'data directory (default: ~/.allegra/devnet)')
+  .option('--registry <url>', 'registry URL (default: embedded:<data>/registry)')
+  .option('--base-domain <domain>', 'domain under which instances get their names', 'localhost')
+  .option('--no-demo', 'do not deploy the demo app')
+  .action((o) => devnetCommand({ ...o, key: globals().key }, out()));
+
+program
+  .command('agent')
+  .description('run one quorum agent')
+  .requiredOption('--registry <url>', 'embedded:DIR or etcd://host:port[,host:port…]')
+  .option('--listen <host:port>', 'RPC listen address', '127.0.0.1:7070')
+  .option('--data <dir>', 'data directory', '.allegra/agent')
+  .option('--region <region>', 'region label used to spread quorums', 'local')
+  .option('--capacity <n>', 'replica slots offered', '16')
+  .option('--log <file>', 'write logs to a file instead of stderr')
+  .action((o) => agentCommand(o));
+
+program
+  .command('gateway')
+  .description('run one responding node')
+  .requiredOption('--registry <url>', 'embedded:DIR or etcd://host:port[,host:port…]')
+  .option('--http <port>', 'HTTP port', '8080')
+  .option('--admin <port>', 'admin port (/healthz, /readyz, /metrics)', '9090')
+  .option('--host <address>', 'listen address', '127.0.0.1')
+  .option('--log <file>', 'write logs to a file instead of stderr')
+  .action((o) => gatewayCommand(o));
+
+const keysCmd = program.command('keys').description('manage your Ed25519 key');
+keysCmd
+  .command('init')
+  .description('create your key (kept if it already exists)')
+  .action(() => {
+    const path = keyPath(globals().key);
+    const existed = existsSync(path);
+    const { keyPair } = ensureKey(path);
+    out().result(
+      { publicKey: keyPair.publicKeyHex, path, created: !existed },
+      () => `${existed ? 'key already exists' : 'created key'} ${path}\npublic key: ${keyPair.publicKeyHex}`,
+    );
+  });
+keysCmd
+  .command('show')
+  .description('print your public key (hex)')
+  .action(() => {
+    const keyPair = loadKey(globals().key);
+    out().result({ publicKey: keyPair.publicKeyHex, path: keyPath(globals().key) }, () => keyPair.publicKeyHex);
+  });
+
+program
+  .command('create <name>')
+  .description('provision an instance; prints its id')
+  .addOption(new Option('--driver <driver>', 'instance driver').choices(['process', 'wasm', 'vm']).default('process'))
+  .option('--replicas <min:max>', 'replica bounds (default: one per quorum member)')
+  .option('--from <path>', 'deploy this directory or file right away')
+  .option('--cmd <command>', 'command that starts one replica (PORT is set)')
+  .option('--port <port>', 'port the app listens on (default: $PORT)')
+  .action((name, o) => createCommand(name, o, globals(), out()));
+
+program
+  .command('deploy <name> <path>')
+  .description('upload code (directory or file) and roll it out to the whole quorum')
+  .option('--cmd <command>', 'command that starts one replica (PORT is set)')
+  .option('--no-wait', 'return once the quorum holds the code, without waiting for the rollout')
+  .action((name, path, o) => deployCommand(name, path, o, globals(), out()));
+
+program
+  .command('list')
+  .description('your instances')
+  .action(() => listCommand(globals(), out()));
+program
+  .command('status <name>')
+  .description('one instance with its quorum, replicas, versions and routes')
+  .action((name) => statusCommand(name, globals(), out()));
+for (const action of ['start', 'stop', 'delete'] as const) {
+  program
+    .command(`${action} <name>`)
+    .description(`${action} an instance`)
+    .action((name) => lifecycleCommand(action, name, globals(), out()));
+}
+
+for (const cmd of [...program.commands, ...keysCmd.commands]) {
+  if (cmd === keysCmd) continue;
+  withGlobals(cmd, { rpc: !['devnet', 'agent', 'gateway'].includes(cmd.name()) });
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // Help and version are not failures; usage errors were already printed by commander.
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  }
+  process.exit(reportError(err instanceof CliError || err instanceof Error ? err : new Error(String(err))));
+}

@@ -1,0 +1,159 @@
+/**
+ * The gateway's routing core, independent of any HTTP stack: host → route → quorum → live replicas →
+ * balancer. All state is in memory and kept current by registry watches; a request never waits on the
+ * registry. The Node entry and the Workers entry share this module.
+ */
+import { PREFIX } from '../protocol/keys.js';
+import type { Registry } from '../protocol/registry.js';
+import { replicaRecord, routeRecord } from '../protocol/schemas.js';
+import type { ReplicaRecord, RouteRecord } from '../protocol/types.js';
+import { ClusterView } from '../registry/cluster-view.js';
+import { jsonRecord, Mirror } from '../registry/mirror.js';
+import { Balancer } from '../router/balancer.js';
+import { RouteTable } from '../router/route-table.js';
+
+export interface Upstream {
+  /** Stable id of the replica slot: `${nodeId}.${slot}@${endpoint}`. */
+  id: string;
+  endpoint: string;
+  nodeId: string;
+  weight?: number;
+}
+
+export type Resolution =
+  | { kind: 'ok'; route: RouteRecord; balancer: Balancer<Upstream> }
+  | { kind: 'no-route' }
+  | { kind: 'no-replica'; route: RouteRecord; reason: string };
+
+export interface RoutingEvents {
+  /** An upstream endpoint is no longer referenced by any route: its connection pool can be closed. */
+  onUpstreamGone?: (endpoint: string) => void;
+}
+
+export class RoutingCore {
+  readonly view: ClusterView;
+  private readonly routes: Mirror<RouteRecord>;
+  private readonly replicas: Mirror<ReplicaRecord>;
+  private readonly table = new RouteTable<RouteRecord>();
+  /** Replica records grouped by instance id. */
+  private readonly byInstance = new Map<string, Map<string, ReplicaRecord>>();
+  private readonly balancers = new Map<string, Balancer<Upstream>>();
+  /** The upstream set last given to each balancer, to notice endpoints that went away. */
+  private readonly upstreamsOf = new Map<string, Upstream[]>();
+  private readonly reasons = new Map<string, string>();
+  private readonly liveEndpoints = new Map<string, number>();
+  private ready = false;
+
+  constructor(
+    registry: Registry,
+    private readonly events: RoutingEvents = {},
+  ) {
+    this.view = new ClusterView(registry);
+    this.routes = new Mirror(registry, PREFIX.routes, jsonRecord(routeRecord));
+    this.replicas = new Mirror(registry, PREFIX.replicas, jsonRecord(replicaRecord));
+  }
+
+  async start(): Promise<this> {
+    this.routes.onChange((changes) => {
+      for (const c of changes) {
+        const host = c.key.slice(PREFIX.routes.length);
+        if (c.value) this.table.set(host, c.value);
+        else this.table.delete(host);
+      }
+    });
+    this.replicas.onChange((changes) => {
+      const touched = new Set<string>();
+      for (const c of changes) {
+        const rec = c.value ?? c.previous;
+        if (!rec) continue;
+        let group = this.byInstance.get(rec.instanceId);
+        if (!group) this.byInstance.set(rec.instanceId, (group = new Map()));
+        if (c.value) group.set(c.key, c.value);
+        else group.delete(c.key);
+        if (group.size === 0) this.byInstance.delete(rec.instanceId);
+        touched.add(rec.instanceId);
+      }
+      if (this.ready) for (const id of touched) this.rebuild(id);
+    });
+    // Quorum membership or placement changed: every instance's replica set may have changed.
+    this.view.onChange(() => this.ready && this.rebuildAll());
+    await Promise.all([this.view.start(), this.routes.start(), this.replicas.start()]);
+    this.ready = true;
+    this.rebuildAll();
+    return this;
+  }
+
+  private rebuildAll(): void {
+    const ids = new Set([...this.byInstance.keys(), ...this.balancers.keys()]);
+    for (const id of ids) this.rebuild(id);
+  }
+
+  /** Recomputes the upstreams of one instance: healthy replicas on members of its current quorum. */
+  private rebuild(instanceId: string): void {
+    const group = this.byInstance.get(instanceId);
+    const quorum = this.view.quorumOf(instanceId);
+    const members = new Set(quorum?.members ?? []);
+    const upstreams: Upstream[] = [];
+    let unhealthy = 0;
+    let outside = 0;
+    for (const r of group?.values() ?? []) {
+      if (!members.has(r.nodeId)) outside++;
+      else if (!r.healthy) unhealthy++;
+      else upstreams.push({ id: `${r.nodeId}.${r.slot}@${r.endpoint}`, endpoint: r.endpoint, nodeId: r.nodeId });
+    }
+    const before = new Set((this.upstreamsOf.get(instanceId) ?? []).map((u) => u.endpoint));
+    if (upstreams.length === 0 && !group) {
+      this.balancers.delete(instanceId);
+      this.upstreamsOf.delete(instanceId);
+    } else {
+      const balancer = this.balancers.get(instanceId) ?? new Balancer<Upstream>();
+      balancer.setEndpoints(upstreams);
+      this.balancers.set(instanceId, balancer);
+      this.upstreamsOf.set(instanceId, upstreams);
+    }
+    const after = new Set(upstreams.map((u) => u.endpoint));
+    for (const e of after) if (!before.has(e)) this.liveEndpoints.set(e, (this.liveEndpoints.get(e) ?? 0) + 1);
+    for (const e of before) {
+      if (after.has(e)) continue;
+      const n = (this.liveEndpoints.get(e) ?? 1) - 1;
+      if (n > 0) this.liveEndpoints.set(e, n);
+      else {
+        this.liveEndpoints.delete(e);
+        this.events.onUpstreamGone?.(e);
+      }
+    }
+    this.reasons.set(
+      instanceId,
+      !quorum
+        ? 'no quorum holds this instance'
+        : unhealthy > 0
+          ? `${unhealthy} replica(s) unhealthy, none healthy`
+          : outside > 0
+            ? 'replicas are moving between quorums'
+            : 'instance has no running replica',
+    );
+  }
+
+  resolve(host: string): Resolution {
+    const route = this.table.get(host);
+    if (!route) return { kind: 'no-route' };
+    const balancer = this.balancers.get(route.instanceId);
+    if (!balancer || balancer.size === 0)
+      return { kind: 'no-replica', route, reason: this.reasons.get(route.instanceId) ?? 'instance has no running replica' };
+    return { kind: 'ok', route, balancer };
+  }
+
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  get routeCount(): number {
+    return this.table.size;
+  }
+
+  close(): void {
+    this.view.close();
+    this.routes.close();
+    this.replicas.close();
+  }
+}

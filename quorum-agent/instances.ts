@@ -1,0 +1,187 @@
+/**
+ * Instance operations behind the RPC API. Every change is a compare-and-swap on the instance record, so
+ * concurrent operations through different agents serialize in the registry instead of overwriting each
+ * other. This module decides what is allowed; rpc.ts only maps HTTP onto it.
+ */
+import { randomBytes } from 'node:crypto';
+import { AllegraError } from '../protocol/errors.js';
+import { keys, PREFIX } from '../protocol/keys.js';
+import type { Op, Registry } from '../protocol/registry.js';
+import { type CreateInstanceRequest, instanceSpec, parseRecord, replicaRecord, routeRecord } from '../protocol/schemas.js';
+import type { ArtifactRef, InstanceSpec, InstanceStatus, QuorumRecord, ReplicaRecord } from '../protocol/types.js';
+import type { ClusterView } from '../registry/cluster-view.js';
+
+/** Pushes a verified blob to a peer; resolves true once the peer holds it. */
+export type BlobPusher = (nodeId: string, sha256: string) => Promise<boolean>;
+
+export class InstanceService {
+  constructor(
+    private readonly registry: Registry,
+    private readonly view: ClusterView,
+    private readonly selfId: string,
+  ) {}
+
+  async create(owner: string, req: CreateInstanceRequest): Promise<InstanceSpec> {
+    const network = this.view.network();
+    const now = Date.now();
+    const quorumSize = network.quorumSize;
+    const replicas = req.replicas ?? { min: quorumSize, max: quorumSize };
+    const spec: InstanceSpec = {
+      id: `i-${randomBytes(6).toString('hex')}`,
+      name: req.name,
+      owner,
+      authorized: [],
+      driver: req.driver,
+      cmd: req.cmd,
+      port: req.port,
+      env: req.env,
+      replicas,
+      artifact: null,
+      state: 'running',
+      version: 1,
+      domains: [],
+      immutable: false,
+      createdAt: now,
+      updatedAt: now,
+    };
+    if (spec.driver !== 'process')
+      throw new AllegraError('bad_request', `driver "${spec.driver}" is not available on this network yet; use --driver process`);
+    const host = `${req.name}.${network.baseDomain}`;
+    const route = { host, instanceId: spec.id, instanceName: spec.name, kind: 'network', createdAt: now };
+    // The instance and its network route are created together or not at all.
+    const res = await this.registry.txn({
+      compare: [
+        { key: keys.instance(req.name), target: 'version', equals: 0 },
+        { key: keys.route(host), target: 'version', equals: 0 },
+      ],
+      success: [
+        { type: 'put', key: keys.instance(req.name), value: JSON.stringify(spec) },
+        { type: 'put', key: keys.route(host), value: JSON.stringify(route) },
+      ],
+    });
+    if (!res.succeeded) {
+      const exists = await this.registry.get(keys.instance(req.name));
+      throw new AllegraError('conflict', exists ? `instance "${req.name}" already exists` : `host ${host} is already routed`);
+    }
+    return spec;
+  }
+
+  /** Reads the committed spec (not the view, which may lag) and checks the caller may operate it. */
+  async authorized(name: string, signer: string): Promise<{ spec: InstanceSpec; modRevision: number }> {
+    const kv = await this.registry.get(keys.instance(name));
+    const spec = parseRecord(instanceSpec, kv?.value);
+    if (!kv || !spec) throw new AllegraError('not_found', `no instance named "${name}"`);
+    if (spec.owner !== signer && !spec.authorized.includes(signer))
+      throw new AllegraError('forbidden', `key ${signer.slice(0, 12)}… may not operate instance "${name}"`);
+    return { spec, modRevision: kv.modRevision };
+  }
+
+  /** Applies `change` to the spec with compare-and-swap, retrying on concurrent updates. */
+  private async update(
+    name: string,
+    signer: string,
+    change: (spec: InstanceSpec) => InstanceSpec,
+    opts: { allowImmutable?: boolean } = {},
+  ): Promise<InstanceSpec> {
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const { spec, modRevision } = await this.authorized(name, signer);
+      if (spec.immutable && !opts.allowImmutable)
+        throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
+      const next = { ...change(spec), version: spec.version + 1, updatedAt: Date.now() };
+      const res = await this.registry.txn({
+        compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }],
+        success: [{ type: 'put', key: keys.instance(name), value: JSON.stringify(next) }],
+      });
+      if (res.succeeded) return next;
+    }
+    throw new AllegraError('conflict', `instance "${name}" is being changed concurrently; try again`);
+  }
+
+  setState(name: string, signer: string, state: 'running' | 'stopped'): Promise<InstanceSpec> {
+    return this.update(name, signer, (spec) => ({ ...spec, state }));
+  }
+
+  /**
+   * Commits a new artifact once a majority of the owning quorum holds it. `pushTo` replicates the blob
+   * to one member; this node counts as a holder as it received the upload.
+   */
+  async deploy(
+    name: string,
+    signer: string,
+    blob: { sha256: string; size: number },
+    cmd: string | undefined,
+    pushTo: BlobPusher,
+  ): Promise<{ spec: InstanceSpec; quorum: QuorumRecord }> {
+    const { spec } = await this.authorized(name, signer);
+    if (spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
+    const quorum = this.view.quorumOf(spec.id);
+    if (!quorum || quorum.members.length === 0)
+      throw new AllegraError('unavailable', 'no quorum is available to hold the instance yet; try again shortly');
+    const needed = Math.floor(quorum.members.length / 2) + 1;
+    const holders = await this.replicate(quorum.members, blob.sha256, needed, pushTo);
+    if (holders.filter((h) => quorum.members.includes(h)).length < needed) {
+      throw new AllegraError(
+        'unavailable',
+        `only ${holders.length} of ${quorum.members.length} quorum members stored the artifact; a majority (${needed}) is required`,
+      );
+    }
+    const artifact: ArtifactRef = { sha256: blob.sha256, size: blob.size, holders };
+    const next = await this.update(name, signer, (s) => ({ ...s, artifact, cmd: cmd ?? s.cmd }));
+    return { spec: next, quorum };
+  }
+
+  /** Resolves with the holders as soon as `needed` members hold the blob (or every push has finished). */
+  private replicate(members: string[], sha256: string, needed: number, pushTo: BlobPusher): Promise<string[]> {
+    const holders = [this.selfId];
+    const others = members.filter((m) => m !== this.selfId);
+    const inQuorum = () => holders.filter((h) => members.includes(h)).length;
+    return new Promise((resolve) => {
+      let pending = others.length;
+      if (inQuorum() >= needed || pending === 0) resolve([...holders]);
+      for (const m of others) {
+        void pushTo(m, sha256)
+          .catch(() => false)
+          .then((ok) => {
+            if (ok) holders.push(m);
+            pending--;
+            if (inQuorum() >= needed || pending === 0) resolve([...holders]);
+          });
+      }
+    });
+  }
+
+  async delete(name: string, signer: string): Promise<void> {
+    const { spec, modRevision } = await this.authorized(name, signer);
+    if (spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
+    const routes = await this.routesOf(spec.id);
+    const ops: Op[] = [
+      { type: 'delete', key: keys.instance(name) },
+      ...routes.map((host) => ({ type: 'delete', key: keys.route(host) }) as Op),
+      { type: 'deletePrefix', prefix: keys.replicasOf(spec.id) },
+    ];
+    const res = await this.registry.txn({
+      compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }],
+      success: ops,
+    });
+    if (!res.succeeded) throw new AllegraError('conflict', `instance "${name}" changed while deleting; try again`);
+  }
+
+  async list(signer: string): Promise<InstanceSpec[]> {
+    const { items } = await this.registry.list(PREFIX.instances);
+    return items
+      .map((kv) => parseRecord(instanceSpec, kv.value))
+      .filter((s): s is InstanceSpec => s !== undefined && (s.owner === signer || s.authorized.includes(signer)));
+  }
+
+  async status(name: string, signer: string): Promise<InstanceStatus> {
+    const { spec } = await this.authorized(name, signer);
+    const { items } = await this.registry.list(keys.replicasOf(spec.id));
+    const replicas = items.map((kv) => parseRecord(replicaRecord, kv.value)).filter((r): r is ReplicaRecord => r !== undefined);
+    return { instance: spec, quorum: this.view.quorumOf(spec.id) ?? null, replicas, routes: await this.routesOf(spec.id) };
+  }
+
+  private async routesOf(instanceId: string): Promise<string[]> {
+    const { items } = await this.registry.list(PREFIX.routes);
+    return items.map((kv) => parseRecord(routeRecord, kv.value)).flatMap((r) => (r && r.instanceId === instanceId ? [r.host] : []));
+  }
+}

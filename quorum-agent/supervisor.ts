@@ -1,0 +1,244 @@
+/**
+ * Keeps the replicas this node should run alive: starts what is missing, stops what is no longer wanted,
+ * restarts crashed replicas with backoff, probes health on an interval and reports every change of a
+ * replica's observable state (endpoint, health, version) through `report`. A new version of a slot is
+ * started beside the old one and takes over only once healthy (or after a deadline), so a deploy does not
+ * leave a slot without a replica.
+ */
+import type { Logger } from 'pino';
+import type { ReplicaRecord } from '../protocol/types.js';
+import type { Driver, ReplicaHandle, ReplicaLaunch } from './drivers/driver.js';
+import { freePort } from './ports.js';
+
+export interface DesiredReplica {
+  instanceId: string;
+  instanceName: string;
+  slot: number;
+  version: number;
+  /** Everything but the port, which the supervisor allocates. */
+  launch: Omit<ReplicaLaunch, 'port'>;
+}
+
+export interface SupervisorOptions {
+  nodeId: string;
+  driver: Driver;
+  log: Logger;
+  /** Called with the record to publish, or null when the replica is gone. */
+  report: (key: { instanceId: string; slot: number }, record: ReplicaRecord | null) => void;
+  healthIntervalMs?: number;
+  /** Consecutive failed probes before a running replica is marked unhealthy. */
+  unhealthyThreshold?: number;
+  /** How long a new version may take to become healthy before it replaces the old one anyway. */
+  rolloutDeadlineMs?: number;
+}
+
+class Runner {
+  handle: ReplicaHandle | null = null;
+  healthy = false;
+  restarts = 0;
+  failures = 0;
+  stopped = false;
+  private timer: NodeJS.Timeout | null = null;
+  private backoffMs = 200;
+  readonly becameHealthy: Promise<void>;
+  private markHealthy!: () => void;
+
+  constructor(
+    readonly desired: DesiredReplica,
+    private readonly sup: Supervisor,
+  ) {
+    this.becameHealthy = new Promise((r) => {
+      this.markHealthy = r;
+    });
+  }
+
+  async start(): Promise<void> {
+    if (this.stopped) return;
+    const port = await freePort();
+    try {
+      this.handle = await this.sup.opts.driver.start({ ...this.desired.launch, port });
+    } catch (err) {
+      this.sup.opts.log.error({ err, instance: this.desired.instanceName, slot: this.desired.slot }, 'replica failed to start');
+      this.scheduleRestart();
+      return;
+    }
+    const handle = this.handle;
+    this.sup.opts.log.info(
+      {
+        instance: this.desired.instanceName,
+        slot: this.desired.slot,
+        pid: handle.pid,
+        endpoint: handle.endpoint,
+        version: this.desired.version,
+      },
+      'replica started',
+    );
+    void handle.exited.then((exit) => {
+      if (this.handle !== handle || this.stopped) return;
+      this.sup.opts.log.warn({ instance: this.desired.instanceName, slot: this.desired.slot, ...exit }, 'replica exited; restarting');
+      this.handle = null;
+      this.setHealthy(false);
+      this.scheduleRestart();
+    });
+    this.probeSoon(50);
+  }
+
+  private scheduleRestart(): void {
+    if (this.stopped) return;
+    this.restarts++;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, 10_000);
+    this.clearTimer();
+    this.timer = setTimeout(() => void this.start(), delay);
+  }
+
+  private probeSoon(delayMs: number): void {
+    this.clearTimer();
+    this.timer = setTimeout(() => void this.probe(), delayMs);
+  }
+
+  private async probe(): Promise<void> {
+    const handle = this.handle;
+    if (!handle || this.stopped) return;
+    const ok = await handle.health();
+    if (handle !== this.handle || this.stopped) return;
+    if (ok) {
+      this.failures = 0;
+      this.backoffMs = 200;
+      this.setHealthy(true);
+    } else if (!this.healthy) {
+      // Still starting: keep probing quickly until it answers.
+    } else if (++this.failures >= (this.sup.opts.unhealthyThreshold ?? 2)) {
+      this.setHealthy(false);
+    }
+    const interval = this.sup.opts.healthIntervalMs ?? 1_000;
+    this.probeSoon(this.healthy ? interval : Math.min(interval, 200));
+  }
+
+  private setHealthy(healthy: boolean): void {
+    const changed = this.healthy !== healthy;
+    this.healthy = healthy;
+    if (healthy) this.markHealthy();
+    if (changed || healthy) this.sup.publish(this);
+  }
+
+  record(): ReplicaRecord | null {
+    if (!this.handle) return null;
+    return {
+      instanceId: this.desired.instanceId,
+      nodeId: this.sup.opts.nodeId,
+      slot: this.desired.slot,
+      endpoint: this.handle.endpoint,
+      healthy: this.healthy,
+      version: this.desired.version,
+      pid: this.handle.pid,
+      restarts: this.restarts,
+      updatedAt: Date.now(),
+    };
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.clearTimer();
+    await this.handle?.stop();
+    this.handle = null;
+  }
+}
+
+const slotKey = (instanceId: string, slot: number) => `${instanceId}/${slot}`;
+
+export class Supervisor {
+  /** The runner whose record is published for each slot. */
+  private readonly active = new Map<string, Runner>();
+  /** A newer version warming up beside the active runner. */
+  private readonly pending = new Map<string, Runner>();
+  /** Last published record per slot, to publish only real changes. */
+  private readonly published = new Map<string, string>();
+
+  constructor(readonly opts: SupervisorOptions) {}
+
+  get count(): number {
+    return this.active.size;
+  }
+
+  /** Brings the running set to exactly `desired`. Safe to call often; it only acts on differences. */
+  reconcile(desired: DesiredReplica[]): void {
+    const wanted = new Map(desired.map((d) => [slotKey(d.instanceId, d.slot), d]));
+    for (const [key, runner] of this.active) {
+      if (!wanted.has(key)) {
+        this.active.delete(key);
+        this.retire(runner, key);
+      }
+    }
+    for (const [key, runner] of this.pending) {
+      if (!wanted.has(key)) {
+        this.pending.delete(key);
+        void runner.stop();
+      }
+    }
+    for (const [key, d] of wanted) {
+      const current = this.active.get(key);
+      if (!current) {
+        const runner = new Runner(d, this);
+        this.active.set(key, runner);
+        void runner.start();
+      } else if (current.desired.version !== d.version || current.desired.launch.cmd !== d.launch.cmd) {
+        const waiting = this.pending.get(key);
+        if (waiting?.desired.version === d.version) continue;
+        if (waiting) void waiting.stop();
+        this.rollOut(key, d);
+      }
+    }
+  }
+
+  /** Starts the new version beside the old one and swaps once it is healthy or the deadline passes. */
+  private rollOut(key: string, d: DesiredReplica): void {
+    const next = new Runner(d, this);
+    this.pending.set(key, next);
+    void next.start();
+    const deadline = new Promise<void>((r) => setTimeout(r, this.opts.rolloutDeadlineMs ?? 30_000).unref());
+    void Promise.race([next.becameHealthy, deadline]).then(() => {
+      if (this.pending.get(key) !== next) return;
+      this.pending.delete(key);
+      const old = this.active.get(key);
+      this.active.set(key, next);
+      this.publish(next);
+      if (old) void old.stop();
+    });
+  }
+
+  private retire(runner: Runner, key: string): void {
+    this.published.delete(key);
+    this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, null);
+    void runner.stop();
+  }
+
+  /** Publishes a runner's record if it is the active one for its slot and something changed. */
+  publish(runner: Runner): void {
+    const key = slotKey(runner.desired.instanceId, runner.desired.slot);
+    if (this.active.get(key) !== runner) return;
+    const record = runner.record();
+    const fingerprint = record ? `${record.endpoint}|${record.healthy}|${record.version}|${record.pid}` : 'gone';
+    if (this.published.get(key) === fingerprint) return;
+    this.published.set(key, fingerprint);
+    this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, record);
+  }
+
+  /** Re-sends every current record (after the registry lost them, e.g. a new lease). */
+  republishAll(): void {
+    this.published.clear();
+    for (const runner of this.active.values()) this.publish(runner);
+  }
+
+  async stopAll(): Promise<void> {
+    const all = [...this.active.values(), ...this.pending.values()];
+    this.active.clear();
+    this.pending.clear();
+    await Promise.all(all.map((r) => r.stop()));
+  }
+}

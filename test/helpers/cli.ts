@@ -1,0 +1,85 @@
+/** Runs the built `allegra` CLI as a real child process, the way users and scripts do. */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCli(args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Runs a CLI command with --json and parses its single JSON document; throws with stderr on failure. */
+export async function cliJson<T>(args: string[], env: Record<string, string>): Promise<T> {
+  const r = await runCli([...args, '--json'], env);
+  if (r.code !== 0) throw new Error(`allegra ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+export interface DevnetInfo {
+  http: string;
+  https: string | null;
+  rpc: string;
+  admin: string;
+  agents: Array<{ node: string; rpc: string; pid: number }>;
+  gateway: { pid: number };
+  instances: Array<{ name: string; url: string }>;
+}
+
+/** Starts `allegra devnet --json` on free ports and resolves once it printed its ready line. */
+export function startDevnet(
+  args: string[],
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+): Promise<{ child: ChildProcess; info: DevnetInfo; stderr: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'devnet', '--json', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGINT');
+      reject(new Error(`devnet not ready within ${timeoutMs} ms: ${stderr}`));
+    }, timeoutMs);
+    child.stdout?.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      const nl = stdout.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(timer);
+        try {
+          resolve({ child, info: JSON.parse(stdout.slice(0, nl)) as DevnetInfo, stderr: () => stderr });
+        } catch (err) {
+          reject(err);
+        }
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`devnet exited with ${code} before it was ready: ${stderr}`));
+    });
+  });
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
