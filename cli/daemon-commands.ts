@@ -2,6 +2,8 @@
  * `allegra agent` and `allegra gateway`: long-running processes. When started by `allegra devnet` they
  * report readiness over the IPC channel and exit when it closes, so a killed devnet leaves no orphans.
  */
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { startGateway } from '../gateway/server.js';
 import type { Registry } from '../protocol/registry.js';
@@ -99,7 +101,12 @@ export async function gatewayCommand(opts: {
   admin?: string;
   host?: string;
   log?: string;
+  workers?: string;
 }): Promise<void> {
+  const workers = opts.workers === undefined ? 1 : opts.workers === 'auto' ? availableParallelism() : Number(opts.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256)
+    throw new CliError(`--workers expects a number or "auto" (got "${opts.workers}")`, 2);
+  if (workers > 1 && cluster.isPrimary) return gatewayPrimary(opts, workers);
   const log = makeLogger('gateway', opts.log);
   const registry = await openOrFail(opts.registry);
   let gateway: Awaited<ReturnType<typeof startGateway>>;
@@ -126,4 +133,47 @@ export async function gatewayCommand(opts: {
     await gateway.stop();
     await registry.close();
   });
+}
+
+/**
+ * `--workers N`: one gateway process per core. The primary only forks, restarts crashed workers and relays
+ * signals; node:cluster hands each new connection to a worker, so keep-alive traffic costs the primary nothing.
+ */
+async function gatewayPrimary(opts: { log?: string }, workers: number): Promise<void> {
+  const log = makeLogger('gateway-primary', opts.log);
+  let stopping = false;
+  const ready = new Map<number, { http: number; admin: number }>();
+  const fork = () => {
+    const worker = cluster.fork({ ALLEGRA_GATEWAY_WORKER: '1' });
+    worker.on('message', (msg: { type?: string; http?: number; admin?: number }) => {
+      if (msg?.type !== 'ready') return;
+      ready.set(worker.id, { http: Number(msg.http), admin: Number(msg.admin) });
+      if (ready.size === workers) {
+        const first = [...ready.values()][0] as { http: number; admin: number };
+        const pids = Object.values(cluster.workers ?? {}).map((w) => w?.process.pid);
+        process.send?.({ type: 'ready', role: 'gateway', http: first.http, admin: first.admin, workers: pids });
+        if (!process.send) process.stdout.write(`gateway serving HTTP on ${first.http} with ${workers} workers, admin on ${first.admin}\n`);
+      }
+    });
+  };
+  cluster.on('exit', (worker, code, signal) => {
+    ready.delete(worker.id);
+    if (stopping) return;
+    log.warn({ pid: worker.process.pid, code, signal }, 'gateway worker died; starting another');
+    fork();
+  });
+  for (let i = 0; i < workers; i++) fork();
+  const shutdown = () => {
+    if (stopping) return;
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    const force = setTimeout(() => process.exit(1), 12_000);
+    force.unref();
+    cluster.on('exit', () => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    });
+  };
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+  if (process.send) process.on('disconnect', shutdown);
 }

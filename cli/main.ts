@@ -72,6 +72,7 @@ program
   .option('--http <port>', 'HTTP port', '8080')
   .option('--admin <port>', 'admin port (/healthz, /readyz, /metrics)', '9090')
   .option('--host <address>', 'listen address', '127.0.0.1')
+  .option('--workers <n>', 'gateway processes sharing the ports ("auto": one per core)', '1')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => gatewayCommand(o));
 

@@ -1,0 +1,124 @@
+/**
+ * The Allegra gateway as a benchmark target, run as in production: a real `allegra gateway` process (or
+ * several with --workers) reading its routes from a registry, with route lookup, quorum placement,
+ * balancing and metrics on the path. The registry is an embedded store hosted by the benchmark process and
+ * seeded with one instance whose replicas are the benchmark's upstreams.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { keys } from '../../protocol/keys.js';
+import type { InstanceSpec, ReplicaRecord, RouteRecord } from '../../protocol/types.js';
+import { EmbeddedHost } from '../../registry/embedded.js';
+
+export interface AllegraTarget {
+  url: string;
+  /** Host header to send */
+  host: string;
+  pids: number[];
+  /** Port of the gateway's admin server (/metrics). */
+  adminPort: number;
+  stop(): Promise<void>;
+}
+
+const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
+const HOST = 'bench.localhost';
+
+/** Seeds a registry with one instance on one quorum whose replicas are `upstreams`. */
+export async function seedRegistry(registry: EmbeddedHost, upstreams: string[]): Promise<void> {
+  const now = Date.now();
+  const instanceId = 'i-bench0000001';
+  const nodes = upstreams.map((_, i) => `n-bench${i}`);
+  const spec: InstanceSpec = {
+    id: instanceId,
+    name: 'bench',
+    owner: '0'.repeat(64),
+    authorized: [],
+    driver: 'process',
+    cmd: 'bench upstream',
+    port: 0,
+    env: {},
+    replicas: { min: upstreams.length, max: upstreams.length },
+    artifact: null,
+    state: 'running',
+    version: 1,
+    domains: [],
+    immutable: false,
+    createdAt: now,
+    updatedAt: now,
+  };
+  const route: RouteRecord = { host: HOST, instanceId, instanceName: 'bench', kind: 'network', createdAt: now };
+  await registry.put(keys.network(), JSON.stringify({ baseDomain: 'localhost', quorumSize: nodes.length }));
+  await registry.put(keys.quorum('q-bench'), JSON.stringify({ id: 'q-bench', members: nodes, capacity: 16 * nodes.length }));
+  await registry.put(keys.instance('bench'), JSON.stringify(spec));
+  await registry.put(keys.route(HOST), JSON.stringify(route));
+  for (const [slot, endpoint] of upstreams.entries()) {
+    const record: ReplicaRecord = {
+      instanceId,
+      nodeId: nodes[slot] as string,
+      slot,
+      endpoint,
+      healthy: true,
+      version: 1,
+      pid: null,
+      restarts: 0,
+      updatedAt: now,
+    };
+    await registry.put(keys.replica(instanceId, nodes[slot] as string, slot), JSON.stringify(record));
+  }
+}
+
+export async function startAllegraGateway(opts: { upstreams: string[]; processes?: number; cpus?: string }): Promise<AllegraTarget> {
+  const dir = mkdtempSync(join(tmpdir(), 'allegra-bench-'));
+  const registry = await EmbeddedHost.start(join(dir, 'registry'));
+  await seedRegistry(registry, opts.upstreams);
+  const args = [
+    'gateway',
+    '--registry',
+    `embedded:${join(dir, 'registry')}`,
+    '--http',
+    '0',
+    '--admin',
+    '0',
+    '--workers',
+    String(opts.processes ?? 1),
+    '--log',
+    join(dir, 'gateway.log'),
+  ];
+  // With a CPU list the gateway runs under taskset; fork keeps the IPC channel for the ready message.
+  const child: ChildProcess = opts.cpus
+    ? fork(CLI, args, { execPath: 'taskset', execArgv: ['-c', opts.cpus, process.execPath], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+    : fork(CLI, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const ready = await new Promise<{ http: number; admin: number; workers?: number[] }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('allegra gateway did not start within 20 s')), 20_000);
+    child.on('message', (msg: { type?: string; http: number; admin: number; workers?: number[] }) => {
+      if (msg?.type !== 'ready') return;
+      clearTimeout(timer);
+      resolve(msg);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`allegra gateway exited with ${code} during start`));
+    });
+  });
+  const pids = [child.pid as number, ...(ready.workers ?? [])];
+  return {
+    url: `http://127.0.0.1:${ready.http}`,
+    host: HOST,
+    pids,
+    adminPort: ready.admin,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        const force = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(force);
+      }
+      await registry.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
