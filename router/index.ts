@@ -1,0 +1,6 @@
+export * from './hash.js';
+export * from './placement.js';
+export * from './balancer.js';
+export * from './route-table.js';
+export * from './quorums.js';
+export * from './vnode-ring.js';
