@@ -9,8 +9,9 @@
  * zero so that a replica that was slow long ago gets probed again.
  *
  * Weights act twice, so they mean "share of traffic" at any concurrency: candidates are sampled in
- * proportion to weight (which alone yields proportional shares when nothing is in flight), and in-flight
- * requests are divided by weight (which equalises load per unit of weight when busy).
+ * proportion to weight and near-equal costs are a tie won by the first candidate (which alone yields
+ * proportional shares when nothing is in flight), and in-flight requests are divided by weight (which
+ * equalises load per unit of weight when busy).
  *
  * pick() allocates nothing and is O(1) expected: it samples indices from a dense list of non-ejected
  * endpoints, kept up to date when endpoints are ejected and, lazily, when an ejection expires.
@@ -71,6 +72,13 @@ const MIN_LATENCY_MS = 0.001;
 /** Caps repeated failure penalties so the estimate stays finite. */
 const MAX_LATENCY_MS = 3_600_000;
 const MIN_WEIGHT = 1e-3;
+/**
+ * Costs within 5% are a tie. Estimates differ by noise and by tiny decay differences (the endpoint used
+ * least recently has always decayed a little more); letting those decide would make picks alternate
+ * deterministically and, with two endpoints, ignore weights entirely. Ties go to the first candidate,
+ * which was sampled in proportion to weight.
+ */
+const TIE_TOLERANCE = 0.05;
 /** Weighted rejection sampling gives up after this many draws and falls back to a scan. */
 const MAX_SAMPLE_ATTEMPTS = 16;
 const STICKY_SEED = 0x2545f491;
@@ -190,8 +198,7 @@ export class Balancer<T extends BalancerEndpoint> {
     const n = this.states.length;
     if (n === 0) return undefined;
     const now = this.now();
-    if (now >= this.nextExpiry) this.refreshActive(now);
-    const panic = this.activeCount === 0 || this.activeCount < this.panicThreshold * n;
+    const panic = this.inPanic(now);
     const pool = panic ? this.all : this.active;
     const poolSize = panic ? n : this.activeCount;
     const a = this.sample(pool, poolSize, exclude, now, -1);
@@ -201,7 +208,8 @@ export class Balancer<T extends BalancerEndpoint> {
     const b = this.sample(pool, poolSize, exclude, now, a);
     if (b < 0) return first.endpoint;
     const second = this.states[b] as EndpointState<T>;
-    return this.cost(second, now) < this.cost(first, now) ? second.endpoint : first.endpoint;
+    // The first candidate was drawn by weight; it keeps the pick unless the second is clearly cheaper.
+    return this.cost(second, now) * (1 + TIE_TOLERANCE) < this.cost(first, now) ? second.endpoint : first.endpoint;
   }
 
   /**
@@ -215,10 +223,7 @@ export class Balancer<T extends BalancerEndpoint> {
     if (target < 0) return undefined;
     const state = this.states[target] as EndpointState<T>;
     const now = this.now();
-    if (now >= this.nextExpiry) this.refreshActive(now);
-    const n = this.states.length;
-    const panic = this.activeCount === 0 || this.activeCount < this.panicThreshold * n;
-    const eligible = !exclude?.has(state.endpoint.id) && (panic || !(state.ejectedUntil > now));
+    const eligible = !exclude?.has(state.endpoint.id) && (this.inPanic(now) || !(state.ejectedUntil > now));
     return eligible ? state.endpoint : this.pick(exclude);
   }
 
@@ -282,11 +287,7 @@ export class Balancer<T extends BalancerEndpoint> {
 
   /** True when so many endpoints are ejected that pick() ignores ejections. */
   get panicking(): boolean {
-    const n = this.states.length;
-    if (n === 0) return false;
-    const now = this.now();
-    if (now >= this.nextExpiry) this.refreshActive(now);
-    return this.activeCount === 0 || this.activeCount < this.panicThreshold * n;
+    return this.states.length > 0 && this.inPanic(this.now());
   }
 
   stats(id: string): EndpointStats | undefined {
@@ -313,7 +314,7 @@ export class Balancer<T extends BalancerEndpoint> {
       const i = pool[Math.floor(random() * size)] as number;
       if (i === avoid) continue;
       const s = this.states[i] as EndpointState<T>;
-      if (exclude !== undefined && exclude.has(s.endpoint.id)) continue;
+      if (exclude?.has(s.endpoint.id)) continue;
       if (this.uniformWeights && !(s.rampStart > Number.NEGATIVE_INFINITY)) return i;
       const w = this.effectiveWeight(s, now);
       if (w >= this.maxWeight || random() * this.maxWeight < w) return i;
@@ -322,7 +323,7 @@ export class Balancer<T extends BalancerEndpoint> {
     for (let k = 0; k < size; k++) {
       const i = pool[(offset + k) % size] as number;
       if (i === avoid) continue;
-      if (exclude !== undefined && exclude.has((this.states[i] as EndpointState<T>).endpoint.id)) continue;
+      if (exclude?.has((this.states[i] as EndpointState<T>).endpoint.id)) continue;
       return i;
     }
     return -1;
@@ -353,6 +354,9 @@ export class Balancer<T extends BalancerEndpoint> {
   private effectiveWeight(s: EndpointState<T>, now: number): number {
     if (!(s.rampStart > Number.NEGATIVE_INFINITY)) return s.weight;
     const progress = (now - s.rampStart) / this.slowStartMs;
+    // Still ejected (the ramp starts when the ejection ends): only sampled in panic, where every endpoint
+    // counts in full.
+    if (progress < 0) return s.weight;
     if (!(progress < 1)) {
       // Ramp finished: stop paying for the check.
       s.rampStart = Number.NEGATIVE_INFINITY;
@@ -386,6 +390,12 @@ export class Balancer<T extends BalancerEndpoint> {
     let sum = 0;
     for (const s of this.states) sum += this.decayedLatency(s, now);
     return sum / this.states.length;
+  }
+
+  /** Brings ejections up to date, then tells whether too few endpoints are left to honour them. */
+  private inPanic(now: number): boolean {
+    if (now >= this.nextExpiry) this.refreshActive(now);
+    return this.activeCount === 0 || this.activeCount < this.panicThreshold * this.states.length;
   }
 
   /** Rebuilds the list of un-ejected endpoints and the time the next ejection expires. */

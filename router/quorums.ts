@@ -9,8 +9,8 @@
  * Minimal movement: a member stays in its quorum unless its quorum is dissolved (there are more quorums
  * than floor(n / Q)) or is above its target size. Dissolved first are the quorums with the fewest live
  * members; over-full quorums give up only their surplus. So one join moves at most Q − 1 members (the
- * surplus that, with the newcomer, founds a new quorum) and one leave moves at most one member, or the
- * members of one dissolved quorum.
+ * surplus that, with the newcomer, founds a new quorum), and one leave moves at most one member (to
+ * refill the leaver's quorum) or the fewer than Q members left in the one quorum it dissolves.
  *
  * Region spreading: a surplus member is taken from the quorum's most repeated region; a quorum that needs
  * a member takes a free node of a region it lacks; new quorums are dealt the free nodes round-robin,
