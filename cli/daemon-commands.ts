@@ -3,6 +3,7 @@
  * report readiness over the IPC channel and exit when it closes, so a killed devnet leaves no orphans.
  */
 import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { startGateway } from '../gateway/server.js';
@@ -127,7 +128,7 @@ export async function gatewayCommand(opts: {
         : `gateway failed to start: ${(err as Error).message}`,
     );
   }
-  process.send?.({ type: 'ready', role: 'gateway', http: gateway.httpPort, admin: gateway.adminPort });
+  process.send?.({ type: 'ready', role: 'gateway', http: gateway.httpPort, https: gateway.httpsPort, admin: gateway.adminPort });
   if (!process.send) process.stdout.write(`gateway serving HTTP on ${gateway.httpPort}, admin on ${gateway.adminPort}\n`);
   runUntilStopped(log, async () => {
     await gateway.stop();

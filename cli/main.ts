@@ -73,6 +73,13 @@ program
   .option('--admin <port>', 'admin port (/healthz, /readyz, /metrics)', '9090')
   .option('--host <address>', 'listen address', '127.0.0.1')
   .option('--workers <n>', 'gateway processes sharing the ports ("auto": one per core)', '1')
+  .option('--https <port>', 'HTTPS port (HTTP/2 and HTTP/1.1), served when a certificate is given', '8443')
+  .option('--tls-cert <file>', 'PEM certificate chain for HTTPS')
+  .option('--tls-key <file>', 'PEM private key for HTTPS')
+  .option('--proxy-protocol', 'require a PROXY protocol v1/v2 header on HTTP connections (behind a load balancer)')
+  .option('--trust-proxy <list>', 'comma-separated addresses or IPv4 CIDRs whose X-Forwarded-* headers are kept')
+  .option('--no-h2c', 'do not accept HTTP/2 with prior knowledge on the HTTP port')
+  .option('--no-access-log', 'do not log one line per request')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => gatewayCommand(o));
 

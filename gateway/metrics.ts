@@ -5,13 +5,14 @@ export class GatewayMetrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: 'allegra_gateway_requests_total',
-    help: 'Requests answered, by status code',
-    labelNames: ['code'] as const,
+    help: 'Requests answered, by route (instance name, or "-" when no route matched) and status code',
+    labelNames: ['route', 'code'] as const,
     registers: [this.registry],
   });
   readonly duration = new Histogram({
     name: 'allegra_gateway_request_duration_seconds',
-    help: 'Time from request to response headers',
+    help: 'Time from request to the end of the response, by route',
+    labelNames: ['route'] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
@@ -23,26 +24,46 @@ export class GatewayMetrics {
   });
   readonly retries = new Counter({
     name: 'allegra_gateway_retries_total',
-    help: 'Requests retried on another replica',
+    help: 'Attempts retried on another replica',
     registers: [this.registry],
   });
   readonly ejections = new Counter({
     name: 'allegra_gateway_ejections_total',
-    help: 'Replicas ejected after failures',
+    help: 'Replicas ejected by outlier detection',
+    registers: [this.registry],
+  });
+  readonly routes = new Gauge({ name: 'allegra_gateway_routes', help: 'Routes in the route table', registers: [this.registry] });
+  readonly upstreamsHealthy = new Gauge({
+    name: 'allegra_gateway_upstreams_healthy',
+    help: 'Replicas in rotation, by route',
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamsDown = new Gauge({
+    name: 'allegra_gateway_upstreams_down',
+    help: 'Replicas out of rotation after failing active health checks, by route',
+    labelNames: ['route'] as const,
     registers: [this.registry],
   });
   readonly inFlight = new Gauge({ name: 'allegra_gateway_in_flight', help: 'Requests being proxied', registers: [this.registry] });
-  readonly routes = new Gauge({ name: 'allegra_gateway_routes', help: 'Routes in the route table', registers: [this.registry] });
-  /** Pre-bound children so the hot path does no label lookup. */
-  private readonly byCode = new Map<number, { inc(): void }>();
+  /** Pre-bound children so the hot path does no label hashing. */
+  private readonly counters = new Map<string, { inc(): void }>();
+  private readonly histograms = new Map<string, { observe(v: number): void }>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'allegra_gateway_' });
   }
 
-  count(status: number): void {
-    let c = this.byCode.get(status);
-    if (!c) this.byCode.set(status, (c = this.requests.labels(String(status))));
+  count(route: string, status: number): void {
+    const key = `${route} ${status}`;
+    let c = this.counters.get(key);
+    if (!c) this.counters.set(key, (c = this.requests.labels(route, String(status))));
     c.inc();
+  }
+
+  observe(route: string, seconds: number): void {
+    let h = this.histograms.get(route);
+    if (!h) this.histograms.set(route, (h = this.duration.labels(route)));
+    h.observe(seconds);
   }
 }

@@ -26,8 +26,12 @@ export type Resolution =
   | { kind: 'no-replica'; route: RouteRecord; reason: string };
 
 export interface RoutingEvents {
+  /** A replica endpoint is referenced by a route for the first time (start health-checking it). */
+  onUpstreamAdded?: (endpoint: string) => void;
   /** An upstream endpoint is no longer referenced by any route: its connection pool can be closed. */
   onUpstreamGone?: (endpoint: string) => void;
+  /** Active health checks: endpoints for which this returns true are kept out of rotation. */
+  isDown?: (endpoint: string) => boolean;
 }
 
 export class RoutingCore {
@@ -38,8 +42,8 @@ export class RoutingCore {
   /** Replica records grouped by instance id. */
   private readonly byInstance = new Map<string, Map<string, ReplicaRecord>>();
   private readonly balancers = new Map<string, Balancer<Upstream>>();
-  /** The upstream set last given to each balancer, to notice endpoints that went away. */
-  private readonly upstreamsOf = new Map<string, Upstream[]>();
+  /** Healthy, in-quorum replicas of each instance before the gateway's own health filter. */
+  private readonly knownOf = new Map<string, Upstream[]>();
   private readonly reasons = new Map<string, string>();
   private readonly liveEndpoints = new Map<string, number>();
   private ready = false;
@@ -83,6 +87,22 @@ export class RoutingCore {
     return this;
   }
 
+  /** Re-evaluates every instance (after an active health check changed an endpoint's state). */
+  refresh(): void {
+    if (this.ready) this.rebuildAll();
+  }
+
+  /** Replicas in rotation and known replicas of each route, for metrics. */
+  *upstreamCounts(): Generator<{ instanceId: string; inRotation: number; known: number }> {
+    for (const [instanceId, known] of this.knownOf)
+      yield { instanceId, inRotation: this.balancers.get(instanceId)?.size ?? 0, known: known.length };
+  }
+
+  instanceName(instanceId: string): string {
+    for (const s of this.view.instances.values()) if (s.id === instanceId) return s.name;
+    return instanceId;
+  }
+
   private rebuildAll(): void {
     const ids = new Set([...this.byInstance.keys(), ...this.balancers.keys()]);
     for (const id of ids) this.rebuild(id);
@@ -93,26 +113,37 @@ export class RoutingCore {
     const group = this.byInstance.get(instanceId);
     const quorum = this.view.quorumOf(instanceId);
     const members = new Set(quorum?.members ?? []);
-    const upstreams: Upstream[] = [];
+    const candidates: Upstream[] = [];
     let unhealthy = 0;
     let outside = 0;
     for (const r of group?.values() ?? []) {
       if (!members.has(r.nodeId)) outside++;
       else if (!r.healthy) unhealthy++;
-      else upstreams.push({ id: `${r.nodeId}.${r.slot}@${r.endpoint}`, endpoint: r.endpoint, nodeId: r.nodeId });
+      else candidates.push({ id: `${r.nodeId}.${r.slot}@${r.endpoint}`, endpoint: r.endpoint, nodeId: r.nodeId });
     }
-    const before = new Set((this.upstreamsOf.get(instanceId) ?? []).map((u) => u.endpoint));
-    if (upstreams.length === 0 && !group) {
+    // Replicas failing the gateway's own health checks leave rotation, unless all of them fail: then the
+    // checks are more likely wrong than every replica, and trying them beats refusing (panic routing).
+    const isDown = this.events.isDown;
+    const passing = isDown ? candidates.filter((u) => !isDown(u.endpoint)) : candidates;
+    const upstreams = passing.length > 0 ? passing : candidates;
+    if (passing.length < candidates.length) unhealthy += candidates.length - passing.length;
+    const before = new Set((this.knownOf.get(instanceId) ?? []).map((u) => u.endpoint));
+    if (candidates.length === 0 && !group) {
       this.balancers.delete(instanceId);
-      this.upstreamsOf.delete(instanceId);
+      this.knownOf.delete(instanceId);
     } else {
       const balancer = this.balancers.get(instanceId) ?? new Balancer<Upstream>();
       balancer.setEndpoints(upstreams);
       this.balancers.set(instanceId, balancer);
-      this.upstreamsOf.set(instanceId, upstreams);
+      this.knownOf.set(instanceId, candidates);
     }
-    const after = new Set(upstreams.map((u) => u.endpoint));
-    for (const e of after) if (!before.has(e)) this.liveEndpoints.set(e, (this.liveEndpoints.get(e) ?? 0) + 1);
+    const after = new Set(candidates.map((u) => u.endpoint));
+    for (const e of after) {
+      if (before.has(e)) continue;
+      const n = (this.liveEndpoints.get(e) ?? 0) + 1;
+      this.liveEndpoints.set(e, n);
+      if (n === 1) this.events.onUpstreamAdded?.(e);
+    }
     for (const e of before) {
       if (after.has(e)) continue;
       const n = (this.liveEndpoints.get(e) ?? 1) - 1;

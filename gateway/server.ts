@@ -1,35 +1,85 @@
 /**
- * The gateway's Node entry: one node:http server for user traffic (routed requests take the undici fast
- * path, everything else goes to the Hono fallback app) and a Hono admin server.
+ * The gateway's Node entry. Listeners: plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge when enabled,
+ * optionally behind a PROXY-protocol balancer) and HTTPS (HTTP/2 and HTTP/1.1 by ALPN). Routed requests
+ * take the undici fast path (forwarder.ts); upgrades are tunnelled (websocket.ts); everything else goes
+ * to the Hono fallback app. A separate admin server (Hono) serves health, readiness and metrics.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import {
+  createServer as createH2Server,
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2Server,
+  type Http2Session,
+} from 'node:http2';
+import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { SecureContext } from 'node:tls';
 import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { normalizeHost } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
 import { createAdminApp, createFallbackApp } from './app.js';
+import { type ClientRequest, type ClientResponse, Forwarder, sendError } from './forwarder.js';
+import { makeTrustCheck } from './headers.js';
+import { ActiveHealthChecker, type HealthCheckOptions } from './health.js';
+import { proxiedClient, sniffingAcceptor } from './listeners.js';
 import { GatewayMetrics } from './metrics.js';
-import { type ProxyOptions, sendError, UpstreamProxy } from './proxy.js';
+import type { GatewayPolicy } from './policy.js';
 import { RoutingCore } from './routing.js';
+import { UpgradeProxy } from './websocket.js';
+
+export interface TlsOptions {
+  /** PEM certificate chain and key served when no SNI match is found (or for every name). */
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** Per-name certificates (the registry-backed cache plugs in here). */
+  sniContext?: (servername: string) => SecureContext | undefined;
+}
 
 export interface GatewayOptions {
   registry: Registry;
   log: Logger;
   host?: string;
   httpPort?: number;
+  httpsPort?: number;
   adminPort?: number;
-  proxy?: ProxyOptions;
+  tls?: TlsOptions;
+  /** Accept HTTP/2 with prior knowledge on the plain HTTP port. Default true. */
+  h2c?: boolean;
+  /** Require a PROXY protocol (v1/v2) header on every connection to the plain HTTP port. */
+  proxyProtocol?: boolean;
+  /** Peers whose X-Forwarded-* and Forwarded headers are trusted (addresses or IPv4 CIDRs). */
+  trustedProxies?: string[];
+  policy?: Partial<GatewayPolicy>;
+  /** Active health checks of replicas; false turns them off. */
+  healthCheck?: Partial<Omit<HealthCheckOptions, 'onChange'>> | false;
+  /** One line per request; null turns it off. Default: the gateway's logger. */
+  accessLog?: Logger | null;
+  maxConnections?: number;
+  maxHeaderBytes?: number;
+  /** Time allowed to send the request headers (slowloris defence). */
+  headersTimeoutMs?: number;
+  /** Time allowed to send the whole request. */
+  requestTimeoutMs?: number;
+  /** Idle keep-alive connections are closed after this long. */
+  idleTimeoutMs?: number;
+  /** On stop, in-flight requests get this long to finish before connections are cut. */
+  drainMs?: number;
 }
 
 export interface Gateway {
   httpPort: number;
+  httpsPort: number | null;
   adminPort: number;
   core: RoutingCore;
+  forwarder: Forwarder;
+  metrics: GatewayMetrics;
+  /** Graceful stop: stop accepting, let in-flight requests finish (up to drainMs), then close. */
   stop(): Promise<void>;
 }
 
-function listen(server: Server, host: string, port: number): Promise<number> {
+function listen(server: NetServer | Server | Http2SecureServer, host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -40,17 +90,58 @@ function listen(server: Server, host: string, port: number): Promise<number> {
 }
 
 export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
+  const { log } = opts;
   const metrics = new GatewayMetrics();
-  const proxy = new UpstreamProxy(metrics, opts.log, opts.proxy);
-  const core = await new RoutingCore(opts.registry, { onUpstreamGone: (endpoint) => proxy.release(endpoint) }).start();
+  const forwarder = new Forwarder({
+    metrics,
+    log,
+    accessLog: opts.accessLog === undefined ? log.child({ access: true }) : opts.accessLog,
+    policy: opts.policy,
+  });
+  let health: ActiveHealthChecker | null = null;
+  const core = new RoutingCore(opts.registry, {
+    onUpstreamAdded: (endpoint) => health?.add(endpoint),
+    onUpstreamGone: (endpoint) => {
+      health?.remove(endpoint);
+      forwarder.release(endpoint);
+    },
+    isDown: (endpoint) => health?.isDown(endpoint) ?? false,
+  });
+  if (opts.healthCheck !== false) {
+    health = new ActiveHealthChecker({
+      intervalMs: 2_000,
+      timeoutMs: 1_000,
+      path: '/',
+      unhealthyThreshold: 2,
+      healthyThreshold: 2,
+      ...opts.healthCheck,
+      onChange: (endpoint, down) => {
+        log.warn({ endpoint, down }, down ? 'replica failed active health checks' : 'replica passes health checks again');
+        core.refresh();
+      },
+    });
+  }
+  await core.start();
+
+  const isTrusted = makeTrustCheck(opts.trustedProxies ?? []);
+  const clientAddress = (socket: Duplex | Socket | undefined) => {
+    const peer = (socket as Socket | undefined)?.remoteAddress ?? '';
+    const proxied = proxiedClient(socket);
+    // A PROXY header is only believed because the listener requires it (it sits behind a balancer).
+    const ip = proxied?.ip ?? peer;
+    return { ip, trusted: isTrusted(peer) };
+  };
   const fallback = getRequestListener(createFallbackApp().fetch);
 
-  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    const host = normalizeHost(req.headers.host);
+  const handler = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
+    const host = normalizeHost((req.headers[':authority'] as string | undefined) ?? req.headers.host);
     const resolution = core.resolve(host);
-    if (resolution.kind === 'ok') return proxy.forward(req, res, host, resolution.balancer, 'http');
+    if (resolution.kind === 'ok') {
+      const { ip, trusted } = clientAddress(req.socket);
+      return forwarder.forward(req, res, host, resolution, proto, ip, trusted);
+    }
     if (resolution.kind === 'no-replica') {
-      metrics.count(503);
+      metrics.count(resolution.route.instanceName, 503);
       return sendError(
         res,
         503,
@@ -59,39 +150,113 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         { 'retry-after': '1' },
       );
     }
-    metrics.count(404);
-    void fallback(req, res);
+    metrics.count('-', 404);
+    void fallback(req as IncomingMessage, res as ServerResponse);
   };
 
-  const http = createServer({ keepAliveTimeout: 65_000, requestTimeout: 300_000, headersTimeout: 30_000 }, onRequest);
+  const h1Options = {
+    maxHeaderSize: opts.maxHeaderBytes ?? 16 * 1024,
+    headersTimeout: opts.headersTimeoutMs ?? 10_000,
+    requestTimeout: opts.requestTimeoutMs ?? 300_000,
+    keepAliveTimeout: opts.idleTimeoutMs ?? 60_000,
+    // Check header/request deadlines every second instead of every 30 s, so slow clients are cut promptly.
+    connectionsCheckingInterval: 1_000,
+  };
   const host = opts.host ?? '127.0.0.1';
-  const httpPort = await listen(http, host, opts.httpPort ?? 0);
+  const h1 = createServer(h1Options, handler('http'));
+  const upgrades = new UpgradeProxy({ core, forwarder, metrics, log, clientAddress, proto: 'http' });
+  h1.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => upgrades.handle(req, socket, head));
+
+  const h2Sessions = new Set<Http2Session>();
+  const trackSessions = (server: Http2Server | Http2SecureServer) =>
+    server.on('session', (session: Http2Session) => {
+      h2Sessions.add(session);
+      session.once('close', () => h2Sessions.delete(session));
+    });
+  const h2settings = { maxSessionMemory: 64, settings: { maxHeaderListSize: opts.maxHeaderBytes ?? 16 * 1024 } };
+  const h2c = opts.h2c === false ? null : createH2Server(h2settings, handler('http'));
+  if (h2c) trackSessions(h2c);
+
+  // The plain port: a raw TCP server that sniffs PROXY headers and the h2 preface, then hands over.
+  const front =
+    opts.proxyProtocol || h2c
+      ? createNetServer({ pauseOnConnect: false }, sniffingAcceptor({ proxyProtocol: Boolean(opts.proxyProtocol), h1, h2c }))
+      : h1;
+  if (opts.maxConnections) front.maxConnections = opts.maxConnections;
+  const httpPort = await listen(front, host, opts.httpPort ?? 0);
+
+  let https: Http2SecureServer | null = null;
+  let httpsPort: number | null = null;
+  if (opts.tls) {
+    const tls = opts.tls;
+    https = createSecureServer(
+      {
+        ...h2settings,
+        allowHTTP1: true,
+        cert: tls.cert,
+        key: tls.key,
+        SNICallback: tls.sniContext ? (name, cb) => cb(null, tls.sniContext?.(name)) : undefined,
+      },
+      handler('https'),
+    );
+    trackSessions(https);
+    const tlsUpgrades = new UpgradeProxy({ core, forwarder, metrics, log, clientAddress, proto: 'https' });
+    https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => tlsUpgrades.handle(req, socket, head));
+    if (opts.maxConnections) https.maxConnections = opts.maxConnections;
+    httpsPort = await listen(https, host, opts.httpsPort ?? 0);
+  }
 
   const adminApp = createAdminApp({
-    isReady: () => core.isReady,
+    isReady: () => core.isReady && !forwarder.draining,
     metrics: async () => {
       metrics.routes.set(core.routeCount);
+      metrics.inFlight.set(forwarder.active);
+      metrics.upstreamsHealthy.reset();
+      metrics.upstreamsDown.reset();
+      for (const c of core.upstreamCounts()) {
+        const route = core.instanceName(c.instanceId);
+        metrics.upstreamsHealthy.labels(route).set(c.inRotation);
+        metrics.upstreamsDown.labels(route).set(c.known - c.inRotation);
+      }
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },
   });
   const admin = createServer(getRequestListener(adminApp.fetch));
   const adminPort = await listen(admin, host, opts.adminPort ?? 0);
-  opts.log.info({ http: httpPort, admin: adminPort }, 'gateway listening');
+  log.info({ http: httpPort, https: httpsPort, admin: adminPort }, 'gateway listening');
 
+  const closeServer = (s: NetServer | Server | Http2SecureServer | null) => new Promise<void>((r) => (s ? s.close(() => r()) : r()));
+  let stopped: Promise<void> | null = null;
   return {
     httpPort,
+    httpsPort,
     adminPort,
     core,
-    stop: async () => {
-      const closed = Promise.all([new Promise((r) => http.close(r)), new Promise((r) => admin.close(r))]);
-      http.closeIdleConnections();
-      admin.closeAllConnections();
-      // In-flight requests get a moment to finish before connections are cut.
-      const deadline = setTimeout(() => http.closeAllConnections(), 5_000);
-      await closed;
-      clearTimeout(deadline);
-      core.close();
-      await proxy.close();
+    forwarder,
+    metrics,
+    stop: () => {
+      stopped ??= (async () => {
+        forwarder.draining = true;
+        const closing = Promise.all([
+          closeServer(front),
+          closeServer(front === h1 ? null : h1),
+          closeServer(https),
+          closeServer(h2c as unknown as Server | null),
+        ]);
+        h1.closeIdleConnections();
+        for (const s of h2Sessions) s.close(); // GOAWAY: finish open streams, accept no new ones
+        const deadline = new Promise<void>((r) => setTimeout(r, opts.drainMs ?? 10_000).unref());
+        await Promise.race([forwarder.idle(), deadline]);
+        upgrades.closeAll();
+        h1.closeAllConnections();
+        for (const s of h2Sessions) s.destroy();
+        admin.closeAllConnections();
+        await Promise.race([Promise.all([closing, closeServer(admin)]), new Promise((r) => setTimeout(r, 1_000).unref())]);
+        core.close();
+        await health?.close();
+        await forwarder.close();
+      })();
+      return stopped;
     },
   };
 }

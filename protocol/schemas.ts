@@ -80,12 +80,22 @@ export const replicaRecord = z.object({
   updatedAt: z.number(),
 });
 
+export const routePolicy = z.object({
+  maxBodyBytes: z.number().int().min(0).optional(),
+  timeoutMs: z.number().int().min(1).optional(),
+  tryTimeoutMs: z.number().int().min(1).optional(),
+  retries: z.number().int().min(0).max(10).optional(),
+  maxInFlight: z.number().int().min(1).optional(),
+  sticky: z.object({ cookie: z.string().min(1).optional(), header: z.string().min(1).optional() }).optional(),
+});
+
 export const routeRecord = z.object({
   host: z.string(),
   instanceId: z.string(),
   instanceName: z.string(),
   kind: z.enum(['network', 'custom']),
   createdAt: z.number(),
+  policy: routePolicy.optional(),
 });
 
 export const networkConfig = z.object({ baseDomain: z.string(), quorumSize: z.number().int().min(1) });

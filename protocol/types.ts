@@ -77,6 +77,17 @@ export interface ReplicaRecord {
   updatedAt: number;
 }
 
+/** Per-route overrides of the gateway's limits and balancing. */
+export interface RoutePolicy {
+  maxBodyBytes?: number;
+  timeoutMs?: number;
+  tryTimeoutMs?: number;
+  retries?: number;
+  maxInFlight?: number;
+  /** Opt-in session affinity: requests with the same cookie (or header) value go to the same replica. */
+  sticky?: { cookie?: string; header?: string };
+}
+
 /** Host → instance mapping served by gateways (`routes/<host>`). */
 export interface RouteRecord {
   host: string;
@@ -85,6 +96,7 @@ export interface RouteRecord {
   /** How the route came to be: the network name given at create time, or a custom domain. */
   kind: 'network' | 'custom';
   createdAt: number;
+  policy?: RoutePolicy;
 }
 
 /** Network-wide settings (`config/network`). */

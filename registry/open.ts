@@ -27,7 +27,19 @@ export async function openRegistry(url: string, opts: OpenOptions = {}): Promise
     return client;
   }
   if (url.startsWith('etcd://')) {
-    throw new Error('etcd registry backend is not available in this build');
+    const endpoints = url
+      .slice('etcd://'.length)
+      .replace(/\/+$/, '')
+      .split(',')
+      .map((e) => e.trim())
+      .filter(Boolean);
+    const bad = endpoints.find((e) => !/^(\[[0-9a-fA-F:.]+\]|[^\s/:,[\]]+):\d{1,5}$/.test(e));
+    if (endpoints.length === 0 || bad !== undefined) {
+      throw new Error(`invalid registry URL "${url}": use etcd://host:port[,host:port…]`);
+    }
+    // Loaded on demand: the gRPC client costs startup time that embedded-only processes need not pay.
+    const { EtcdRegistry } = await import('./etcd.js');
+    return EtcdRegistry.connect(endpoints); // fails with a clear error if no member answers within seconds
   }
   throw new Error(`unsupported registry URL "${url}": use embedded:DIR or etcd://host:port`);
 }

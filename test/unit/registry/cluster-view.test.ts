@@ -4,9 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { keys } from '../../../protocol/keys.js';
+import { ClusterView } from '../../../registry/cluster-view.js';
 import { EmbeddedHost } from '../../../registry/embedded.js';
 import { EmbeddedClient } from '../../../registry/embedded-client.js';
-import { ClusterView } from '../../../registry/cluster-view.js';
 import { tempDir, waitFor } from '../../helpers/tmp.js';
 
 const spec = (i: number) => ({
@@ -34,7 +34,8 @@ describe('cluster view placement', () => {
     const host = await EmbeddedHost.start(dir.path);
     const clients = [new EmbeddedClient(host.socketPath), new EmbeddedClient(host.socketPath)];
     try {
-      for (let q = 0; q < 7; q++) await host.put(keys.quorum(`q-${q}`), JSON.stringify({ id: `q-${q}`, members: [`n-${q}a`, `n-${q}b`, `n-${q}c`], capacity: 48 }));
+      for (let q = 0; q < 7; q++)
+        await host.put(keys.quorum(`q-${q}`), JSON.stringify({ id: `q-${q}`, members: [`n-${q}a`, `n-${q}b`, `n-${q}c`], capacity: 48 }));
       for (let i = 0; i < 300; i++) await host.put(keys.instance(`app-${i}`), JSON.stringify(spec(i)));
       const views = await Promise.all([host, ...clients].map((r) => new ClusterView(r).start()));
       const placements = () => views.map((v) => [...Array(300).keys()].map((i) => v.quorumOf(spec(i).id)?.id));

@@ -1,0 +1,66 @@
+/**
+ * Gateway limits and resilience settings. Gateway-wide defaults come from options; a route may override
+ * the per-request ones through its `policy` in the registry.
+ */
+import type { RoutePolicy } from '../protocol/types.js';
+
+export interface GatewayPolicy {
+  /** Largest request body accepted, in bytes (413 beyond). */
+  maxBodyBytes: number;
+  /** Whole-request deadline until the response starts, across retries (504 beyond). */
+  timeoutMs: number;
+  /** Deadline for one attempt to receive response headers (then the next replica is tried, if allowed). */
+  tryTimeoutMs: number;
+  /** Extra attempts on other replicas. */
+  retries: number;
+  /** Requests in flight per route before new ones queue. */
+  maxInFlightPerRoute: number;
+  /** Requests in flight per replica before it counts as full. */
+  maxInFlightPerReplica: number;
+  /** How long a request may wait in a full route's queue before 503. */
+  queueTimeoutMs: number;
+  /** Retries in flight may not exceed this fraction of active requests (plus a floor of 3). */
+  retryBudgetRatio: number;
+  /** Passive outlier detection: consecutive failed attempts (5xx or connect errors) that eject a replica. */
+  consecutiveFailures: number;
+  /** First ejection lasts this long; each further ejection doubles it, up to maxEjectionMs. */
+  baseEjectionMs: number;
+  maxEjectionMs: number;
+}
+
+export const DEFAULT_POLICY: GatewayPolicy = {
+  maxBodyBytes: 1024 * 1024 * 1024 * 4,
+  timeoutMs: 60_000,
+  tryTimeoutMs: 30_000,
+  retries: 2,
+  maxInFlightPerRoute: 10_000,
+  maxInFlightPerReplica: 1_000,
+  queueTimeoutMs: 1_000,
+  retryBudgetRatio: 0.2,
+  consecutiveFailures: 5,
+  baseEjectionMs: 2_000,
+  maxEjectionMs: 60_000,
+};
+
+/** The settings one request runs with: the gateway's, overridden by its route's policy. */
+export interface RequestPolicy {
+  maxBodyBytes: number;
+  timeoutMs: number;
+  tryTimeoutMs: number;
+  retries: number;
+  maxInFlight: number;
+  stickyCookie: string | undefined;
+  stickyHeader: string | undefined;
+}
+
+export function requestPolicy(g: GatewayPolicy, route: RoutePolicy | undefined): RequestPolicy {
+  return {
+    maxBodyBytes: route?.maxBodyBytes ?? g.maxBodyBytes,
+    timeoutMs: route?.timeoutMs ?? g.timeoutMs,
+    tryTimeoutMs: Math.min(route?.tryTimeoutMs ?? g.tryTimeoutMs, route?.timeoutMs ?? g.timeoutMs),
+    retries: route?.retries ?? g.retries,
+    maxInFlight: route?.maxInFlight ?? g.maxInFlightPerRoute,
+    stickyCookie: route?.sticky?.cookie,
+    stickyHeader: route?.sticky?.header?.toLowerCase(),
+  };
+}
