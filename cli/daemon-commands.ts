@@ -6,7 +6,8 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
-import { startGateway } from '../gateway/server.js';
+import { loadGatewayConfig } from '../gateway/config.js';
+import { type GatewayOptions, startGateway } from '../gateway/server.js';
 import type { Registry } from '../protocol/registry.js';
 import { Agent } from '../quorum-agent/agent.js';
 import { openRegistry } from '../registry/open.js';
@@ -96,28 +97,58 @@ export async function agentCommand(opts: {
   });
 }
 
-export async function gatewayCommand(opts: {
+export interface GatewayCliOptions {
   registry: string;
   http?: string;
+  https?: string;
   admin?: string;
   host?: string;
   log?: string;
   workers?: string;
-}): Promise<void> {
+  tlsCert?: string;
+  tlsKey?: string;
+  proxyProtocol?: boolean;
+  trustProxy?: string;
+  h2c?: boolean;
+  accessLog?: boolean;
+  config?: string;
+}
+
+export async function gatewayCommand(opts: GatewayCliOptions): Promise<void> {
   const workers = opts.workers === undefined ? 1 : opts.workers === 'auto' ? availableParallelism() : Number(opts.workers);
   if (!Number.isInteger(workers) || workers < 1 || workers > 256)
     throw new CliError(`--workers expects a number or "auto" (got "${opts.workers}")`, 2);
+  if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError('--tls-cert and --tls-key go together', 2);
+  let fileConfig: Partial<GatewayOptions> = {};
+  try {
+    fileConfig = opts.config ? loadGatewayConfig(opts.config) : {};
+  } catch (err) {
+    throw new CliError((err as Error).message, 2);
+  }
   if (workers > 1 && cluster.isPrimary) return gatewayPrimary(opts, workers);
   const log = makeLogger('gateway', opts.log);
   const registry = await openOrFail(opts.registry);
   let gateway: Awaited<ReturnType<typeof startGateway>>;
   try {
+    const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey) } : undefined;
     gateway = await startGateway({
+      ...fileConfig,
       registry,
       log,
       host: opts.host ?? '127.0.0.1',
       httpPort: parsePort(opts.http, '--http', 8080),
+      httpsPort: parsePort(opts.https, '--https', 8443),
       adminPort: parsePort(opts.admin, '--admin', 9090),
+      tls,
+      h2c: opts.h2c === false ? false : (fileConfig.h2c ?? true),
+      proxyProtocol: Boolean(opts.proxyProtocol) || Boolean(fileConfig.proxyProtocol),
+      trustedProxies: opts.trustProxy
+        ? opts.trustProxy
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : (fileConfig.trustedProxies ?? []),
+      accessLog: opts.accessLog === false ? null : fileConfig.accessLog,
     });
   } catch (err) {
     await registry.close();

@@ -80,6 +80,7 @@ program
   .option('--trust-proxy <list>', 'comma-separated addresses or IPv4 CIDRs whose X-Forwarded-* headers are kept')
   .option('--no-h2c', 'do not accept HTTP/2 with prior knowledge on the HTTP port')
   .option('--no-access-log', 'do not log one line per request')
+  .option('--config <file>', 'JSON file with limits, retry/timeout policy and health-check settings (see docs/ARCHITECTURE.md)')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => gatewayCommand(o));
 

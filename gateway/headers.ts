@@ -59,11 +59,17 @@ export function upstreamRequestHeaders(raw: string[], ctx: ForwardingContext): {
   let xfp: string | undefined;
   let xfh: string | undefined;
   let fwd: string | undefined;
+  let authority: string | undefined;
+  let sawHost = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
-    if (name.charCodeAt(0) === 58 /* ':' HTTP/2 pseudo-header */) continue;
+    if (name.charCodeAt(0) === 58 /* ':' HTTP/2 pseudo-header */) {
+      if (name === ':authority') authority = value;
+      continue;
+    }
     const lower = name.toLowerCase();
+    if (lower === 'host') sawHost = true;
     if (lower === 'x-request-id') {
       if (requestId === undefined && REQUEST_ID.test(value)) requestId = value;
       continue;
@@ -83,6 +89,8 @@ export function upstreamRequestHeaders(raw: string[], ctx: ForwardingContext): {
     }
     out.push(name, value);
   }
+  // HTTP/2 clients name the host in :authority; replicas speak HTTP/1.1 and expect Host.
+  if (!sawHost && authority !== undefined) out.push('host', authority);
   requestId ??= ctx.mintId();
   const hop = `for=${forwardedFor(ctx.clientIp)};proto=${ctx.proto};host="${ctx.host}"`;
   out.push(

@@ -74,8 +74,14 @@ export function sniffingAcceptor(opts: SniffOptions): (socket: Socket) => void {
       socket.off('data', onData);
       socket.off('error', onError);
       socket.pause();
-      (h2 && opts.h2c ? opts.h2c : opts.h1).emit('connection', socket);
-      // Feed the bytes already read to the server's parser as if they had just arrived.
+      if (h2 && opts.h2c) {
+        // The HTTP/2 session picks up bytes still buffered on the socket when it takes it over.
+        socket.unshift(rest);
+        opts.h2c.emit('connection', socket);
+        return;
+      }
+      // The HTTP/1 parser does not look at that buffer: feed it the bytes as if they had just arrived.
+      opts.h1.emit('connection', socket);
       if (rest.length > 0) socket.emit('data', rest);
       socket.resume();
     };

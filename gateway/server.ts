@@ -134,7 +134,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const fallback = getRequestListener(createFallbackApp().fetch);
 
   const handler = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
-    const host = normalizeHost((req.headers[':authority'] as string | undefined) ?? req.headers.host);
+    const authority = req.headers[':authority'] as string | undefined;
+    const host = normalizeHost(authority ?? req.headers.host);
+    if (authority !== undefined && req.headers.host !== undefined && normalizeHost(req.headers.host) !== host) {
+      // RFC 9113 §8.3.1: a Host naming another entity than :authority makes the request malformed.
+      metrics.count('-', 400);
+      return sendError(res, 400, crypto.randomUUID(), 'bad request: Host header does not match :authority');
+    }
     const resolution = core.resolve(host);
     if (resolution.kind === 'ok') {
       const { ip, trusted } = clientAddress(req.socket);

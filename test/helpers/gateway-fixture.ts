@@ -1,0 +1,169 @@
+/**
+ * A gateway under test, as in production: `allegra gateway` in its own process reading an embedded
+ * registry that the test hosts and seeds, in front of real upstream processes.
+ */
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { keys } from '../../protocol/keys.js';
+import type { InstanceSpec, ReplicaRecord, RoutePolicy, RouteRecord } from '../../protocol/types.js';
+import { EmbeddedHost } from '../../registry/embedded.js';
+import { CLI } from './cli.js';
+import { tempDir } from './tmp.js';
+
+const UPSTREAM = fileURLToPath(new URL('../fixtures/upstream.mjs', import.meta.url));
+
+export interface Upstream {
+  name: string;
+  port: number;
+  url: string;
+  child: ChildProcess;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+export function startUpstream(name: string): Promise<Upstream> {
+  const child = spawn(process.execPath, [UPSTREAM], { env: { ...process.env, NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      const { port } = JSON.parse(out.slice(0, nl)) as { port: number };
+      resolve({ name, port, url: `http://127.0.0.1:${port}`, child, kill: (signal = 'SIGKILL') => child.kill(signal) });
+    });
+    child.once('exit', (code) => reject(new Error(`upstream ${name} exited with ${code}`)));
+  });
+}
+
+export interface GatewayProcess {
+  http: string;
+  https: string | null;
+  admin: string;
+  child: ChildProcess;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+export interface Cluster {
+  registry: EmbeddedHost;
+  dir: string;
+  /** Puts an instance `name` with one route `<name>.test` whose replicas are `upstreams`. */
+  addApp(name: string, upstreams: Upstream[], policy?: RoutePolicy): Promise<{ instanceId: string; host: string }>;
+  setReplicas(name: string, upstreams: Upstream[]): Promise<void>;
+  startGateway(args?: string[], config?: Record<string, unknown>): Promise<GatewayProcess>;
+  cleanup(): Promise<void>;
+}
+
+export async function startCluster(): Promise<Cluster> {
+  const tmp = tempDir('allegra-gw-');
+  const registryDir = join(tmp.path, 'registry');
+  const registry = await EmbeddedHost.start(registryDir);
+  const gateways: GatewayProcess[] = [];
+  const apps = new Map<string, string>();
+  await registry.put(keys.network(), JSON.stringify({ baseDomain: 'test', quorumSize: 1 }));
+  await registry.put(keys.quorum('q-test'), JSON.stringify({ id: 'q-test', members: ['n-test'], capacity: 16 }));
+
+  const setReplicas = async (name: string, upstreams: Upstream[]) => {
+    const instanceId = apps.get(name) as string;
+    await registry.txn({ compare: [], success: [{ type: 'deletePrefix', prefix: keys.replicasOf(instanceId) }] });
+    for (const [slot, u] of upstreams.entries()) {
+      const rec: ReplicaRecord = {
+        instanceId,
+        nodeId: 'n-test',
+        slot,
+        endpoint: u.url,
+        healthy: true,
+        version: 1,
+        pid: u.child.pid ?? null,
+        restarts: 0,
+        updatedAt: Date.now(),
+      };
+      await registry.put(keys.replica(instanceId, 'n-test', slot), JSON.stringify(rec));
+    }
+  };
+
+  return {
+    registry,
+    dir: tmp.path,
+    async addApp(name, upstreams, policy) {
+      const instanceId = `i-${name}`;
+      apps.set(name, instanceId);
+      const now = Date.now();
+      const spec: InstanceSpec = {
+        id: instanceId,
+        name,
+        owner: '0'.repeat(64),
+        authorized: [],
+        driver: 'process',
+        cmd: 'fixture',
+        port: 0,
+        env: {},
+        replicas: { min: upstreams.length, max: upstreams.length },
+        artifact: null,
+        state: 'running',
+        version: 1,
+        domains: [],
+        immutable: false,
+        createdAt: now,
+        updatedAt: now,
+      };
+      const host = `${name}.test`;
+      const route: RouteRecord = { host, instanceId, instanceName: name, kind: 'network', createdAt: now, ...(policy ? { policy } : {}) };
+      await registry.put(keys.instance(name), JSON.stringify(spec));
+      await registry.put(keys.route(host), JSON.stringify(route));
+      await setReplicas(name, upstreams);
+      return { instanceId, host };
+    },
+    setReplicas,
+    async startGateway(args = [], config) {
+      const n = gateways.length;
+      const logFile = join(tmp.path, `gateway-${n}.log`);
+      const extra = [...args];
+      if (config) {
+        const file = join(tmp.path, `gateway-${n}.json`);
+        writeFileSync(file, JSON.stringify(config));
+        extra.push('--config', file);
+      }
+      const child = fork(
+        CLI,
+        ['gateway', '--registry', `embedded:${registryDir}`, '--http', '0', '--https', '0', '--admin', '0', '--log', logFile, ...extra],
+        {
+          stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+        },
+      );
+      const ready = await new Promise<{ http: number; https: number | null; admin: number }>((resolve, reject) => {
+        child.on('message', (m: { type?: string; http: number; https: number | null; admin: number }) => m?.type === 'ready' && resolve(m));
+        child.once('exit', (code) => reject(new Error(`gateway exited with ${code} during start`)));
+      });
+      const gw: GatewayProcess = {
+        http: `http://127.0.0.1:${ready.http}`,
+        https: ready.https ? `https://127.0.0.1:${ready.https}` : null,
+        admin: `http://127.0.0.1:${ready.admin}`,
+        child,
+        logFile,
+        stop: async () => {
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          const exited = new Promise((r) => child.once('exit', r));
+          child.kill('SIGTERM');
+          const force = setTimeout(() => child.kill('SIGKILL'), 15_000);
+          await exited;
+          clearTimeout(force);
+        },
+      };
+      gateways.push(gw);
+      return gw;
+    },
+    async cleanup() {
+      await Promise.all(gateways.map((g) => g.stop()));
+      await registry.close();
+      tmp.cleanup();
+    },
+  };
+}
+
+/** Stops upstream processes started by a test. */
+export function stopUpstreams(upstreams: Upstream[]): void {
+  for (const u of upstreams) if (u.child.exitCode === null) u.kill('SIGKILL');
+}
