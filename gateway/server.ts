@@ -79,6 +79,18 @@ export interface Gateway {
   stop(): Promise<void>;
 }
 
+function hasDuplicateHost(raw: string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
+}
+
 function listen(server: NetServer | Server | Http2SecureServer, host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -134,6 +146,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const fallback = getRequestListener(createFallbackApp().fetch);
 
   const handler = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
+    if (req.httpVersionMajor === 1 && hasDuplicateHost(req.rawHeaders)) {
+      // Node keeps the first Host and drops the rest; a proxy must refuse the ambiguity instead (RFC 9112 §3.2).
+      metrics.count('-', 400);
+      return sendError(res, 400, crypto.randomUUID(), 'bad request: more than one Host header', { connection: 'close' });
+    }
     const authority = req.headers[':authority'] as string | undefined;
     const host = normalizeHost(authority ?? req.headers.host);
     if (authority !== undefined && req.headers.host !== undefined && normalizeHost(req.headers.host) !== host) {
@@ -190,6 +207,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       : h1;
   if (opts.maxConnections) front.maxConnections = opts.maxConnections;
   const httpPort = await listen(front, host, opts.httpPort ?? 0);
+  // node:http starts tracking connections (header, request and idle deadlines) when it starts listening.
+  // Behind the sniffing front server it never listens itself, so it is told the moment has come.
+  if (front !== h1) h1.emit('listening');
 
   let https: Http2SecureServer | null = null;
   let httpsPort: number | null = null;
