@@ -42,6 +42,7 @@ const schema = z
         maxInFlightPerReplica: z.number().int().min(1),
         queueTimeoutMs: z.number().int().min(0),
         retryBudgetRatio: z.number().min(0).max(1),
+        retryBudgetMin: z.number().int().min(0),
         consecutiveFailures: z.number().int().min(1),
         baseEjectionMs: ms,
         maxEjectionMs: ms,

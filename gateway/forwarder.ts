@@ -101,7 +101,7 @@ export class Forwarder {
 
   constructor(readonly opts: ForwarderOptions) {
     this.policy = { ...DEFAULT_POLICY, ...opts.policy };
-    this.budget = new RetryBudget(this.policy.retryBudgetRatio);
+    this.budget = new RetryBudget(this.policy.retryBudgetRatio, this.policy.retryBudgetMin);
     this.outliers = new OutlierDetector({
       consecutiveFailures: this.policy.consecutiveFailures,
       baseEjectionMs: this.policy.baseEjectionMs,
@@ -230,6 +230,9 @@ class Exchange {
   private timer: NodeJS.Timeout | null = null;
   private status = 0;
   private upstreamEndpoint = '';
+  /** Why the previous attempt failed, reported if no replica is left to retry on. */
+  private lastFailure = '';
+  private lastTimedOut = false;
   private retrying = false;
 
   constructor(
@@ -299,6 +302,12 @@ class Exchange {
 
   private next(): void {
     const upstream = this.pickUpstream();
+    if (!upstream && this.attempts > 0) {
+      if (this.lastTimedOut)
+        this.fail(504, `upstream timeout: the replicas of ${this.host} did not answer within ${this.policy.tryTimeoutMs} ms`);
+      else this.fail(502, `bad gateway: the replicas of ${this.host} failed (${this.lastFailure})`);
+      return;
+    }
     if (!upstream) {
       const atCapacity = this.tried !== null && this.tried.size > 0 && this.attempts === 0;
       this.fail(503, atCapacity ? `every replica of ${this.host} is at capacity` : `no healthy replica for ${this.host}`, {
@@ -346,27 +355,48 @@ class Exchange {
     const safe = !this.bodyConsumed() && (notSent || IDEMPOTENT.has(this.method));
     const timedOut = code === 'UND_ERR_HEADERS_TIMEOUT';
     this.fw.opts.metrics.upstreamErrors.labels(timedOut ? 'timeout' : notSent ? 'connect' : 'error').inc();
-    if (safe && this.attempts <= this.policy.retries && this.fw.budget.tryAcquire()) {
+    this.lastFailure = code || err.message;
+    this.lastTimedOut = timedOut;
+    // A refused connection never reached a replica, so retrying it adds no load anywhere: the budget,
+    // which exists to stop retry storms against struggling replicas, only applies to the other cases.
+    if (safe && this.attempts <= this.policy.retries && (notSent || this.acquireBudget())) {
       (this.tried ??= new Set()).add(attempt.upstream.id);
       this.fw.opts.metrics.retries.inc();
-      if (this.retrying) this.fw.budget.release();
-      this.retrying = true;
       this.next();
       return;
     }
     this.fw.opts.log.warn(
-      { requestId: this.requestId, host: this.host, upstream: attempt.upstream.endpoint, code, err: err.message },
+      {
+        requestId: this.requestId,
+        host: this.host,
+        upstream: attempt.upstream.endpoint,
+        code,
+        err: err.message,
+        attempts: this.attempts,
+        safe,
+        retriesInFlight: this.fw.budget.retries,
+        active: this.fw.budget.active,
+      },
       'upstream request failed',
     );
     if (timedOut) this.fail(504, `upstream timeout: ${this.host} did not answer within ${this.policy.tryTimeoutMs} ms`);
     else this.fail(502, `bad gateway: the replica of ${this.host} failed (${code || err.message})`);
   }
 
+  /** Takes one retry slot from the budget (held until the exchange finishes). */
+  private acquireBudget(): boolean {
+    if (this.retrying) return true;
+    if (!this.fw.budget.tryAcquire()) return false;
+    this.retrying = true;
+    return true;
+  }
+
   private onDeadline(): void {
     this.timer = null;
     if (this.responseStarted || this.finished) return;
-    this.current?.abort(new Error('request deadline exceeded'));
+    // Answer first: aborting the attempt reports its error synchronously, and that must not retry.
     this.fail(504, `upstream timeout: ${this.host} did not answer within ${this.policy.timeoutMs} ms`);
+    this.current?.abort(new Error('request deadline exceeded'));
   }
 
   private fail(status: number, message: string, extra?: Record<string, string>): void {

@@ -19,8 +19,10 @@ export interface GatewayPolicy {
   maxInFlightPerReplica: number;
   /** How long a request may wait in a full route's queue before 503. */
   queueTimeoutMs: number;
-  /** Retries in flight may not exceed this fraction of active requests (plus a floor of 3). */
+  /** Retries in flight may not exceed this fraction of active requests… */
   retryBudgetRatio: number;
+  /** …or this floor, whichever is larger, so that a few simultaneous failures at low load still retry. */
+  retryBudgetMin: number;
   /** Passive outlier detection: consecutive failed attempts (5xx or connect errors) that eject a replica. */
   consecutiveFailures: number;
   /** First ejection lasts this long; each further ejection doubles it, up to maxEjectionMs. */
@@ -37,6 +39,7 @@ export const DEFAULT_POLICY: GatewayPolicy = {
   maxInFlightPerReplica: 1_000,
   queueTimeoutMs: 1_000,
   retryBudgetRatio: 0.2,
+  retryBudgetMin: 10,
   consecutiveFailures: 5,
   baseEjectionMs: 2_000,
   maxEjectionMs: 60_000,

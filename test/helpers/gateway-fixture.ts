@@ -22,8 +22,8 @@ export interface Upstream {
   kill(signal?: NodeJS.Signals): void;
 }
 
-export function startUpstream(name: string): Promise<Upstream> {
-  const child = spawn(process.execPath, [UPSTREAM], { env: { ...process.env, NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] });
+export function startUpstream(name: string, env: Record<string, string> = {}): Promise<Upstream> {
+  const child = spawn(process.execPath, [UPSTREAM], { env: { ...process.env, ...env, NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => {
