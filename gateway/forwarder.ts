@@ -19,6 +19,7 @@ import { type Dispatcher, Pool } from 'undici';
 import type { RouteRecord } from '../protocol/types.js';
 import type { Balancer } from '../router/balancer.js';
 import { RetryBudget, RouteGate } from './gates.js';
+import { GrpcUpstreams, isGrpc } from './grpc.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import type { GatewayMetrics } from './metrics.js';
 import { OutlierDetector } from './outlier.js';
@@ -94,6 +95,7 @@ export class Forwarder {
   readonly budget: RetryBudget;
   private readonly outliers: OutlierDetector;
   private readonly inFlightByUpstream = new Map<string, number>();
+  private readonly grpc: GrpcUpstreams;
   /** Requests being handled, for graceful drain. */
   active = 0;
   draining = false;
@@ -102,6 +104,7 @@ export class Forwarder {
   constructor(readonly opts: ForwarderOptions) {
     this.policy = { ...DEFAULT_POLICY, ...opts.policy };
     this.budget = new RetryBudget(this.policy.retryBudgetRatio, this.policy.retryBudgetMin);
+    this.grpc = new GrpcUpstreams(opts.log);
     this.outliers = new OutlierDetector({
       consecutiveFailures: this.policy.consecutiveFailures,
       baseEjectionMs: this.policy.baseEjectionMs,
@@ -171,6 +174,10 @@ export class Forwarder {
       });
       return;
     }
+    if (req.httpVersionMajor === 2 && isGrpc(req.headers['content-type'])) {
+      this.forwardGrpc(req as Http2ServerRequest, res as Http2ServerResponse, host, target, headers, requestId);
+      return;
+    }
     this.active++;
     const admitted = this.gate.acquire(target.route.instanceId, policy.maxInFlight, this.policy.queueTimeoutMs);
     const start = (ok: boolean) => {
@@ -186,6 +193,67 @@ export class Forwarder {
     if (admitted === true) start(true);
     else if (admitted === false) start(false);
     else void admitted.then(start);
+  }
+
+  /**
+   * gRPC calls are relayed over HTTP/2 (grpc.ts). They are not retried once sent (calls are not known to
+   * be idempotent); a replica that cannot be reached is ejected and the call tried on another.
+   */
+  private forwardGrpc(
+    req: Http2ServerRequest,
+    res: Http2ServerResponse,
+    host: string,
+    target: ForwardTarget,
+    headers: string[],
+    requestId: string,
+  ): void {
+    const started = performance.now();
+    const route = target.route;
+    this.active++;
+    const tried = new Set<string>();
+    const attempt = () => {
+      const upstream = target.balancer.pick(tried);
+      if (!upstream) {
+        this.opts.metrics.count(route.instanceName, 503);
+        sendError(res, 503, requestId, `no healthy replica for ${host}`, { 'retry-after': '1' });
+        this.active--;
+        this.checkIdle();
+        return;
+      }
+      target.balancer.onStart(upstream.id);
+      const t0 = performance.now();
+      this.grpc.forward(req, res, upstream.endpoint, host, headers, (status, err) => {
+        target.balancer.onEnd(upstream.id, performance.now() - t0, !err && status > 0 && status < 500);
+        if (err && status === 0 && !res.headersSent) {
+          this.reportOutcome(target.balancer, upstream.id, 'connect');
+          tried.add(upstream.id);
+          if (tried.size <= this.policy.retries) return attempt();
+          sendError(
+            res,
+            502,
+            requestId,
+            `bad gateway: the replicas of ${host} failed (${(err as NodeJS.ErrnoException).code ?? err.message})`,
+          );
+          status = 502;
+        }
+        const final = status || 502;
+        this.opts.metrics.count(route.instanceName, final);
+        this.opts.metrics.observe(route.instanceName, (performance.now() - started) / 1000);
+        this.opts.accessLog?.info({
+          id: requestId,
+          method: req.method,
+          host,
+          path: req.url,
+          status: final,
+          grpc: true,
+          upstream: upstream.endpoint,
+          attempts: tried.size + 1,
+        });
+        this.active--;
+        this.checkIdle();
+      });
+    };
+    attempt();
   }
 
   /** Called by an exchange when it is completely done. */
@@ -212,6 +280,7 @@ export class Forwarder {
   async close(): Promise<void> {
     const pools = [...this.pools.values()];
     this.pools.clear();
+    this.grpc.close();
     await Promise.allSettled(pools.map((p) => p.destroy()));
   }
 }

@@ -22,8 +22,11 @@ export interface Upstream {
   kill(signal?: NodeJS.Signals): void;
 }
 
-export function startUpstream(name: string, env: Record<string, string> = {}): Promise<Upstream> {
-  const child = spawn(process.execPath, [UPSTREAM], { env: { ...process.env, ...env, NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] });
+export const GRPC_UPSTREAM = fileURLToPath(new URL('../fixtures/grpc/server.mjs', import.meta.url));
+
+/** Starts a replica process (the HTTP fixture by default) that prints {"port":N} when listening. */
+export function startUpstream(name: string, env: Record<string, string> = {}, script = UPSTREAM): Promise<Upstream> {
+  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env, NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { Balancer } from '../../../router/balancer.js';
 import { RetryBudget, RouteGate } from '../../../gateway/gates.js';
 import { OutlierDetector } from '../../../gateway/outlier.js';
+import { Balancer } from '../../../router/balancer.js';
 
 describe('RouteGate', () => {
   it('admits up to the limit at once, queues the rest and hands slots over in order', async () => {
@@ -54,7 +54,12 @@ describe('OutlierDetector', () => {
     const balancer = new Balancer<{ id: string }>({ now: () => now, slowStartMs: 0 });
     balancer.setEndpoints([{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
     const ejected: Array<[string, number]> = [];
-    const detector = new OutlierDetector({ consecutiveFailures: 3, baseEjectionMs: 1_000, maxEjectionMs: 8_000, onEject: (id, ms) => ejected.push([id, ms]) });
+    const detector = new OutlierDetector({
+      consecutiveFailures: 3,
+      baseEjectionMs: 1_000,
+      maxEjectionMs: 8_000,
+      onEject: (id, ms) => ejected.push([id, ms]),
+    });
     return { balancer, detector, ejected, advance: (ms: number) => (now += ms) };
   };
 

@@ -10,7 +10,22 @@ const toObject = (flat: string[]) => {
 
 describe('upstream request headers', () => {
   it('drops hop-by-hop and Connection-listed headers, keeps end-to-end ones', () => {
-    const raw = ['Host', 'app.test', 'Connection', 'close, X-Hop', 'X-Hop', '1', 'TE', 'trailers', 'Upgrade', 'h2c', 'Accept', '*/*', 'Expect', '100-continue'];
+    const raw = [
+      'Host',
+      'app.test',
+      'Connection',
+      'close, X-Hop',
+      'X-Hop',
+      '1',
+      'TE',
+      'trailers',
+      'Upgrade',
+      'h2c',
+      'Accept',
+      '*/*',
+      'Expect',
+      '100-continue',
+    ];
     const h = toObject(upstreamRequestHeaders(raw, ctx).headers);
     expect(h['x-hop'] ?? h.connection ?? h.te ?? h.upgrade ?? h.expect).toBeUndefined();
     expect(h.accept).toEqual(['*/*']);
@@ -52,7 +67,17 @@ describe('upstream request headers', () => {
 
 describe('client response headers', () => {
   it('strips hop-by-hop headers, adds the request id and Connection: close while draining', () => {
-    const out = clientResponseHeaders({ 'content-type': 'text/plain', connection: 'keep-alive, x-internal', 'x-internal': '1', 'transfer-encoding': 'chunked', 'set-cookie': ['a=1', 'b=2'] }, 'rid', true);
+    const out = clientResponseHeaders(
+      {
+        'content-type': 'text/plain',
+        connection: 'keep-alive, x-internal',
+        'x-internal': '1',
+        'transfer-encoding': 'chunked',
+        'set-cookie': ['a=1', 'b=2'],
+      },
+      'rid',
+      true,
+    );
     expect(out).toEqual({ 'content-type': 'text/plain', 'set-cookie': ['a=1', 'b=2'], 'x-request-id': 'rid', connection: 'close' });
   });
 });
