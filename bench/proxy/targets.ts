@@ -1,0 +1,32 @@
+/** Target ids → specs. The gateway's spec exists only when bench/targets/allegra.ts is built. */
+import { directTarget } from './direct.js';
+import { fastifyTarget } from './fastify.js';
+import { type GatewayLoad, gatewaySpec } from './gateway.js';
+import { haproxyTarget } from './haproxy.js';
+import { httpProxyTarget } from './http-proxy.js';
+import { minimalTarget } from './minimal.js';
+import { nginxTarget } from './nginx.js';
+import type { TargetSpec } from './types.js';
+
+export class Unavailable extends Error {}
+
+const STATIC: TargetSpec[] = [directTarget, nginxTarget, haproxyTarget, minimalTarget, httpProxyTarget, fastifyTarget];
+
+export function targetSpecs(ids: string[], gateway: GatewayLoad): TargetSpec[] {
+  return ids.map((id) => {
+    if (id === 'gateway') {
+      if (gateway.ok) return gatewaySpec(gateway.start);
+      return {
+        id,
+        label: 'Allegra gateway',
+        multiWorker: true,
+        start: async () => {
+          throw new Unavailable(gateway.reason);
+        },
+      };
+    }
+    const spec = STATIC.find((s) => s.id === id);
+    if (!spec) throw new Error(`unknown target ${id}`);
+    return spec;
+  });
+}
