@@ -8,7 +8,7 @@ export const PHASES = ['matrix', 'rate', 'multi', 'failover', 'micro'] as const;
 export type Phase = (typeof PHASES)[number];
 
 /** Interleaving order of the single-process targets (A B C … A B C …). */
-export const ALL_TARGETS = ['direct', 'gateway', 'nginx', 'haproxy', 'node-min', 'http-proxy', 'fastify'] as const;
+export const ALL_TARGETS = ['direct', 'gateway', 'gateway-nolog', 'nginx', 'haproxy', 'node-min', 'http-proxy', 'fastify'] as const;
 
 export type Mode = 'full' | 'quick' | 'smoke';
 

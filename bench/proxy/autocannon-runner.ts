@@ -5,8 +5,9 @@
  * Latency is recorded from autocannon's per-response events (float ms): its own histogram has
  * 1 ms resolution.
  */
-import { createRequire } from 'node:module';
+
 import type { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import { exitWithParent } from '../lib/child.js';
 import { percentilesOf } from '../lib/stats.js';
 import type { LoadResult } from './types.js';

@@ -15,7 +15,12 @@ export interface AllegraTarget {
   pids: number[];
   stop(): Promise<void>;
 }
-export type StartAllegraGateway = (opts: { upstreams: string[]; processes?: number; cpus?: string }) => Promise<AllegraTarget>;
+export type StartAllegraGateway = (opts: {
+  upstreams: string[];
+  processes?: number;
+  cpus?: string;
+  accessLog?: boolean;
+}) => Promise<AllegraTarget>;
 
 const MODULE = new URL('../targets/allegra.js', import.meta.url);
 
@@ -39,12 +44,13 @@ export async function loadGateway(): Promise<GatewayLoad> {
 /** Starts the gateway and returns it plus the Host header it routes on. */
 export async function startGateway(
   start: StartAllegraGateway,
-  opts: { upstreams: string[]; processes: number; cpus: string | undefined },
+  opts: { upstreams: string[]; processes: number; cpus: string | undefined; accessLog: boolean },
 ): Promise<AllegraTarget> {
   checkInterrupted();
   const gw = await start({
     upstreams: opts.upstreams,
     processes: opts.processes,
+    accessLog: opts.accessLog,
     ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
   });
   if (interrupted()) {
@@ -64,18 +70,19 @@ export async function startGateway(
   };
 }
 
-export function gatewaySpec(start: StartAllegraGateway): TargetSpec {
+/** The production gateway (access log on), or the same with the access log off (`gateway-nolog`). */
+export function gatewaySpec(start: StartAllegraGateway, accessLog = true): TargetSpec {
   return {
-    id: 'gateway',
-    label: 'Allegra gateway',
+    id: accessLog ? 'gateway' : 'gateway-nolog',
+    label: accessLog ? 'Allegra gateway' : 'Allegra gateway, access log off',
     multiWorker: true,
     start: async (ctx) => {
-      const gw = await startGateway(start, { upstreams: ctx.upstreams, processes: ctx.workers, cpus: ctx.cpus });
+      const gw = await startGateway(start, { upstreams: ctx.upstreams, processes: ctx.workers, cpus: ctx.cpus, accessLog });
       return {
         url: gw.url,
         host: gw.host,
         pids: gw.pids,
-        detail: `${ctx.workers} process${ctx.workers > 1 ? 'es' : ''}; route lookup + balancing + undici forward, 3 replicas`,
+        detail: `${ctx.workers} process${ctx.workers > 1 ? 'es' : ''}; route lookup + balancing + metrics + undici forward${accessLog ? ' + access log' : ''}, 3 replicas`,
         stop: gw.stop,
       };
     },

@@ -27,7 +27,7 @@ export async function runSuite(o: BenchOptions, log: (msg: string) => void): Pro
   const tmpDir = makeTempDir('allegra-bench-');
   const loadgen = pickLoadGen(o.loadgen, cpu.loadgen, tmpDir);
   const notes: string[] = [];
-  const usesGateway = [...o.targets, ...o.multiTargets, ...o.failoverTargets].includes('gateway');
+  const usesGateway = [...o.targets, ...o.multiTargets, ...o.failoverTargets].some((t) => t === 'gateway' || t === 'gateway-nolog');
   const gateway = usesGateway ? await loadGateway() : ({ ok: false, reason: 'not selected' } as const);
   if (usesGateway && !gateway.ok) {
     log(`gateway target unavailable: ${gateway.reason} — continuing without it`);

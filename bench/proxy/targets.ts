@@ -14,11 +14,12 @@ const STATIC: TargetSpec[] = [directTarget, nginxTarget, haproxyTarget, minimalT
 
 export function targetSpecs(ids: string[], gateway: GatewayLoad): TargetSpec[] {
   return ids.map((id) => {
-    if (id === 'gateway') {
-      if (gateway.ok) return gatewaySpec(gateway.start);
+    if (id === 'gateway' || id === 'gateway-nolog') {
+      const accessLog = id === 'gateway';
+      if (gateway.ok) return gatewaySpec(gateway.start, accessLog);
       return {
         id,
-        label: 'Allegra gateway',
+        label: accessLog ? 'Allegra gateway' : 'Allegra gateway, access log off',
         multiWorker: true,
         start: async () => {
           throw new Unavailable(gateway.reason);

@@ -70,7 +70,12 @@ export async function seedRegistry(registry: EmbeddedHost, upstreams: string[]):
   }
 }
 
-export async function startAllegraGateway(opts: { upstreams: string[]; processes?: number; cpus?: string }): Promise<AllegraTarget> {
+export async function startAllegraGateway(opts: {
+  upstreams: string[];
+  processes?: number;
+  cpus?: string;
+  accessLog?: boolean;
+}): Promise<AllegraTarget> {
   const dir = mkdtempSync(join(tmpdir(), 'allegra-bench-'));
   const registry = await EmbeddedHost.start(join(dir, 'registry'));
   await seedRegistry(registry, opts.upstreams);
@@ -86,6 +91,7 @@ export async function startAllegraGateway(opts: { upstreams: string[]; processes
     String(opts.processes ?? 1),
     '--log',
     join(dir, 'gateway.log'),
+    ...(opts.accessLog === false ? ['--no-access-log'] : []),
   ];
   // With a CPU list the gateway runs under taskset; fork keeps the IPC channel for the ready message.
   const child: ChildProcess = opts.cpus
