@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import { type Dispatcher, Pool } from 'undici';
 import type { RouteRecord } from '../protocol/types.js';
 import type { Balancer } from '../router/balancer.js';
+import type { AccessLog } from './access-log.js';
 import { RetryBudget, RouteGate } from './gates.js';
 import { GrpcUpstreams, isGrpc } from './grpc.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
@@ -78,7 +79,7 @@ export interface ForwarderOptions {
   metrics: GatewayMetrics;
   log: Logger;
   /** Access log: one line per request; null turns it off. */
-  accessLog: Logger | null;
+  accessLog: AccessLog | null;
   policy?: Partial<GatewayPolicy>;
   connectionsPerReplica?: number;
 }
@@ -239,12 +240,13 @@ export class Forwarder {
         const final = status || 502;
         this.opts.metrics.count(route.instanceName, final);
         this.opts.metrics.observe(route.instanceName, (performance.now() - started) / 1000);
-        this.opts.accessLog?.info({
+        this.opts.accessLog?.({
           id: requestId,
           method: req.method,
           host,
           path: req.url,
           status: final,
+          ms: performance.now() - started,
           grpc: true,
           upstream: upstream.endpoint,
           attempts: tried.size + 1,
@@ -494,14 +496,14 @@ class Exchange {
     const { metrics, accessLog } = this.fw.opts;
     metrics.count(this.target.route.instanceName, status);
     metrics.observe(this.target.route.instanceName, ms / 1000);
-    accessLog?.info({
+    accessLog?.({
       id: this.requestId,
       method: this.method,
       host: this.host,
-      path: this.req.url,
+      path: this.req.url ?? '/',
       status,
-      ms: Math.round(ms * 1000) / 1000,
-      upstream: this.upstreamEndpoint || undefined,
+      ms,
+      upstream: this.upstreamEndpoint,
       attempts: this.attempts,
     });
     this.fw.done(this.target.route.instanceId);

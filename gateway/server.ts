@@ -19,6 +19,7 @@ import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { normalizeHost } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
+import { accessLogFor } from './access-log.js';
 import { createAdminApp, createFallbackApp } from './app.js';
 import { type ClientRequest, type ClientResponse, Forwarder, sendError } from './forwarder.js';
 import { makeTrustCheck } from './headers.js';
@@ -54,8 +55,8 @@ export interface GatewayOptions {
   policy?: Partial<GatewayPolicy>;
   /** Active health checks of replicas; false turns them off. */
   healthCheck?: Partial<Omit<HealthCheckOptions, 'onChange'>> | false;
-  /** One line per request; null turns it off. Default: the gateway's logger. */
-  accessLog?: Logger | null;
+  /** One line per request on the gateway logger's stream; null turns it off. */
+  accessLog?: null;
   maxConnections?: number;
   maxHeaderBytes?: number;
   /** Time allowed to send the request headers (slowloris defence). */
@@ -107,7 +108,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const forwarder = new Forwarder({
     metrics,
     log,
-    accessLog: opts.accessLog === undefined ? log.child({ access: true }) : opts.accessLog,
+    accessLog: opts.accessLog === null ? null : accessLogFor(log),
     policy: opts.policy,
   });
   let health: ActiveHealthChecker | null = null;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
-import { keys } from '../protocol/keys.js';
+import { keys, PREFIX } from '../protocol/keys.js';
 import type { Lease, Registry } from '../protocol/registry.js';
 import { RequestVerifier } from '../protocol/signing.js';
 import type { InstanceSpec, NodeRecord, ReplicaRecord } from '../protocol/types.js';
@@ -153,7 +153,34 @@ export class Agent {
         await this.opts.registry.delete(k);
       }
     } catch (err) {
-      this.opts.log.warn({ err, key: k }, 'could not publish replica state');
+      // The registry may be electing a leader or restarting: publish everything again shortly, so no
+      // replica state is lost because one write failed.
+      this.opts.log.warn({ err, key: k }, 'could not publish replica state; retrying');
+      this.schedulePublishRetry();
+    }
+  }
+
+  private publishRetry: NodeJS.Timeout | null = null;
+  private schedulePublishRetry(): void {
+    if (this.publishRetry || this.stopping) return;
+    this.publishRetry = setTimeout(() => {
+      this.publishRetry = null;
+      this.supervisor.republishAll();
+      void Promise.all([this.putNodeRecord(), this.removeStaleReplicaRecords()]).catch(() => this.schedulePublishRetry());
+    }, 1_000);
+    this.publishRetry.unref();
+  }
+
+  /** Deletes this node's replica records that no running replica stands behind (a failed delete earlier). */
+  private async removeStaleReplicaRecords(): Promise<void> {
+    const { items } = await this.opts.registry.list(PREFIX.replicas);
+    const mine = `/${this.identity.id}.`;
+    for (const kv of items) {
+      const at = kv.key.lastIndexOf(mine);
+      if (at < 0) continue;
+      const instanceId = kv.key.slice(PREFIX.replicas.length, at);
+      const slot = Number(kv.key.slice(at + mine.length));
+      if (!this.supervisor.runs(instanceId, slot)) await this.opts.registry.delete(kv.key);
     }
   }
 

@@ -229,6 +229,11 @@ export class Supervisor {
     this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, record);
   }
 
+  /** Whether a replica of `instanceId` in `slot` is running (or starting) here. */
+  runs(instanceId: string, slot: number): boolean {
+    return this.active.has(slotKey(instanceId, slot));
+  }
+
   /** Re-sends every current record (after the registry lost them, e.g. a new lease). */
   republishAll(): void {
     this.published.clear();
