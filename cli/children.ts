@@ -20,8 +20,9 @@ export interface Daemon {
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 
-export function startDaemon(name: string, args: string[], timeoutMs = 30_000): Promise<Daemon> {
-  const child = fork(MAIN, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ALLEGRA_DAEMON: name } });
+/** Starts `allegra <args>` (the built CLI next to this module unless `main` names another entry). */
+export function startDaemon(name: string, args: string[], timeoutMs = 30_000, main = MAIN): Promise<Daemon> {
+  const child = fork(main, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ALLEGRA_DAEMON: name } });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-2_000);
