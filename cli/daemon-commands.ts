@@ -3,9 +3,15 @@
  * report readiness over the IPC channel and exit when it closes, so a killed devnet leaves no orphans.
  */
 import cluster from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import type { Logger } from 'pino';
+import { AcmeIssuer } from '../cert/acme.js';
+import { LocalCa } from '../cert/local-ca.js';
+import { LocalCaIssuer } from '../cert/local-issuer.js';
+import type { CertManager as CertManagerType } from '../cert/manager.js';
+import { CertManager } from '../cert/manager.js';
 import { loadGatewayConfig } from '../gateway/config.js';
 import { type GatewayOptions, startGateway } from '../gateway/server.js';
 import type { Registry } from '../protocol/registry.js';
@@ -65,6 +71,7 @@ export async function agentCommand(opts: {
   region?: string;
   capacity?: string;
   log?: string;
+  dnsResolver?: string;
 }): Promise<void> {
   const listen = parseListen(opts.listen ?? '127.0.0.1:7070');
   const capacity = opts.capacity === undefined ? 16 : Number(opts.capacity);
@@ -79,6 +86,7 @@ export async function agentCommand(opts: {
     region: opts.region,
     capacity,
     log,
+    dnsResolver: opts.dnsResolver,
   });
   try {
     await agent.start();
@@ -112,6 +120,35 @@ export interface GatewayCliOptions {
   h2c?: boolean;
   accessLog?: boolean;
   config?: string;
+  acmeDirectory?: string;
+  acmeCa?: string;
+  acmeEmail?: string;
+  acmeChallenge?: string;
+  localCa?: string;
+  certValidity?: string;
+}
+
+/** The certificate manager for `--acme-directory` (ACME) or `--local-ca` (devnet's internal CA). */
+async function makeCertManager(opts: GatewayCliOptions, registry: Registry, log: Logger): Promise<CertManager | undefined> {
+  if (opts.acmeDirectory && opts.localCa) throw new CliError('--acme-directory and --local-ca are alternatives: pick one issuer', 2);
+  const holderId = `gw-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  if (opts.acmeDirectory) {
+    const challenge = opts.acmeChallenge ?? 'http-01';
+    if (challenge !== 'http-01' && challenge !== 'tls-alpn-01') throw new CliError('--acme-challenge is http-01 or tls-alpn-01', 2);
+    const issuer = new AcmeIssuer(
+      registry,
+      { directoryUrl: opts.acmeDirectory, caFile: opts.acmeCa, email: opts.acmeEmail, challenge },
+      log,
+    );
+    return new CertManager({ registry, issuer, holderId, log }).start();
+  }
+  if (opts.localCa) {
+    const validityMs = opts.certValidity ? Number(opts.certValidity) * 1000 : undefined;
+    if (validityMs !== undefined && !(validityMs >= 1000)) throw new CliError('--cert-validity expects seconds (at least 1)', 2);
+    const ca = await LocalCa.loadOrCreate(opts.localCa);
+    return new CertManager({ registry, issuer: new LocalCaIssuer(ca, validityMs), holderId, log }).start();
+  }
+  return undefined;
 }
 
 export async function gatewayCommand(opts: GatewayCliOptions): Promise<void> {
@@ -131,6 +168,7 @@ export async function gatewayCommand(opts: GatewayCliOptions): Promise<void> {
   let gateway: Awaited<ReturnType<typeof startGateway>>;
   try {
     const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey) } : undefined;
+    const certs = await makeCertManager(opts, registry, log);
     gateway = await startGateway({
       ...fileConfig,
       registry,
@@ -149,6 +187,7 @@ export async function gatewayCommand(opts: GatewayCliOptions): Promise<void> {
             .filter(Boolean)
         : (fileConfig.trustedProxies ?? []),
       accessLog: opts.accessLog === false ? null : fileConfig.accessLog,
+      certs,
     });
   } catch (err) {
     await registry.close();

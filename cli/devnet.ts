@@ -4,6 +4,7 @@
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LocalCa } from '../cert/local-ca.js';
 import { RpcClient } from '../protocol/client.js';
 import { AllegraError } from '../protocol/errors.js';
 import { keys, PREFIX } from '../protocol/keys.js';
@@ -28,6 +29,8 @@ export interface DevnetOptions {
   baseDomain?: string;
   demo?: boolean;
   key?: string;
+  acmeDirectory?: string;
+  acmeCa?: string;
 }
 
 const DEMO_DIR = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
@@ -59,6 +62,7 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
   const agentCount = Number(opts.agents ?? 3);
   if (!Number.isInteger(agentCount) || agentCount < 1 || agentCount > 32) throw new CliError('--agents expects a number from 1 to 32', 2);
   const httpPort = parsePort(opts.http, '--http', 8080);
+  const httpsPortWanted = parsePort(opts.https, '--https', 8443);
   const rpcBase = parsePort(opts.rpc, '--rpc', 7070);
   const adminPort = parsePort(opts.admin, '--admin', 9090);
   const dataDir = opts.data ?? join(allegraHome(), 'devnet');
@@ -83,8 +87,14 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
   process.on('SIGTERM', onSignal);
 
   try {
-    const network: NetworkConfig = { baseDomain, quorumSize: 3 };
-    await registry.put(keys.network(), JSON.stringify(network));
+    // Certificates: ACME when a directory is given, else a local CA kept in the data dir (like Caddy's
+    // internal issuer), created here first so its trust hint can be printed.
+    const caDir = join(dataDir, 'ca');
+    const localCa = opts.acmeDirectory ? null : await LocalCa.loadOrCreate(caDir);
+    const issuerArgs = opts.acmeDirectory
+      ? ['--acme-directory', opts.acmeDirectory, ...(opts.acmeCa ? ['--acme-ca', opts.acmeCa] : [])]
+      : ['--local-ca', caDir];
+    await registry.put(keys.network(), JSON.stringify({ baseDomain, quorumSize: 3 } satisfies NetworkConfig));
 
     progress.update(`starting ${agentCount} quorum agents`);
     const agentStarts = Array.from({ length: agentCount }, (_, i) =>
@@ -106,10 +116,13 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
       registryUrl,
       '--http',
       String(httpPort),
+      '--https',
+      String(httpsPortWanted),
       '--admin',
       String(adminPort),
       '--log',
       join(dataDir, 'logs', 'gateway.log'),
+      ...issuerArgs,
     ]);
     const started = await Promise.allSettled([...agentStarts, gatewayStart]);
     for (const s of started) if (s.status === 'fulfilled') daemons.push(s.value);
@@ -129,6 +142,9 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
     const nodeIds = agents.map((a) => String(a.ready.node));
     const rpcUrl = String(agents[0]?.ready.rpc);
     const http = `http://127.0.0.1:${gateway.ready.http}`;
+    const httpsPort = Number(gateway.ready.https);
+    const https = `https://127.0.0.1:${httpsPort}`;
+    await registry.put(keys.network(), JSON.stringify({ baseDomain, quorumSize: 3, httpsPort } satisfies NetworkConfig));
 
     progress.update('forming quorums');
     await waitFor('quorums to include every agent', 20_000, async () => {
@@ -137,8 +153,8 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
       return nodeIds.every((id) => members.has(id)) ? true : undefined;
     });
 
-    writeConfig({ rpc: rpcUrl, http, https: null, dataDir });
-    const instances: Array<{ name: string; url: string }> = [];
+    writeConfig({ rpc: rpcUrl, http, https, dataDir });
+    const instances: Array<{ name: string; url: string; https: string | null }> = [];
     if (opts.demo !== false) {
       progress.update('deploying the demo app');
       const { keyPair } = ensureKey(keyPath(opts.key));
@@ -161,20 +177,34 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
         const healthy = s.replicas.filter((r) => r.healthy && r.version >= deployed.instance.version).length;
         return healthy >= deployed.instance.replicas.min ? true : undefined;
       });
-      instances.push({ name: 'demo', url: `http://demo.${baseDomain}:${gateway.ready.http}/` });
+      progress.update('exposing the demo app over HTTPS');
+      const exposed = await rpc.call<{ url: string; host: string }>({
+        method: 'POST',
+        path: '/v1/instances/demo/expose',
+        body: { json: { port: 3000, redirectHttp: false } },
+      });
+      await waitFor('the demo certificate', 60_000, async () => {
+        const { certificates } = await rpc.call<{ certificates: Array<{ host: string; notAfter: number | null }> }>({
+          method: 'GET',
+          path: '/v1/instances/demo/certificates',
+        });
+        return certificates.find((c) => c.host === exposed.host)?.notAfter ? true : undefined;
+      });
+      instances.push({ name: 'demo', url: `http://demo.${baseDomain}:${gateway.ready.http}/`, https: exposed.url });
     }
     progress.succeed('devnet is up');
 
     out.result(
       {
         http,
-        https: null,
+        https,
         rpc: rpcUrl,
         admin: `http://127.0.0.1:${gateway.ready.admin}`,
         agents: agents.map((a) => ({ node: a.ready.node, rpc: a.ready.rpc, pid: a.child.pid })),
         gateway: { pid: gateway.child.pid },
         registry: registryUrl,
         data: dataDir,
+        ca: localCa ? localCa.rootCertPath : null,
         instances,
       },
       () =>
@@ -183,8 +213,12 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
           `  gateway   ${http}   (admin http://127.0.0.1:${gateway.ready.admin}/metrics)`,
           `  agents    ${agents.map((a) => a.ready.rpc).join('  ')}`,
           `  registry  ${registryUrl}`,
-          ...instances.map((i) => `  ${i.name.padEnd(8)}  ${i.url}   or: curl -H 'Host: ${i.name}.${baseDomain}' ${http}/`),
-          '  https     not served yet (plain HTTP only in this version)',
+          ...instances.flatMap((i) => [
+            `  ${i.name.padEnd(8)}  ${i.url}   or: curl -H 'Host: ${i.name}.${baseDomain}' ${http}/`,
+            ...(i.https ? [`  ${''.padEnd(8)}  ${i.https}`] : []),
+          ]),
+          `  https     ${https}${localCa ? `   certificates from the local CA ${localCa.rootCertPath}` : ''}`,
+          ...(localCa ? [`  trust it  ${localCa.trustHint()}`] : []),
           `  logs      ${join(dataDir, 'logs')}`,
           '  CLI       configured for this devnet: try `allegra list`',
           'Press Ctrl-C to stop.',

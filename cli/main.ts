@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ensureKey, keyPath, loadKey } from './config.js';
 import { agentCommand, gatewayCommand } from './daemon-commands.js';
 import { devnetCommand } from './devnet.js';
+import { exposeCommand } from './expose-command.js';
 import { createCommand, deployCommand, type GlobalOpts, lifecycleCommand, listCommand, statusCommand } from './instance-commands.js';
 import { CliError, makeOutput, reportError } from './output.js';
 
@@ -45,7 +46,9 @@ program
   .description('run a local network: embedded registry, agents, a gateway and the demo app')
   .option('--agents <n>', 'number of quorum agents', '3')
   .option('--http <port>', 'gateway HTTP port', '8080')
-  .option('--https <port>', 'gateway HTTPS port (not served yet)', '8443')
+  .option('--https <port>', 'gateway HTTPS port (certificates from a local CA, or ACME with --acme-directory)', '8443')
+  .option('--acme-directory <url>', 'get certificates from this ACME directory instead of the local CA')
+  .option('--acme-ca <file>', 'CA bundle that signs the ACME server’s own HTTPS certificate')
   .option('--rpc <port>', 'RPC port of the first agent; the others use the next ports (0: any free port)', '7070')
   .option('--admin <port>', 'gateway admin port (/healthz, /readyz, /metrics)', '9090')
   .option('--data <dir>', 'data directory (default: ~/.allegra/devnet)')
@@ -62,6 +65,7 @@ program
   .option('--data <dir>', 'data directory', '.allegra/agent')
   .option('--region <region>', 'region label used to spread quorums', 'local')
   .option('--capacity <n>', 'replica slots offered', '16')
+  .option('--dns-resolver <host:port>', 'DNS server for custom-domain proofs (default: the system resolver)')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => agentCommand(o));
 
@@ -81,6 +85,12 @@ program
   .option('--no-h2c', 'do not accept HTTP/2 with prior knowledge on the HTTP port')
   .option('--no-access-log', 'do not log one line per request')
   .option('--config <file>', 'JSON file with limits, retry/timeout policy and health-check settings (see docs/ARCHITECTURE.md)')
+  .option('--acme-directory <url>', 'ACME directory for certificates of exposed routes (e.g. Let’s Encrypt, Pebble)')
+  .option('--acme-ca <file>', 'CA bundle that signs the ACME server’s own HTTPS certificate')
+  .option('--acme-email <address>', 'contact address of the ACME account')
+  .option('--acme-challenge <type>', 'preferred ACME challenge: http-01 or tls-alpn-01', 'http-01')
+  .option('--local-ca <dir>', 'issue certificates from a local CA kept in this directory (development)')
+  .option('--cert-validity <seconds>', 'lifetime of local-CA certificates (default 7 days)')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => gatewayCommand(o));
 
@@ -130,6 +140,16 @@ program
   .command('status <name>')
   .description('one instance with its quorum, replicas, versions and routes')
   .action((name) => statusCommand(name, globals(), out()));
+program
+  .command('expose <name>')
+  .description('route a public HTTPS name to an instance and get its certificate; prints the https URL')
+  .requiredOption('--port <port>', 'port the app listens on inside its replica')
+  .option('--domain <domain>', 'a custom domain you control (prove it with the DNS TXT record or HTTP token named on first try)')
+  .option('--no-redirect', 'keep serving plain HTTP instead of redirecting it to HTTPS')
+  .option('--no-wait', 'return once the route exists, without waiting for the certificate')
+  .option('--timeout <seconds>', 'how long to wait for the certificate', '90')
+  .action((name, o) => exposeCommand(name, o, globals(), out()));
+
 for (const action of ['start', 'stop', 'delete'] as const) {
   program
     .command(`${action} <name>`)

@@ -14,9 +14,11 @@ import {
 } from 'node:http2';
 import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { SecureContext } from 'node:tls';
+import { createServer as createTlsServer, type SecureContext } from 'node:tls';
 import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
+import { getExtensionData, readTlsClientHello } from 'read-tls-client-hello';
+import type { CertManager } from '../cert/manager.js';
 import { normalizeHost } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
 import { accessLogFor } from './access-log.js';
@@ -67,6 +69,8 @@ export interface GatewayOptions {
   idleTimeoutMs?: number;
   /** On stop, in-flight requests get this long to finish before connections are cut. */
   drainMs?: number;
+  /** Certificates shared through the registry (ACME or local CA); enables HTTPS for exposed routes. */
+  certs?: CertManager;
 }
 
 export interface Gateway {
@@ -78,6 +82,32 @@ export interface Gateway {
   metrics: GatewayMetrics;
   /** Graceful stop: stop accepting, let in-flight requests finish (up to drainMs), then close. */
   stop(): Promise<void>;
+}
+
+const ACME_PREFIX = '/.well-known/acme-challenge/';
+
+/** Routes `acme-tls/1` handshakes to a responder holding the challenge certificates, others to `https`. */
+function alpnChallengeAcceptor(https: Http2SecureServer, certs: CertManager): (socket: Socket) => void {
+  const challenges = createTlsServer(
+    { ALPNProtocols: ['acme-tls/1'], SNICallback: (name, cb) => cb(null, certs.alpnContext(name)) },
+    (tlsSocket) => tlsSocket.end(),
+  );
+  challenges.on('tlsClientError', () => {});
+  return (socket: Socket) => {
+    socket.on('error', () => socket.destroy());
+    const timer = setTimeout(() => socket.destroy(), 10_000);
+    readTlsClientHello(socket).then(
+      (hello) => {
+        clearTimeout(timer);
+        const protocols = getExtensionData(hello, 'alpn')?.protocols ?? [];
+        (protocols.includes('acme-tls/1') ? challenges : https).emit('connection', socket);
+      },
+      () => {
+        clearTimeout(timer);
+        socket.destroy();
+      },
+    );
+  };
 }
 
 function hasDuplicateHost(raw: string[]): boolean {
@@ -146,7 +176,21 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
   const fallback = getRequestListener(createFallbackApp().fetch);
 
+  const certs = opts.certs;
+  let httpsPortForRedirect = 443;
   const handler = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
+    const url = req.url ?? '/';
+    if (certs && url.startsWith(ACME_PREFIX)) {
+      // HTTP-01 answers come from the registry, so any gateway can answer for an order another placed.
+      const answer = certs.http01Answer(url.slice(ACME_PREFIX.length).split('?')[0] as string);
+      const body = answer ?? 'no pending ACME challenge for this token\n';
+      (res as ServerResponse).writeHead(answer ? 200 : 404, {
+        'content-type': 'text/plain',
+        'content-length': String(Buffer.byteLength(body)),
+      });
+      res.end(body);
+      return;
+    }
     if (req.httpVersionMajor === 1 && hasDuplicateHost(req.rawHeaders)) {
       // Node keeps the first Host and drops the rest; a proxy must refuse the ambiguity instead (RFC 9112 §3.2).
       metrics.count('-', 400);
@@ -160,6 +204,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return sendError(res, 400, crypto.randomUUID(), 'bad request: Host header does not match :authority');
     }
     const resolution = core.resolve(host);
+    if (proto === 'http' && certs && resolution.kind !== 'no-route' && resolution.route.tls?.redirectHttp && certs.hasCertificate(host)) {
+      const location = `https://${host}${httpsPortForRedirect === 443 ? '' : `:${httpsPortForRedirect}`}${url}`;
+      (res as ServerResponse).writeHead(308, { location, 'content-length': '0' });
+      res.end();
+      return;
+    }
     if (resolution.kind === 'ok') {
       const { ip, trusted } = clientAddress(req.socket);
       return forwarder.forward(req, res, host, resolution, proto, ip, trusted);
@@ -213,24 +263,34 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   if (front !== h1) h1.emit('listening');
 
   let https: Http2SecureServer | null = null;
+  let httpsFront: NetServer | null = null;
   let httpsPort: number | null = null;
-  if (opts.tls) {
+  if (opts.tls || certs) {
     const tls = opts.tls;
+    const sni = (name: string) => certs?.sniContext(name) ?? tls?.sniContext?.(name);
     https = createSecureServer(
       {
         ...h2settings,
         allowHTTP1: true,
-        cert: tls.cert,
-        key: tls.key,
-        SNICallback: tls.sniContext ? (name, cb) => cb(null, tls.sniContext?.(name)) : undefined,
+        ...(tls ? { cert: tls.cert, key: tls.key } : {}),
+        SNICallback: (name, cb) => cb(null, sni(name)),
       },
       handler('https'),
     );
     trackSessions(https);
     const tlsUpgrades = new UpgradeProxy({ core, forwarder, metrics, log, clientAddress, proto: 'https' });
     https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => tlsUpgrades.handle(req, socket, head));
-    if (opts.maxConnections) https.maxConnections = opts.maxConnections;
-    httpsPort = await listen(https, host, opts.httpsPort ?? 0);
+    if (certs) {
+      // TLS-ALPN-01: a validation handshake offers only `acme-tls/1` and must get the challenge certificate,
+      // which SNI alone cannot tell apart; the ClientHello is read first and the connection routed.
+      httpsFront = createNetServer(alpnChallengeAcceptor(https, certs));
+      if (opts.maxConnections) httpsFront.maxConnections = opts.maxConnections;
+      httpsPort = await listen(httpsFront, host, opts.httpsPort ?? 0);
+    } else {
+      if (opts.maxConnections) https.maxConnections = opts.maxConnections;
+      httpsPort = await listen(https, host, opts.httpsPort ?? 0);
+    }
+    httpsPortForRedirect = httpsPort;
   }
 
   const adminApp = createAdminApp({
@@ -267,6 +327,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         const closing = Promise.all([
           closeServer(front),
           closeServer(front === h1 ? null : h1),
+          closeServer(httpsFront),
           closeServer(https),
           closeServer(h2c as unknown as Server | null),
         ]);
@@ -280,6 +341,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         admin.closeAllConnections();
         await Promise.race([Promise.all([closing, closeServer(admin)]), new Promise((r) => setTimeout(r, 1_000).unref())]);
         core.close();
+        await certs?.stop();
         await health?.close();
         await forwarder.close();
       })();

@@ -8,6 +8,11 @@ export const PREFIX = {
   routes: 'routes/',
   config: 'config/',
   leaders: 'leaders/',
+  certs: 'certs/',
+  certStatus: 'cert-status/',
+  acmeHttp01: 'acme/http-01/',
+  acmeAlpn: 'acme/tls-alpn-01/',
+  locks: 'locks/',
 } as const;
 
 export const keys = {
@@ -19,6 +24,12 @@ export const keys = {
   route: (host: string) => `${PREFIX.routes}${host}`,
   network: () => `${PREFIX.config}network`,
   leader: (role: string) => `${PREFIX.leaders}${role}`,
+  cert: (host: string) => `${PREFIX.certs}${host}`,
+  certStatus: (host: string) => `${PREFIX.certStatus}${host}`,
+  acmeAccount: (directoryUrl: string) => `acme/account/${encodeURIComponent(directoryUrl)}`,
+  acmeHttp01: (token: string) => `${PREFIX.acmeHttp01}${token}`,
+  acmeAlpn: (host: string) => `${PREFIX.acmeAlpn}${host}`,
+  certLock: (host: string) => `${PREFIX.locks}cert/${host}`,
 } as const;
 
 /** Hosts are case-insensitive and may carry a port; routes are keyed by the bare lower-case name. */

@@ -96,9 +96,44 @@ export const routeRecord = z.object({
   kind: z.enum(['network', 'custom']),
   createdAt: z.number(),
   policy: routePolicy.optional(),
+  tls: z.object({ redirectHttp: z.boolean() }).optional(),
+  port: z.number().int().min(1).max(65535).optional(),
 });
 
-export const networkConfig = z.object({ baseDomain: z.string(), quorumSize: z.number().int().min(1) });
+export const certRecord = z.object({
+  host: z.string(),
+  certPem: z.string(),
+  keyPem: z.string(),
+  notBefore: z.number(),
+  notAfter: z.number(),
+  renewAfter: z.number(),
+  issuer: z.enum(['acme', 'local']),
+  issuedAt: z.number(),
+});
+
+export const certStatusRecord = z.object({
+  host: z.string(),
+  state: z.enum(['ordering', 'challenge', 'issued', 'failed']),
+  detail: z.string(),
+  updatedAt: z.number(),
+  retryAt: z.number().optional(),
+});
+
+export const exposeRequest = z.object({
+  port: z.number().int().min(1).max(65535),
+  domain: z
+    .string()
+    .toLowerCase()
+    .regex(/^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'domain must be a DNS name like app.example.com')
+    .optional(),
+  redirectHttp: z.boolean().default(true),
+});
+
+export const networkConfig = z.object({
+  baseDomain: z.string(),
+  quorumSize: z.number().int().min(1),
+  httpsPort: z.number().int().min(1).max(65535).optional(),
+});
 
 /** Parses a JSON registry value with a schema; returns undefined (never throws) for a bad record. */
 export function parseRecord<T>(schema: z.ZodType<T>, raw: string | undefined): T | undefined {

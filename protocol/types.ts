@@ -97,12 +97,41 @@ export interface RouteRecord {
   kind: 'network' | 'custom';
   createdAt: number;
   policy?: RoutePolicy;
+  /** Set by `allegra expose`: serve this host over HTTPS with a certificate from the network's issuer. */
+  tls?: { redirectHttp: boolean };
+  /** The port the app listens on inside its replica, as given to `allegra expose`. */
+  port?: number;
+}
+
+/** A certificate shared by every gateway (`certs/<host>`). */
+export interface CertRecord {
+  host: string;
+  certPem: string;
+  keyPem: string;
+  notBefore: number;
+  notAfter: number;
+  /** Renew from this time on: two thirds into the certificate's lifetime. */
+  renewAfter: number;
+  issuer: 'acme' | 'local';
+  issuedAt: number;
+}
+
+/** Where issuance of a host's certificate stands (`cert-status/<host>`), for `allegra expose` progress. */
+export interface CertStatusRecord {
+  host: string;
+  state: 'ordering' | 'challenge' | 'issued' | 'failed';
+  detail: string;
+  updatedAt: number;
+  /** When the next attempt is due after a failure. */
+  retryAt?: number;
 }
 
 /** Network-wide settings (`config/network`). */
 export interface NetworkConfig {
   baseDomain: string;
   quorumSize: number;
+  /** The gateways' public HTTPS port, for the URLs the network hands out (default 443). */
+  httpsPort?: number;
 }
 
 /** What `allegra status` shows: the spec with where and how it runs. */

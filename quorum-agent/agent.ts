@@ -16,6 +16,7 @@ import { ClusterView } from '../registry/cluster-view.js';
 import { assignSlots } from '../router/slots.js';
 import { BlobStore } from './blobs.js';
 import { Controller } from './controller.js';
+import { DnsHttpVerifier } from './domains.js';
 import { ProcessDriver } from './drivers/process.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
@@ -36,6 +37,8 @@ export interface AgentOptions {
   leaseTtlMs?: number;
   healthIntervalMs?: number;
   maxArtifactBytes?: number;
+  /** DNS server (`host:port`) used to check custom-domain proofs; default: the system's resolver. */
+  dnsResolver?: string;
 }
 
 export class Agent {
@@ -89,6 +92,7 @@ export class Agent {
       pushTo: (nodeId, sha256) => this.pushBlob(nodeId, sha256),
       log,
       maxArtifactBytes: this.opts.maxArtifactBytes ?? 256 * 1024 * 1024,
+      domains: new DnsHttpVerifier(this.opts.dnsResolver),
     });
     const host = this.opts.host ?? '127.0.0.1';
     const port = await new Promise<number>((resolve, reject) => {

@@ -4,11 +4,33 @@
  * other. This module decides what is allowed; rpc.ts only maps HTTP onto it.
  */
 import { randomBytes } from 'node:crypto';
+import type { z } from 'zod';
 import { AllegraError } from '../protocol/errors.js';
 import { keys, PREFIX } from '../protocol/keys.js';
 import type { Op, Registry } from '../protocol/registry.js';
-import { type CreateInstanceRequest, instanceSpec, parseRecord, replicaRecord, routeRecord } from '../protocol/schemas.js';
-import type { ArtifactRef, InstanceSpec, InstanceStatus, QuorumRecord, ReplicaRecord } from '../protocol/types.js';
+import {
+  type CreateInstanceRequest,
+  certRecord,
+  certStatusRecord,
+  type exposeRequest,
+  instanceSpec,
+  parseRecord,
+  replicaRecord,
+  routeRecord,
+} from '../protocol/schemas.js';
+import { type DomainVerifier, domainToken } from './domains.js';
+
+type ExposeRequest = z.infer<typeof exposeRequest>;
+
+import type {
+  ArtifactRef,
+  CertStatusRecord,
+  InstanceSpec,
+  InstanceStatus,
+  QuorumRecord,
+  ReplicaRecord,
+  RouteRecord,
+} from '../protocol/types.js';
 import type { ClusterView } from '../registry/cluster-view.js';
 
 /** Pushes a verified blob to a peer; resolves true once the peer holds it. */
@@ -148,6 +170,87 @@ export class InstanceService {
           });
       }
     });
+  }
+
+  /**
+   * Exposes an instance over HTTPS: marks its network route (or a new custom-domain route) for TLS, so the
+   * gateways order its certificate. The network's base-domain names belong to the network: an instance
+   * gets only its own; a custom domain needs proof of control first.
+   */
+  async expose(
+    name: string,
+    signer: string,
+    req: ExposeRequest,
+    verifier: DomainVerifier,
+  ): Promise<{ host: string; url: string; route: RouteRecord }> {
+    const { spec } = await this.authorized(name, signer);
+    if (spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
+    if (spec.port !== 0 && spec.port !== req.port)
+      throw new AllegraError('bad_request', `instance "${name}" listens on port ${spec.port}, not ${req.port}`);
+    const network = this.view.network();
+    const own = `${name}.${network.baseDomain}`;
+    const host = req.domain ?? own;
+    if (req.domain && req.domain !== own) {
+      if (req.domain === network.baseDomain || req.domain.endsWith(`.${network.baseDomain}`)) {
+        throw new AllegraError(
+          'forbidden',
+          `${req.domain} is under the network's base domain ${network.baseDomain}; instance "${name}" can only have ${own}`,
+        );
+      }
+      const token = domainToken(spec.owner, req.domain);
+      if (!(await verifier.verify(req.domain, token))) {
+        throw new AllegraError(
+          'forbidden',
+          `prove control of ${req.domain} first: add a DNS TXT record _allegra-challenge.${req.domain} = "${token}", or serve "${token}" at http://${req.domain}/.well-known/allegra-domain-verification, then run expose again`,
+        );
+      }
+    }
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const existing = await this.registry.get(keys.route(host));
+      const current = parseRecord(routeRecord, existing?.value);
+      if (current && current.instanceId !== spec.id) throw new AllegraError('conflict', `${host} is already routed to another instance`);
+      const route: RouteRecord = {
+        ...(current ?? {
+          host,
+          instanceId: spec.id,
+          instanceName: spec.name,
+          kind: req.domain && req.domain !== own ? 'custom' : 'network',
+          createdAt: Date.now(),
+        }),
+        tls: { redirectHttp: req.redirectHttp },
+        port: req.port,
+      };
+      const res = await this.registry.txn({
+        compare: [
+          existing
+            ? { key: keys.route(host), target: 'modRevision', equals: existing.modRevision }
+            : { key: keys.route(host), target: 'version', equals: 0 },
+        ],
+        success: [{ type: 'put', key: keys.route(host), value: JSON.stringify(route) }],
+      });
+      if (res.succeeded) {
+        if (!spec.domains.includes(host)) await this.update(name, signer, (s) => ({ ...s, domains: [...new Set([...s.domains, host])] }));
+        const port = network.httpsPort && network.httpsPort !== 443 ? `:${network.httpsPort}` : '';
+        return { host, url: `https://${host}${port}/`, route };
+      }
+    }
+    throw new AllegraError('conflict', `route ${host} is being changed concurrently; try again`);
+  }
+
+  /** Certificate state of every exposed host of an instance, for `allegra expose` progress. */
+  async certificates(
+    name: string,
+    signer: string,
+  ): Promise<Array<{ host: string; status: CertStatusRecord | null; notAfter: number | null; issuer: string | null }>> {
+    const { spec } = await this.authorized(name, signer);
+    const hosts = await this.routesOf(spec.id);
+    return Promise.all(
+      hosts.map(async (host) => {
+        const cert = parseRecord(certRecord, (await this.registry.get(keys.cert(host)))?.value);
+        const status = parseRecord(certStatusRecord, (await this.registry.get(keys.certStatus(host)))?.value) ?? null;
+        return { host, status, notAfter: cert?.notAfter ?? null, issuer: cert?.issuer ?? null };
+      }),
+    );
   }
 
   async delete(name: string, signer: string): Promise<void> {

@@ -9,10 +9,11 @@ import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Logger } from 'pino';
 import { AllegraError } from '../protocol/errors.js';
-import { createInstanceRequest } from '../protocol/schemas.js';
+import { createInstanceRequest, exposeRequest } from '../protocol/schemas.js';
 import { type RequestVerifier, SIGNATURE_HEADERS } from '../protocol/signing.js';
 import type { ClusterView } from '../registry/cluster-view.js';
 import { type BlobStore, BlobTooLargeError } from './blobs.js';
+import type { DomainVerifier } from './domains.js';
 import type { BlobPusher, InstanceService } from './instances.js';
 
 export interface RpcDeps {
@@ -24,6 +25,7 @@ export interface RpcDeps {
   pushTo: BlobPusher;
   log: Logger;
   maxArtifactBytes: number;
+  domains: DomainVerifier;
 }
 
 function pathOf(c: Context): string {
@@ -97,6 +99,19 @@ export function createRpcApp(deps: RpcDeps): Hono {
       return c.json({ instance: await service.setState(c.req.param('name'), signer, state) });
     });
   }
+
+  app.post('/v1/instances/:name/expose', async (c) => {
+    const { signer, body } = await signedBody(c, verifier);
+    const parsed = exposeRequest.safeParse(parseJson(body));
+    if (!parsed.success)
+      throw new AllegraError('bad_request', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
+    return c.json(await service.expose(c.req.param('name'), signer, parsed.data, deps.domains));
+  });
+
+  app.get('/v1/instances/:name/certificates', async (c) => {
+    const { signer } = await signedBody(c, verifier);
+    return c.json({ certificates: await service.certificates(c.req.param('name'), signer) });
+  });
 
   app.delete('/v1/instances/:name', async (c) => {
     const { signer } = await signedBody(c, verifier);

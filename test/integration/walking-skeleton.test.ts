@@ -24,7 +24,7 @@ describe('walking skeleton: devnet, CLI, agents and gateway', () => {
   };
 
   beforeAll(async () => {
-    devnet = await startDevnet(['--http', '0', '--rpc', '0', '--admin', '0', '--data', `${dir.path}/devnet`], env);
+    devnet = await startDevnet(['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--data', `${dir.path}/devnet`], env);
     info = devnet.info;
   }, 90_000);
 
