@@ -17,7 +17,7 @@ const ROOT_KEY_FILE = 'root.key';
 const ROOT_CERT_FILE = 'root.crt';
 const ROOT_VALIDITY_DAYS = 3650;
 const DAY_MS = 86_400_000;
-/** Leaves start a minute in the past so that a client whose clock is slightly behind still accepts them. */
+/** Certificates start up to a minute in the past so that a client whose clock lags a little accepts them. */
 const BACKDATE_MS = 60_000;
 
 export interface IssuedCert {
@@ -134,8 +134,12 @@ export class LocalCa {
 
   /**
    * Issues a leaf certificate for `hosts` (DNS names, wildcards such as `*.demo.localhost`, or IP addresses), signed
-   * by the root, with an ECDSA P-256 key. It is valid from `notBefore` (default: one minute ago) until `notBefore +
-   * days` (`days` defaults to 7), never beyond the root's own expiry. Dates have whole-second precision.
+   * by the root, with an ECDSA P-256 key, valid for `days` (default 7; fractions allowed).
+   *
+   * With `notBefore`, the certificate is valid from `notBefore` until `notBefore + days`. Without it, it is valid
+   * until `days` from now and starts slightly in the past (a minute, or a tenth of the lifetime if that is shorter)
+   * so that clients whose clock lags a little accept it. Dates have whole-second precision and never pass the
+   * root's own expiry.
    *
    * A wildcard directly under a single label (`*.localhost`) is encoded as asked, but TLS clients (Node, curl,
    * browsers) refuse to match such wildcards: issue `*.<name>.localhost` or the exact host names instead.
@@ -144,10 +148,18 @@ export class LocalCa {
     const names = normaliseHosts(hosts);
     const days = opts.days ?? 7;
     if (!Number.isFinite(days) || days <= 0) throw new Error(`local CA: days must be a positive number, got ${days}`);
-    const start = opts.notBefore ?? new Date(Date.now() - BACKDATE_MS);
-    if (Number.isNaN(start.getTime())) throw new Error('local CA: notBefore is not a valid date');
-    const notBefore = wholeSeconds(start);
-    const wanted = new Date(notBefore.getTime() + days * DAY_MS);
+    const lifetimeMs = days * DAY_MS;
+    let notBefore: Date;
+    let wanted: Date;
+    if (opts.notBefore) {
+      if (Number.isNaN(opts.notBefore.getTime())) throw new Error('local CA: notBefore is not a valid date');
+      notBefore = wholeSeconds(opts.notBefore);
+      wanted = new Date(notBefore.getTime() + lifetimeMs);
+    } else {
+      const now = Date.now();
+      notBefore = wholeSeconds(new Date(now - Math.min(BACKDATE_MS, lifetimeMs / 10)));
+      wanted = new Date(Math.ceil((now + lifetimeMs) / 1000) * 1000);
+    }
     const notAfter = wholeSeconds(wanted > this.#rootCert.notAfter ? this.#rootCert.notAfter : wanted);
 
     const keys = (await webcrypto.subtle.generateKey(EC_ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
