@@ -304,6 +304,7 @@ class Exchange {
   /** Why the previous attempt failed, reported if no replica is left to retry on. */
   private lastFailure = '';
   private lastTimedOut = false;
+  private retriedSameReplica = false;
   private retrying = false;
 
   constructor(
@@ -431,7 +432,12 @@ class Exchange {
     // A refused connection never reached a replica, so retrying it adds no load anywhere: the budget,
     // which exists to stop retry storms against struggling replicas, only applies to the other cases.
     if (safe && this.attempts <= this.policy.retries && (notSent || this.acquireBudget())) {
-      (this.tried ??= new Set()).add(attempt.upstream.id);
+      // A reset on a reused keep-alive connection usually means the replica closed it while idle: the
+      // replica itself is fine, so it may be tried once more on a fresh connection. Anything else
+      // (refused, timed out, reset twice) excludes it for this request.
+      const staleConnection = code === 'UND_ERR_SOCKET' || code === 'ECONNRESET';
+      if (staleConnection && !this.retriedSameReplica) this.retriedSameReplica = true;
+      else (this.tried ??= new Set()).add(attempt.upstream.id);
       this.fw.opts.metrics.retries.inc();
       this.next();
       return;
