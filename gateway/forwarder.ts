@@ -228,7 +228,8 @@ export class Forwarder {
         if (err && status === 0 && !res.headersSent) {
           this.reportOutcome(target.balancer, upstream.id, 'connect');
           tried.add(upstream.id);
-          if (tried.size <= this.policy.retries) return attempt();
+          // Calls are not known to be idempotent: retry only if no byte of the request was read.
+          if (tried.size <= this.policy.retries && !req.readableDidRead) return attempt();
           sendError(
             res,
             502,

@@ -85,14 +85,48 @@ export class GrpcUpstreams {
       finished = true;
       done(status, err);
     };
+    let session: ClientHttp2Session;
+    try {
+      session = this.session(endpoint);
+    } catch (err) {
+      return finish(err as Error);
+    }
+    // Open the stream only on a connected session: a replica that is gone then fails the call before any
+    // byte of the request is read, so it can be retried elsewhere.
+    if (session.connecting) {
+      const onConnect = () => {
+        session.off('error', onError);
+        this.open(session, req, res, h2headers, (s) => (status = s), finish);
+      };
+      const onError = (err: Error) => {
+        session.off('connect', onConnect);
+        finish(err);
+      };
+      session.once('connect', onConnect);
+      session.once('error', onError);
+      return;
+    }
+    this.open(session, req, res, h2headers, (s) => (status = s), finish);
+  }
+
+  private open(
+    session: ClientHttp2Session,
+    req: Http2ServerRequest,
+    res: Http2ServerResponse,
+    h2headers: Record<string, string | string[]>,
+    setStatus: (status: number) => void,
+    finish: (err?: Error) => void,
+  ): void {
+    let status = 0;
     let stream: ReturnType<ClientHttp2Session['request']>;
     try {
-      stream = this.session(endpoint).request(h2headers);
+      stream = session.request(h2headers);
     } catch (err) {
       return finish(err as Error);
     }
     stream.on('response', (head: IncomingHttpHeaders, flags: number) => {
       status = Number(head[constants.HTTP2_HEADER_STATUS] ?? 502);
+      setStatus(status);
       const out: Record<string, string | string[]> = {};
       for (const [k, v] of Object.entries(head)) if (!k.startsWith(':') && v !== undefined && !CONNECTION_SPECIFIC.has(k)) out[k] = v;
       if (flags & constants.NGHTTP2_FLAG_END_STREAM) {

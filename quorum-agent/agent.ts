@@ -240,7 +240,8 @@ export class Agent {
         });
       }
     }
-    this.supervisor.reconcile(desired);
+    const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
+    this.supervisor.reconcile(desired, stillRunning);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
   }
 

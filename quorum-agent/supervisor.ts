@@ -30,6 +30,11 @@ export interface SupervisorOptions {
   unhealthyThreshold?: number;
   /** How long a new version may take to become healthy before it replaces the old one anyway. */
   rolloutDeadlineMs?: number;
+  /**
+   * A replica whose slot moved to another node while its instance still runs keeps serving this long, so
+   * the new one can start first (make-before-break). 0 retires at once.
+   */
+  retireGraceMs?: number;
 }
 
 class Runner {
@@ -159,6 +164,8 @@ export class Supervisor {
   private readonly pending = new Map<string, Runner>();
   /** Last published record per slot, to publish only real changes. */
   private readonly published = new Map<string, string>();
+  /** Slots no longer wanted here, still serving until their grace period ends. */
+  private readonly retiring = new Map<string, NodeJS.Timeout>();
 
   constructor(readonly opts: SupervisorOptions) {}
 
@@ -166,14 +173,35 @@ export class Supervisor {
     return this.active.size;
   }
 
-  /** Brings the running set to exactly `desired`. Safe to call often; it only acts on differences. */
-  reconcile(desired: DesiredReplica[]): void {
+  /**
+   * Brings the running set to `desired`. Safe to call often; it only acts on differences. Replicas of
+   * instances in `stillRunning` that are no longer wanted here retire after the grace period instead of at
+   * once (their slot moved to another node, which needs time to start its replica).
+   */
+  reconcile(desired: DesiredReplica[], stillRunning: ReadonlySet<string> = new Set()): void {
     const wanted = new Map(desired.map((d) => [slotKey(d.instanceId, d.slot), d]));
+    const grace = this.opts.retireGraceMs ?? 10_000;
     for (const [key, runner] of this.active) {
-      if (!wanted.has(key)) {
-        this.active.delete(key);
-        this.retire(runner, key);
+      if (wanted.has(key)) {
+        this.cancelRetirement(key);
+        continue;
       }
+      if (grace > 0 && stillRunning.has(runner.desired.instanceId)) {
+        if (!this.retiring.has(key)) {
+          const timer = setTimeout(() => {
+            this.retiring.delete(key);
+            if (this.active.get(key) !== runner) return;
+            this.active.delete(key);
+            this.retire(runner, key);
+          }, grace);
+          timer.unref();
+          this.retiring.set(key, timer);
+        }
+        continue;
+      }
+      this.cancelRetirement(key);
+      this.active.delete(key);
+      this.retire(runner, key);
     }
     for (const [key, runner] of this.pending) {
       if (!wanted.has(key)) {
@@ -212,6 +240,13 @@ export class Supervisor {
     });
   }
 
+  private cancelRetirement(key: string): void {
+    const timer = this.retiring.get(key);
+    if (!timer) return;
+    clearTimeout(timer);
+    this.retiring.delete(key);
+  }
+
   private retire(runner: Runner, key: string): void {
     this.published.delete(key);
     this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, null);
@@ -241,6 +276,8 @@ export class Supervisor {
   }
 
   async stopAll(): Promise<void> {
+    for (const timer of this.retiring.values()) clearTimeout(timer);
+    this.retiring.clear();
     const all = [...this.active.values(), ...this.pending.values()];
     this.active.clear();
     this.pending.clear();
