@@ -106,6 +106,7 @@ function summary(r: BenchReport): string[] {
       .filter((x) => x.agg && x.id !== 'direct' && d)
       .map((x) => `${x.label} ${fmtSigned((x.agg?.latency.p99 ?? 0) - (d?.latency.p99 ?? 0), fmtMs)} ms`);
     out.push(`- p99 added over direct at ${r.rate.rate} req/s: ${parts.join('; ') || '–'}.`);
+    out.push('- Where the gateway falls short and why (CPU profiles, what was changed): [PROFILE.md](PROFILE.md).');
   }
   return out;
 }
