@@ -10,7 +10,6 @@ import type { Logger } from 'pino';
 import { AcmeIssuer } from '../cert/acme.js';
 import { LocalCa } from '../cert/local-ca.js';
 import { LocalCaIssuer } from '../cert/local-issuer.js';
-import type { CertManager as CertManagerType } from '../cert/manager.js';
 import { CertManager } from '../cert/manager.js';
 import { loadGatewayConfig } from '../gateway/config.js';
 import { type GatewayOptions, startGateway } from '../gateway/server.js';

@@ -25,7 +25,7 @@ const CONNECTION_SPECIFIC = new Set([
 ]);
 
 export function isGrpc(contentType: string | undefined): boolean {
-  return contentType !== undefined && contentType.startsWith('application/grpc');
+  return contentType?.startsWith('application/grpc') === true;
 }
 
 export class GrpcUpstreams {

@@ -141,3 +141,26 @@ export interface InstanceStatus {
   replicas: ReplicaRecord[];
   routes: string[];
 }
+
+/** A spec with the network's defaults, for code that creates instances (agents) or seeds registries (bench, tests). */
+export function newInstanceSpec(
+  fields: Pick<InstanceSpec, 'id' | 'name' | 'owner'> & Partial<InstanceSpec>,
+  now = Date.now(),
+): InstanceSpec {
+  return {
+    authorized: [],
+    driver: 'process',
+    cmd: '',
+    port: 0,
+    env: {},
+    replicas: { min: 1, max: 1 },
+    artifact: null,
+    state: 'running',
+    version: 1,
+    domains: [],
+    immutable: false,
+    createdAt: now,
+    updatedAt: now,
+    ...fields,
+  };
+}

@@ -22,14 +22,15 @@ import { type DomainVerifier, domainToken } from './domains.js';
 
 type ExposeRequest = z.infer<typeof exposeRequest>;
 
-import type {
-  ArtifactRef,
-  CertStatusRecord,
-  InstanceSpec,
-  InstanceStatus,
-  QuorumRecord,
-  ReplicaRecord,
-  RouteRecord,
+import {
+  type ArtifactRef,
+  type CertStatusRecord,
+  type InstanceSpec,
+  type InstanceStatus,
+  newInstanceSpec,
+  type QuorumRecord,
+  type ReplicaRecord,
+  type RouteRecord,
 } from '../protocol/types.js';
 import type { ClusterView } from '../registry/cluster-view.js';
 
@@ -48,24 +49,19 @@ export class InstanceService {
     const now = Date.now();
     const quorumSize = network.quorumSize;
     const replicas = req.replicas ?? { min: quorumSize, max: quorumSize };
-    const spec: InstanceSpec = {
-      id: `i-${randomBytes(6).toString('hex')}`,
-      name: req.name,
-      owner,
-      authorized: [],
-      driver: req.driver,
-      cmd: req.cmd,
-      port: req.port,
-      env: req.env,
-      replicas,
-      artifact: null,
-      state: 'running',
-      version: 1,
-      domains: [],
-      immutable: false,
-      createdAt: now,
-      updatedAt: now,
-    };
+    const spec = newInstanceSpec(
+      {
+        id: `i-${randomBytes(6).toString('hex')}`,
+        name: req.name,
+        owner,
+        driver: req.driver,
+        cmd: req.cmd,
+        port: req.port,
+        env: req.env,
+        replicas,
+      },
+      now,
+    );
     if (spec.driver !== 'process')
       throw new AllegraError('bad_request', `driver "${spec.driver}" is not available on this network yet; use --driver process`);
     const host = `${req.name}.${network.baseDomain}`;

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { keys } from '../../protocol/keys.js';
-import type { InstanceSpec, ReplicaRecord, RouteRecord } from '../../protocol/types.js';
+import { newInstanceSpec, type ReplicaRecord, type RouteRecord } from '../../protocol/types.js';
 import { EmbeddedHost } from '../../registry/embedded.js';
 
 export interface AllegraTarget {
@@ -31,24 +31,16 @@ export async function seedRegistry(registry: EmbeddedHost, upstreams: string[]):
   const now = Date.now();
   const instanceId = 'i-bench0000001';
   const nodes = upstreams.map((_, i) => `n-bench${i}`);
-  const spec: InstanceSpec = {
-    id: instanceId,
-    name: 'bench',
-    owner: '0'.repeat(64),
-    authorized: [],
-    driver: 'process',
-    cmd: 'bench upstream',
-    port: 0,
-    env: {},
-    replicas: { min: upstreams.length, max: upstreams.length },
-    artifact: null,
-    state: 'running',
-    version: 1,
-    domains: [],
-    immutable: false,
-    createdAt: now,
-    updatedAt: now,
-  };
+  const spec = newInstanceSpec(
+    {
+      id: instanceId,
+      name: 'bench',
+      owner: '0'.repeat(64),
+      cmd: 'bench upstream',
+      replicas: { min: upstreams.length, max: upstreams.length },
+    },
+    now,
+  );
   const route: RouteRecord = { host: HOST, instanceId, instanceName: 'bench', kind: 'network', createdAt: now };
   await registry.put(keys.network(), JSON.stringify({ baseDomain: 'localhost', quorumSize: nodes.length }));
   await registry.put(keys.quorum('q-bench'), JSON.stringify({ id: 'q-bench', members: nodes, capacity: 16 * nodes.length }));

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { keys } from '../../protocol/keys.js';
-import type { InstanceSpec, ReplicaRecord, RoutePolicy, RouteRecord } from '../../protocol/types.js';
+import { newInstanceSpec, type ReplicaRecord, type RoutePolicy, type RouteRecord } from '../../protocol/types.js';
 import { EmbeddedHost } from '../../registry/embedded.js';
 import { CLI } from './cli.js';
 import { tempDir } from './tmp.js';
@@ -94,24 +94,10 @@ export async function startCluster(): Promise<Cluster> {
       const instanceId = `i-${name}`;
       apps.set(name, instanceId);
       const now = Date.now();
-      const spec: InstanceSpec = {
-        id: instanceId,
-        name,
-        owner: '0'.repeat(64),
-        authorized: [],
-        driver: 'process',
-        cmd: 'fixture',
-        port: 0,
-        env: {},
-        replicas: { min: upstreams.length, max: upstreams.length },
-        artifact: null,
-        state: 'running',
-        version: 1,
-        domains: [],
-        immutable: false,
-        createdAt: now,
-        updatedAt: now,
-      };
+      const spec = newInstanceSpec(
+        { id: instanceId, name, owner: '0'.repeat(64), cmd: 'fixture', replicas: { min: upstreams.length, max: upstreams.length } },
+        now,
+      );
       const host = `${name}.test`;
       const route: RouteRecord = { host, instanceId, instanceName: name, kind: 'network', createdAt: now, ...(policy ? { policy } : {}) };
       await registry.put(keys.instance(name), JSON.stringify(spec));
