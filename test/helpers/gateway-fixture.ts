@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { keys } from '../../protocol/keys.js';
+import type { Op } from '../../protocol/registry.js';
 import { newInstanceSpec, type ReplicaRecord, type RoutePolicy, type RouteRecord } from '../../protocol/types.js';
 import { EmbeddedHost } from '../../registry/embedded.js';
 import { CLI } from './cli.js';
@@ -70,8 +71,8 @@ export async function startCluster(): Promise<Cluster> {
 
   const setReplicas = async (name: string, upstreams: Upstream[]) => {
     const instanceId = apps.get(name) as string;
-    await registry.txn({ compare: [], success: [{ type: 'deletePrefix', prefix: keys.replicasOf(instanceId) }] });
-    for (const [slot, u] of upstreams.entries()) {
+    // One transaction, like an agent's updates: replicas that stay are never seen to vanish.
+    const puts: Op[] = upstreams.map((u, slot) => {
       const rec: ReplicaRecord = {
         instanceId,
         nodeId: 'n-test',
@@ -83,8 +84,12 @@ export async function startCluster(): Promise<Cluster> {
         restarts: 0,
         updatedAt: Date.now(),
       };
-      await registry.put(keys.replica(instanceId, 'n-test', slot), JSON.stringify(rec));
-    }
+      return { type: 'put', key: keys.replica(instanceId, 'n-test', slot), value: JSON.stringify(rec) };
+    });
+    const keep = new Set(puts.map((p) => (p as { key: string }).key));
+    const { items } = await registry.list(keys.replicasOf(instanceId));
+    const deletes: Op[] = items.filter((kv) => !keep.has(kv.key)).map((kv) => ({ type: 'delete', key: kv.key }));
+    await registry.txn({ compare: [], success: [...deletes, ...puts] });
   };
 
   return {
