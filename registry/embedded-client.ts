@@ -14,11 +14,11 @@ import type {
   WatchEvent,
   WatchOptions,
 } from '../protocol/registry.js';
-import { KeptLease } from './lease-keeper.js';
+import { HeldLeases, KeptLease } from './lease-keeper.js';
 
 export class EmbeddedClient implements Registry {
   private readonly client: Client;
-  private readonly leases = new Set<KeptLease>();
+  private readonly leases = new HeldLeases();
   private readonly watches = new Set<{ close(): void }>();
   private closed = false;
 
@@ -67,8 +67,7 @@ export class EmbeddedClient implements Registry {
         await this.call('/v1/lease/revoke', { id: leaseId });
       },
     });
-    this.leases.add(lease);
-    return lease;
+    return this.leases.add(lease);
   }
 
   watch(prefix: string, onEvents: (events: WatchEvent[]) => void, opts: WatchOptions = {}): Watch {
@@ -147,7 +146,7 @@ export class EmbeddedClient implements Registry {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const l of this.leases) l.stop();
+    this.leases.stopAll();
     for (const w of [...this.watches]) w.close();
     await this.client.close().catch(() => {});
   }

@@ -19,7 +19,7 @@ import type {
   WatchOptions,
 } from '../protocol/registry.js';
 import { FileJournal } from './journal.js';
-import { KeptLease } from './lease-keeper.js';
+import { HeldLeases, KeptLease } from './lease-keeper.js';
 import { Store, WatchCompactedError } from './store.js';
 
 /** Linux abstract socket names need no file, never go stale and have no path-length problem. */
@@ -35,7 +35,7 @@ export function socketPathFor(dir: string): string {
 /** A Registry over a Store in this process. */
 export class LocalRegistry implements Registry {
   private closed = false;
-  private readonly leases = new Set<KeptLease>();
+  private readonly leases = new HeldLeases();
 
   constructor(protected readonly store: Store) {}
 
@@ -84,13 +84,12 @@ export class LocalRegistry implements Registry {
       keepAlive: async (id) => this.store.keepAlive(id),
       revoke: async (id) => this.store.revokeLease(id),
     });
-    this.leases.add(lease);
-    return lease;
+    return this.leases.add(lease);
   }
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const l of this.leases) l.stop();
+    this.leases.stopAll();
   }
 }
 

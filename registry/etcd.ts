@@ -43,7 +43,7 @@ import type {
   WatchEvent,
   WatchOptions,
 } from '../protocol/registry.js';
-import { KeptLease } from './lease-keeper.js';
+import { HeldLeases, KeptLease } from './lease-keeper.js';
 
 /** Deadline of a single gRPC attempt. etcd answers in milliseconds; 5 s covers a slow leader election. */
 const ATTEMPT_TIMEOUT_MS = 5_000;
@@ -183,7 +183,7 @@ export interface EtcdRegistryOptions {
 export class EtcdRegistry implements Registry {
   /** The underlying etcd3 client: used by this file's watches, and by tests for raw etcd operations. */
   readonly client: Etcd3;
-  private readonly leases = new Set<KeptLease>();
+  private readonly leases = new HeldLeases();
   private readonly watches = new Set<EtcdWatch>();
   private closedFlag = false;
 
@@ -317,14 +317,9 @@ export class EtcdRegistry implements Registry {
     const lease: KeptLease = new KeptLease(id, ttlEffectiveMs, {
       // KeptLease renews every ttl/3: an attempt may take as long, no longer, so renewals never pile up.
       keepAlive: (leaseId) => this.keepAliveOnce(leaseId, Math.max(200, Math.floor(ttlEffectiveMs / 3))),
-      revoke: async (leaseId) => {
-        this.leases.delete(lease);
-        await this.revokeLease(leaseId);
-      },
+      revoke: (leaseId) => this.revokeLease(leaseId),
     });
-    this.leases.add(lease);
-    lease.onLost(() => this.leases.delete(lease));
-    return lease;
+    return this.leases.add(lease);
   }
 
   /**
@@ -368,7 +363,7 @@ export class EtcdRegistry implements Registry {
     if (this.closedFlag) return;
     this.closedFlag = true;
     // Leases are not revoked: like a crashed holder's, they expire after their TTL.
-    for (const l of this.leases) l.stop();
+    this.leases.stopAll();
     for (const w of [...this.watches]) w.close();
     this.client.close();
   }

@@ -15,6 +15,7 @@ export class KeptLease implements Lease {
   private lastRenewed = Date.now();
   private lost = false;
   private readonly listeners: Array<() => void> = [];
+  private readonly endListeners: Array<() => void> = [];
 
   constructor(
     readonly id: string,
@@ -41,6 +42,11 @@ export class KeptLease implements Lease {
     this.lost = true;
     this.stop();
     for (const l of this.listeners) l();
+    this.ended();
+  }
+
+  private ended(): void {
+    for (const l of this.endListeners.splice(0)) l();
   }
 
   onLost(listener: () => void): void {
@@ -56,6 +62,32 @@ export class KeptLease implements Lease {
   async revoke(): Promise<void> {
     this.stop();
     this.lost = true;
+    this.ended();
     await this.transport.revoke(this.id);
+  }
+
+  /** Called once when the lease ends, by revocation or loss. */
+  onEnded(listener: () => void): void {
+    if (this.lost) queueMicrotask(listener);
+    else this.endListeners.push(listener);
+  }
+}
+
+/** The leases a registry client holds, so `close()` can stop their keep-alives; ended leases drop out. */
+export class HeldLeases {
+  private readonly leases = new Set<KeptLease>();
+
+  add(lease: KeptLease): KeptLease {
+    this.leases.add(lease);
+    lease.onEnded(() => this.leases.delete(lease));
+    return lease;
+  }
+
+  get size(): number {
+    return this.leases.size;
+  }
+
+  stopAll(): void {
+    for (const l of this.leases) l.stop();
   }
 }
