@@ -22,6 +22,7 @@ import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { InstanceService } from './instances.js';
 import { createRpcApp } from './rpc.js';
+import { SerialPass } from './serial-pass.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
 
 export interface AgentOptions {
@@ -51,8 +52,7 @@ export class Agent {
   private server: ServerType | null = null;
   private lease: Lease | null = null;
   private record: NodeRecord | null = null;
-  private reconciling = false;
-  private reconcileAgain = false;
+  private readonly reconciler: SerialPass;
   private stopping = false;
   /** Artifact versions already unpacked: `${sha256}` → directory. */
   private readonly prepared = new Map<string, string>();
@@ -63,6 +63,10 @@ export class Agent {
     this.view = new ClusterView(opts.registry);
     this.blobs = new BlobStore(join(opts.dataDir, 'blobs'));
     this.service = new InstanceService(opts.registry, this.view, this.identity.id);
+    this.reconciler = new SerialPass(
+      () => this.reconcilePass(),
+      (err) => this.opts.log.error({ err }, 'reconcile failed'),
+    );
     this.supervisor = new Supervisor({
       nodeId: this.identity.id,
       driver: new ProcessDriver(),
@@ -190,21 +194,7 @@ export class Agent {
 
   /** Runs a reconcile pass now, or once more after the pass in progress. */
   private reconcile(): void {
-    if (this.stopping) return;
-    if (this.reconciling) {
-      this.reconcileAgain = true;
-      return;
-    }
-    this.reconciling = true;
-    void this.reconcilePass()
-      .catch((err) => this.opts.log.error({ err }, 'reconcile failed'))
-      .finally(() => {
-        this.reconciling = false;
-        if (this.reconcileAgain) {
-          this.reconcileAgain = false;
-          this.reconcile();
-        }
-      });
+    if (!this.stopping) this.reconciler.request();
   }
 
   private async reconcilePass(): Promise<void> {
@@ -314,6 +304,7 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.reconciler.stop();
     this.controller?.stop();
     await this.supervisor.stopAll();
     this.view.close();

@@ -10,14 +10,13 @@ import { parseRecord, quorumRecord } from '../protocol/schemas.js';
 import type { QuorumRecord } from '../protocol/types.js';
 import type { ClusterView } from '../registry/cluster-view.js';
 import { formQuorums } from '../router/quorums.js';
+import { SerialPass } from './serial-pass.js';
 
 const ROLE = 'controller';
 
 export class Controller {
   private leading = false;
-  private running = false;
-  private again = false;
-  private stopped = false;
+  private readonly passes: SerialPass;
   private readonly leaderKey = keys.leader(ROLE);
   private watch: Watch | null = null;
 
@@ -27,7 +26,12 @@ export class Controller {
     private readonly nodeId: string,
     private readonly leaseId: () => string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.passes = new SerialPass(
+      () => this.pass(),
+      (err) => this.log.warn({ err }, 'controller pass failed'),
+    );
+  }
 
   get isLeader(): boolean {
     return this.leading;
@@ -41,21 +45,7 @@ export class Controller {
 
   /** Runs one pass now, or once more after the pass in progress. */
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = true;
-    void this.pass()
-      .catch((err) => this.log.warn({ err }, 'controller pass failed'))
-      .finally(() => {
-        this.running = false;
-        if (this.again) {
-          this.again = false;
-          this.kick();
-        }
-      });
+    this.passes.request();
   }
 
   private async pass(): Promise<void> {
@@ -101,7 +91,7 @@ export class Controller {
   }
 
   stop(): void {
-    this.stopped = true;
+    this.passes.stop();
     this.watch?.close();
   }
 }
