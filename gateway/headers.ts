@@ -133,6 +133,22 @@ export function clientResponseHeaders(
   return out;
 }
 
+/**
+ * Node keeps the first of several Host headers and drops the rest; a proxy must refuse the ambiguity
+ * instead (RFC 9112 §3.2), on every path that forwards a request: plain requests and upgrades alike.
+ */
+export function hasDuplicateHost(raw: string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
+}
+
 /** Whether `ip` is covered by one of the trusted proxy entries (exact addresses or IPv4 CIDRs). */
 export function makeTrustCheck(entries: string[]): (ip: string) => boolean {
   if (entries.length === 0) return () => false;

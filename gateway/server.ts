@@ -24,7 +24,7 @@ import type { Registry } from '../protocol/registry.js';
 import { accessLogFor } from './access-log.js';
 import { createAdminApp, createFallbackApp } from './app.js';
 import { type ClientRequest, type ClientResponse, Forwarder, sendError } from './forwarder.js';
-import { makeTrustCheck } from './headers.js';
+import { hasDuplicateHost, makeTrustCheck } from './headers.js';
 import { ActiveHealthChecker, type HealthCheckOptions } from './health.js';
 import { proxiedClient, sniffingAcceptor } from './listeners.js';
 import { GatewayMetrics } from './metrics.js';
@@ -108,18 +108,6 @@ function alpnChallengeAcceptor(https: Http2SecureServer, certs: CertManager): (s
       },
     );
   };
-}
-
-function hasDuplicateHost(raw: string[]): boolean {
-  let seen = false;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    if (name.length === 4 && name.toLowerCase() === 'host') {
-      if (seen) return true;
-      seen = true;
-    }
-  }
-  return false;
 }
 
 function listen(server: NetServer | Server | Http2SecureServer, host: string, port: number): Promise<number> {
@@ -301,9 +289,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       metrics.upstreamsHealthy.reset();
       metrics.upstreamsDown.reset();
       for (const c of core.upstreamCounts()) {
-        const route = core.instanceName(c.instanceId);
-        metrics.upstreamsHealthy.labels(route).set(c.inRotation);
-        metrics.upstreamsDown.labels(route).set(c.known - c.inRotation);
+        metrics.upstreamsHealthy.labels(c.instance).set(c.inRotation);
+        metrics.upstreamsDown.labels(c.instance).set(c.known - c.inRotation);
       }
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },

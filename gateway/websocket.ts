@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { normalizeHost } from '../protocol/keys.js';
 import type { Forwarder } from './forwarder.js';
-import { upstreamRequestHeaders } from './headers.js';
+import { hasDuplicateHost, upstreamRequestHeaders } from './headers.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { RoutingCore, Upstream } from './routing.js';
 
@@ -23,7 +23,7 @@ export interface UpgradeContext {
   proto: string;
 }
 
-const REASONS: Record<number, string> = { 404: 'Not Found', 502: 'Bad Gateway', 503: 'Service Unavailable' };
+const REASONS: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 502: 'Bad Gateway', 503: 'Service Unavailable' };
 
 function refuse(socket: Duplex, status: number, requestId: string, message: string): void {
   const body = `${message}\n`;
@@ -50,6 +50,7 @@ export class UpgradeProxy {
       upgrade: true,
     });
     socket.on('error', () => socket.destroy());
+    if (hasDuplicateHost(req.rawHeaders)) return refuse(socket, 400, requestId, 'bad request: more than one Host header');
     const resolution = this.ctx.core.resolve(host);
     if (resolution.kind === 'no-route') return refuse(socket, 404, requestId, `no route for host ${host}`);
     if (resolution.kind === 'no-replica') return refuse(socket, 503, requestId, `no healthy replica for ${host}: ${resolution.reason}`);
