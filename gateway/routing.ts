@@ -92,15 +92,15 @@ export class RoutingCore {
     if (this.ready) this.rebuildAll();
   }
 
-  /** Replicas in rotation and known replicas of each route, for metrics. */
-  *upstreamCounts(): Generator<{ instanceId: string; inRotation: number; known: number }> {
-    for (const [instanceId, known] of this.knownOf)
-      yield { instanceId, inRotation: this.balancers.get(instanceId)?.size ?? 0, known: known.length };
-  }
-
-  instanceName(instanceId: string): string {
-    for (const s of this.view.instances.values()) if (s.id === instanceId) return s.name;
-    return instanceId;
+  /** Replicas in rotation and known replicas of each instance, by instance name, for metrics. */
+  upstreamCounts(): Array<{ instance: string; inRotation: number; known: number }> {
+    const names = new Map<string, string>();
+    for (const spec of this.view.instances.values()) names.set(spec.id, spec.name);
+    return [...this.knownOf].map(([instanceId, known]) => ({
+      instance: names.get(instanceId) ?? instanceId,
+      inRotation: this.balancers.get(instanceId)?.size ?? 0,
+      known: known.length,
+    }));
   }
 
   private rebuildAll(): void {

@@ -5,9 +5,9 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePorts } from '../../quorum-agent/ports.js';
 
 export const ETCD_BINARY = '/usr/bin/etcd';
 
@@ -160,25 +160,4 @@ async function waitHealthy(m: Member, timeoutMs = 15_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`etcd member ${m.name} not healthy after ${timeoutMs} ms:\n${m.log.join('\n')}`);
-}
-
-/**
- * Ports the kernel just handed out on loopback. All listeners stay open until every port is known, so
- * the same port is never handed out twice; etcd binds them right after, so collisions are unlikely.
- */
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<Server>((resolveServer, reject) => {
-          const srv = createServer();
-          srv.once('error', reject);
-          srv.listen(0, '127.0.0.1', () => resolveServer(srv));
-        }),
-    ),
-  );
-  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
-  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
-  return ports;
 }

@@ -12,10 +12,10 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { type AddressInfo, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePorts } from '../../quorum-agent/ports.js';
 
 export interface Pebble {
   /** https://127.0.0.1:<port>/dir */
@@ -164,27 +164,6 @@ function httpPost(url: string, json: unknown, timeoutMs = 2_000): Promise<{ stat
   });
 }
 
-/**
- * Ports the kernel just handed out on loopback. All listeners stay open until every port is known, so the same
- * port is never handed out twice; callers bind them right after, so collisions are unlikely (and retried here).
- */
-export async function freeLoopbackPorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<Server>((resolveServer, reject) => {
-          const srv = createServer();
-          srv.once('error', reject);
-          srv.listen(0, '127.0.0.1', () => resolveServer(srv));
-        }),
-    ),
-  );
-  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
-  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
-  return ports;
-}
-
 /** Pebble's endpoint CA and a server certificate for 127.0.0.1/localhost, made with openssl (ECDSA P-256). */
 async function makeEndpointCerts(dir: string): Promise<{ caFile: string; certFile: string; keyFile: string }> {
   const caKey = join(dir, 'endpoint-ca.key');
@@ -271,9 +250,9 @@ export async function startPebble(opts: { httpPort: number; tlsPort: number }): 
   try {
     const { caFile, certFile, keyFile } = await makeEndpointCerts(dir);
     const endpointCaPem = readFileSync(caFile, 'utf8');
-    // A port taken between freeLoopbackPorts() and the bind makes a process exit at once: try fresh ports.
+    // A port taken between freePorts() and the bind makes a process exit at once: try fresh ports.
     for (let attempt = 1; ; attempt++) {
-      const [dnsPort, challMgmtPort, acmePort, mgmtPort] = (await freeLoopbackPorts(4)) as [number, number, number, number];
+      const [dnsPort, challMgmtPort, acmePort, mgmtPort] = (await freePorts(4)) as [number, number, number, number];
       const chall = launch(
         'pebble-challtestsrv',
         challBin,

@@ -8,7 +8,8 @@ import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import * as acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freeLoopbackPorts, type Pebble, startPebble } from '../../helpers/pebble.js';
+import { freePorts } from '../../../quorum-agent/ports.js';
+import { type Pebble, startPebble } from '../../helpers/pebble.js';
 
 const run = promisify(execFile);
 
@@ -37,7 +38,7 @@ beforeAll(async () => {
   // Bind first and hand the bound port to Pebble, so no other process can take it in between.
   await new Promise<void>((r) => challengeServer.listen(0, '127.0.0.1', r));
   httpPort = (challengeServer.address() as AddressInfo).port;
-  const [tlsPort] = (await freeLoopbackPorts(1)) as [number];
+  const [tlsPort] = (await freePorts(1)) as [number];
   pebble = await startPebble({ httpPort, tlsPort });
   startMs.pebble = performance.now() - t0;
 

@@ -4,29 +4,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import { keys } from '../../../protocol/keys.js';
+import { newInstanceSpec } from '../../../protocol/types.js';
 import { ClusterView } from '../../../registry/cluster-view.js';
 import { EmbeddedHost } from '../../../registry/embedded.js';
 import { EmbeddedClient } from '../../../registry/embedded-client.js';
 import { tempDir, waitFor } from '../../helpers/tmp.js';
 
-const spec = (i: number) => ({
-  id: `i-${i.toString(16).padStart(12, '0')}`,
-  name: `app-${i}`,
-  owner: 'a'.repeat(64),
-  authorized: [],
-  driver: 'process',
-  cmd: 'node server.js',
-  port: 0,
-  env: {},
-  replicas: { min: 1, max: 1 },
-  artifact: null,
-  state: 'running',
-  version: 1,
-  domains: [],
-  immutable: false,
-  createdAt: 0,
-  updatedAt: 0,
-});
+const spec = (i: number) =>
+  newInstanceSpec({ id: `i-${i.toString(16).padStart(12, '0')}`, name: `app-${i}`, owner: 'a'.repeat(64), cmd: 'node server.js' }, 0);
 
 describe('cluster view placement', () => {
   it('independent views of one registry place every instance on the same quorum', async () => {
