@@ -49,7 +49,7 @@ class Runner {
   private markHealthy!: () => void;
 
   constructor(
-    readonly desired: DesiredReplica,
+    public desired: DesiredReplica,
     private readonly sup: Supervisor,
   ) {
     this.becameHealthy = new Promise((r) => {
@@ -157,6 +157,13 @@ class Runner {
 
 const slotKey = (instanceId: string, slot: number) => `${instanceId}/${slot}`;
 
+/** Whether two desired replicas run the same process: same code (work dir), command and environment. */
+function sameProcess(a: DesiredReplica, b: DesiredReplica): boolean {
+  return (
+    a.launch.workDir === b.launch.workDir && a.launch.cmd === b.launch.cmd && JSON.stringify(a.launch.env) === JSON.stringify(b.launch.env)
+  );
+}
+
 export class Supervisor {
   /** The runner whose record is published for each slot. */
   private readonly active = new Map<string, Runner>();
@@ -215,11 +222,16 @@ export class Supervisor {
         const runner = new Runner(d, this);
         this.active.set(key, runner);
         void runner.start();
-      } else if (current.desired.version !== d.version || current.desired.launch.cmd !== d.launch.cmd) {
+      } else if (!sameProcess(current.desired, d)) {
         const waiting = this.pending.get(key);
-        if (waiting?.desired.version === d.version) continue;
+        if (waiting && sameProcess(waiting.desired, d)) continue;
         if (waiting) void waiting.stop();
         this.rollOut(key, d);
+      } else if (current.desired.version !== d.version) {
+        // The spec changed in ways the replica does not see (domains, replica bounds…): it now runs the
+        // new version as it is. Restarting every replica at once for that would drop requests.
+        current.desired = d;
+        this.publish(current);
       }
     }
   }

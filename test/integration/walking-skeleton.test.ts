@@ -40,7 +40,8 @@ describe('walking skeleton: devnet, CLI, agents and gateway', () => {
     const replicas = new Set<string>();
     for (let i = 0; i < 30; i++) {
       const r = await get('demo.localhost');
-      expect(r.status).toBe(200);
+      // On failure, show the gateway's one-line reason (it names the upstream error).
+      expect(`${r.status}${r.status === 200 ? '' : ` ${r.text.trim()}`}`).toBe('200');
       replicas.add(JSON.parse(r.text).replica);
     }
     // Three agents, one replica each: the balancer spreads requests over all of them.

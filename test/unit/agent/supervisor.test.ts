@@ -1,0 +1,61 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { ReplicaRecord } from '../../../protocol/types.js';
+import type { Driver, ExitInfo, ReplicaLaunch } from '../../../quorum-agent/drivers/driver.js';
+import { type DesiredReplica, Supervisor } from '../../../quorum-agent/supervisor.js';
+import { waitFor } from '../../helpers/tmp.js';
+
+/** A driver whose replicas are always healthy and stop when asked; counts starts. */
+function fakeDriver(): Driver & { starts: ReplicaLaunch[] } {
+  const starts: ReplicaLaunch[] = [];
+  return {
+    name: 'process',
+    starts,
+    async start(launch) {
+      starts.push(launch);
+      let exit: (e: ExitInfo) => void = () => {};
+      const exited = new Promise<ExitInfo>((r) => (exit = r));
+      return {
+        endpoint: `http://127.0.0.1:${launch.port}`,
+        pid: 1000 + starts.length,
+        exited,
+        health: async () => true,
+        stop: async () => exit({ code: 0, signal: null }),
+      };
+    },
+  };
+}
+
+const desired = (version: number, cmd = 'node server.js', workDir = '/app/v1'): DesiredReplica => ({
+  instanceId: 'i-1',
+  instanceName: 'app',
+  slot: 0,
+  version,
+  launch: { instanceId: 'i-1', instanceName: 'app', slot: 0, workDir, cmd, env: {}, logFile: '/dev/null' },
+});
+
+describe('Supervisor', () => {
+  it('keeps a replica running across spec versions that do not change its process, and rolls out when they do', async () => {
+    const driver = fakeDriver();
+    const records: Array<ReplicaRecord | null> = [];
+    const sup = new Supervisor({
+      nodeId: 'n-1',
+      driver,
+      log: pino({ level: 'silent' }),
+      report: (_k, r) => records.push(r),
+      healthIntervalMs: 20,
+    });
+    sup.reconcile([desired(1)]);
+    await waitFor(() => records.at(-1)?.healthy, { what: 'first replica healthy' });
+    // A new version that only changed, say, the instance's domains: same process, new version reported.
+    sup.reconcile([desired(2)]);
+    await waitFor(() => records.at(-1)?.version === 2, { what: 'version 2 reported' });
+    expect(driver.starts).toHaveLength(1);
+    // New code: a new replica is started beside the old one and takes over.
+    sup.reconcile([desired(3, 'node server.js', '/app/v3')]);
+    await waitFor(() => records.at(-1)?.version === 3, { what: 'version 3 rolled out' });
+    expect(driver.starts).toHaveLength(2);
+    expect(driver.starts[1]?.workDir).toBe('/app/v3');
+    await sup.stopAll();
+  });
+});
