@@ -19,6 +19,7 @@ import { type Dispatcher, Pool } from 'undici';
 import type { RouteRecord } from '../protocol/types.js';
 import type { Balancer } from '../router/balancer.js';
 import type { AccessLog } from './access-log.js';
+import { upstreamAddress } from './dial.js';
 import { RetryBudget, RouteGate } from './gates.js';
 import { GrpcUpstreams, isGrpc } from './grpc.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
@@ -120,7 +121,9 @@ export class Forwarder {
   pool(endpoint: string): Pool {
     let pool = this.pools.get(endpoint);
     if (!pool) {
-      pool = new Pool(endpoint, {
+      const addr = upstreamAddress(endpoint);
+      pool = new Pool(addr.origin, {
+        ...(addr.socketPath ? { socketPath: addr.socketPath } : {}),
         connections: this.opts.connectionsPerReplica ?? 256,
         pipelining: 1,
         keepAliveTimeout: 30_000,

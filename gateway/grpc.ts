@@ -13,6 +13,7 @@ import {
   type IncomingHttpHeaders,
 } from 'node:http2';
 import type { Logger } from 'pino';
+import { dialUpstream, upstreamAddress } from './dial.js';
 
 const CONNECTION_SPECIFIC = new Set([
   'connection',
@@ -36,7 +37,7 @@ export class GrpcUpstreams {
   private session(endpoint: string): ClientHttp2Session {
     let s = this.sessions.get(endpoint);
     if (s && !s.closed && !s.destroyed) return s;
-    s = connect(endpoint);
+    s = connect(upstreamAddress(endpoint).origin, { createConnection: () => dialUpstream(endpoint) });
     const session = s;
     const forget = () => {
       if (this.sessions.get(endpoint) === session) this.sessions.delete(endpoint);

@@ -5,6 +5,7 @@
  * that a replica is unreachable from where the traffic comes from.
  */
 import { Agent, request } from 'undici';
+import { upstreamAddress } from './dial.js';
 
 export interface HealthCheckOptions {
   intervalMs: number;
@@ -26,6 +27,8 @@ interface Probe {
 export class ActiveHealthChecker {
   private readonly probes = new Map<string, Probe>();
   private readonly agent = new Agent({ connections: 2, keepAliveTimeout: 5_000, connect: { timeout: 2_000 } });
+  /** Unix-socket endpoints need an agent bound to their socket. */
+  private readonly socketAgents = new Map<string, Agent>();
   private stopped = false;
 
   constructor(private readonly opts: HealthCheckOptions) {}
@@ -58,13 +61,26 @@ export class ActiveHealthChecker {
     if (!probe) return;
     clearTimeout(probe.timer);
     this.probes.delete(endpoint);
+    const agent = this.socketAgents.get(endpoint);
+    this.socketAgents.delete(endpoint);
+    void agent?.close().catch(() => {});
+  }
+
+  private socketAgent(endpoint: string, socketPath: string): Agent {
+    let agent = this.socketAgents.get(endpoint);
+    if (!agent) {
+      agent = new Agent({ connections: 1, keepAliveTimeout: 5_000, connect: { timeout: 2_000, socketPath } });
+      this.socketAgents.set(endpoint, agent);
+    }
+    return agent;
   }
 
   private async probe(endpoint: string): Promise<void> {
     let ok = false;
     try {
-      const res = await request(`${endpoint}${this.opts.path}`, {
-        dispatcher: this.agent,
+      const addr = upstreamAddress(endpoint);
+      const res = await request(`${addr.origin}${this.opts.path}`, {
+        dispatcher: addr.socketPath ? this.socketAgent(endpoint, addr.socketPath) : this.agent,
         headersTimeout: this.opts.timeoutMs,
         bodyTimeout: this.opts.timeoutMs,
         headers: { 'user-agent': 'allegra-gateway-health' },
@@ -99,6 +115,8 @@ export class ActiveHealthChecker {
     this.stopped = true;
     for (const p of this.probes.values()) clearTimeout(p.timer);
     this.probes.clear();
-    await this.agent.close().catch(() => {});
+    const agents = [this.agent, ...this.socketAgents.values()];
+    this.socketAgents.clear();
+    await Promise.all(agents.map((a) => a.close().catch(() => {})));
   }
 }

@@ -5,10 +5,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { normalizeHost } from '../protocol/keys.js';
+import { dialUpstream } from './dial.js';
 import type { Forwarder } from './forwarder.js';
 import { hasDuplicateHost, upstreamRequestHeaders } from './headers.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -61,9 +62,8 @@ export class UpgradeProxy {
     const tried = new Set<string>();
 
     const attempt = (upstream: Upstream) => {
-      const url = new URL(upstream.endpoint);
       const t0 = performance.now();
-      const up = connect({ host: url.hostname, port: Number(url.port) });
+      const up = dialUpstream(upstream.endpoint);
       balancer.onStart(upstream.id);
       let connected = false;
       up.once('connect', () => {
