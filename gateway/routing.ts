@@ -3,7 +3,9 @@
  * balancer. All state is in memory and kept current by registry watches; a request never waits on the
  * registry. The Node entry and the Workers entry share this module.
  */
+import { routeFromGrants } from '../protocol/grants.js';
 import { PREFIX } from '../protocol/keys.js';
+import { verifyRecord } from '../protocol/records.js';
 import type { Registry } from '../protocol/registry.js';
 import { replicaRecord, routeRecord } from '../protocol/schemas.js';
 import type { ReplicaRecord, RouteRecord } from '../protocol/types.js';
@@ -25,6 +27,16 @@ export type Resolution =
   | { kind: 'no-route' }
   | { kind: 'no-replica'; route: RouteRecord; reason: string };
 
+/**
+ * A route as the registry holds it, and what checking its grants against the instance's owner concluded:
+ * the route to serve, or why not. Checked lazily on first use and again whenever the instance changes, so
+ * a gateway holding a million routes verifies signatures only for the hosts that get traffic.
+ */
+interface RouteEntry {
+  record: RouteRecord;
+  checked?: RouteRecord | string;
+}
+
 export interface RoutingEvents {
   /** A replica endpoint is referenced by a route for the first time (start health-checking it). */
   onUpstreamAdded?: (endpoint: string) => void;
@@ -38,7 +50,12 @@ export class RoutingCore {
   readonly view: ClusterView;
   private readonly routes: Mirror<RouteRecord>;
   private readonly replicas: Mirror<ReplicaRecord>;
-  private readonly table = new RouteTable<RouteRecord>();
+  private readonly table = new RouteTable<RouteEntry>();
+  /** Route entries by instance name, to re-check them when the instance record changes. */
+  private readonly entriesOf = new Map<string, Set<RouteEntry>>();
+  /** Replica records whose signature was checked, and against which node key. */
+  private readonly trusted = new WeakMap<ReplicaRecord, string>();
+  private refusedLogged = new Set<string>();
   /** Replica records grouped by instance id. */
   private readonly byInstance = new Map<string, Map<string, ReplicaRecord>>();
   private readonly balancers = new Map<string, Balancer<Upstream>>();
@@ -51,6 +68,8 @@ export class RoutingCore {
   constructor(
     registry: Registry,
     private readonly events: RoutingEvents = {},
+    /** Told once per host why a route record was not served (forged or stale grants). */
+    private readonly onRefusedRoute: (host: string, reason: string) => void = () => {},
   ) {
     this.view = new ClusterView(registry);
     this.routes = new Mirror(registry, PREFIX.routes, jsonRecord(routeRecord));
@@ -61,9 +80,26 @@ export class RoutingCore {
     this.routes.onChange((changes) => {
       for (const c of changes) {
         const host = c.key.slice(PREFIX.routes.length);
-        if (c.value) this.table.set(host, c.value);
-        else this.table.delete(host);
+        const old = this.table.get(host);
+        if (old && old.record.host === host) this.entriesOf.get(old.record.instanceName)?.delete(old);
+        if (c.value) {
+          const entry: RouteEntry = { record: c.value };
+          this.table.set(host, entry);
+          let set = this.entriesOf.get(c.value.instanceName);
+          if (!set) this.entriesOf.set(c.value.instanceName, (set = new Set()));
+          set.add(entry);
+        } else this.table.delete(host);
       }
+    });
+    // A route is only as good as the instance record its grants are checked against.
+    this.view.instances.onChange((changes) => {
+      for (const c of changes) {
+        const name = (c.value ?? c.previous)?.name;
+        if (name) for (const entry of this.entriesOf.get(name) ?? []) entry.checked = undefined;
+      }
+    });
+    this.view.config.onChange(() => {
+      for (const set of this.entriesOf.values()) for (const entry of set) entry.checked = undefined;
     });
     this.replicas.onChange((changes) => {
       const touched = new Set<string>();
@@ -116,8 +152,10 @@ export class RoutingCore {
     const candidates: Upstream[] = [];
     let unhealthy = 0;
     let outside = 0;
+    let unsigned = 0;
     for (const r of group?.values() ?? []) {
       if (!members.has(r.nodeId)) outside++;
+      else if (!this.isTrusted(r)) unsigned++;
       else if (!r.healthy) unhealthy++;
       else candidates.push({ id: `${r.nodeId}.${r.slot}@${r.endpoint}`, endpoint: r.endpoint, nodeId: r.nodeId });
     }
@@ -157,16 +195,44 @@ export class RoutingCore {
       instanceId,
       !quorum
         ? 'no quorum holds this instance'
-        : unhealthy > 0
-          ? `${unhealthy} replica(s) unhealthy, none healthy`
-          : outside > 0
-            ? 'replicas are moving between quorums'
-            : 'instance has no running replica',
+        : unsigned > 0 && unhealthy === 0
+          ? `${unsigned} replica record(s) not signed by their node`
+          : unhealthy > 0
+            ? `${unhealthy} replica(s) unhealthy, none healthy`
+            : outside > 0
+              ? 'replicas are moving between quorums'
+              : 'instance has no running replica',
     );
   }
 
+  /** Whether a replica record is signed by the node it names (whose key the node record holds). */
+  private isTrusted(r: ReplicaRecord): boolean {
+    const key = this.view.node(r.nodeId)?.publicKey;
+    if (!key) return false;
+    const checked = this.trusted.get(r);
+    if (checked !== undefined) return checked === key;
+    const ok = verifyRecord(r, key);
+    this.trusted.set(r, ok ? key : '');
+    return ok;
+  }
+
+  /** The route for a host if its owner's grants allow it; checked once per route or instance change. */
+  private route(host: string): RouteRecord | undefined {
+    const entry = this.table.get(host);
+    if (!entry) return undefined;
+    if (entry.checked === undefined) {
+      entry.checked = routeFromGrants(entry.record, this.view.instance(entry.record.instanceName), this.view.network().baseDomain);
+      if (typeof entry.checked === 'string' && !this.refusedLogged.has(host)) {
+        if (this.refusedLogged.size > 10_000) this.refusedLogged = new Set();
+        this.refusedLogged.add(host);
+        this.onRefusedRoute(host, entry.checked);
+      }
+    }
+    return typeof entry.checked === 'string' ? undefined : entry.checked;
+  }
+
   resolve(host: string): Resolution {
-    const route = this.table.get(host);
+    const route = this.route(host);
     if (!route) return { kind: 'no-route' };
     const balancer = this.balancers.get(route.instanceId);
     if (!balancer || balancer.size === 0)

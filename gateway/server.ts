@@ -130,14 +130,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     policy: opts.policy,
   });
   let health: ActiveHealthChecker | null = null;
-  const core = new RoutingCore(opts.registry, {
-    onUpstreamAdded: (endpoint) => health?.add(endpoint),
-    onUpstreamGone: (endpoint) => {
-      health?.remove(endpoint);
-      forwarder.release(endpoint);
+  const core = new RoutingCore(
+    opts.registry,
+    {
+      onUpstreamAdded: (endpoint) => health?.add(endpoint),
+      onUpstreamGone: (endpoint) => {
+        health?.remove(endpoint);
+        forwarder.release(endpoint);
+      },
+      isDown: (endpoint) => health?.isDown(endpoint) ?? false,
     },
-    isDown: (endpoint) => health?.isDown(endpoint) ?? false,
-  });
+    (host, reason) => log.warn({ host, reason }, 'route not served: its grants do not check out'),
+  );
   if (opts.healthCheck !== false) {
     health = new ActiveHealthChecker({
       intervalMs: 2_000,

@@ -13,6 +13,7 @@ export const PREFIX = {
   acmeHttp01: 'acme/http-01/',
   acmeAlpn: 'acme/tls-alpn-01/',
   locks: 'locks/',
+  instanceStatus: 'instance-status/',
 } as const;
 
 export const keys = {
@@ -30,6 +31,8 @@ export const keys = {
   acmeHttp01: (token: string) => `${PREFIX.acmeHttp01}${token}`,
   acmeAlpn: (host: string) => `${PREFIX.acmeAlpn}${host}`,
   certLock: (host: string) => `${PREFIX.locks}cert/${host}`,
+  instanceStatusOf: (instanceId: string) => `${PREFIX.instanceStatus}${instanceId}/`,
+  instanceStatus: (instanceId: string, nodeId: string) => `${PREFIX.instanceStatus}${instanceId}/${nodeId}`,
 } as const;
 
 /** Hosts are case-insensitive and may carry a port; routes are keyed by the bare lower-case name. */

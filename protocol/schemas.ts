@@ -31,6 +31,14 @@ export const deployHeaders = z.object({
   cmd: z.string().max(4096).optional(),
 });
 
+const signedEnvelope = z.object({
+  method: z.string().max(16),
+  path: z.string().max(2048),
+  headers: z.record(z.string().max(128), z.string().max(4096)),
+});
+export const grant = z.object({ envelope: signedEnvelope, body: z.string().max(16 * 1024) });
+const recordSignature = z.object({ key: hexKey, sig: z.string().max(200) });
+
 export const nodeRecord = z.object({
   id: z.string().min(1),
   rpc: z.string().url(),
@@ -66,6 +74,7 @@ export const instanceSpec = z.object({
   immutable: z.boolean(),
   createdAt: z.number(),
   updatedAt: z.number(),
+  createGrant: grant.optional(),
 });
 
 export const replicaRecord = z.object({
@@ -77,6 +86,18 @@ export const replicaRecord = z.object({
   version: z.number().int(),
   pid: z.number().int().nullable(),
   restarts: z.number().int(),
+  updatedAt: z.number(),
+  signature: recordSignature.optional(),
+});
+
+export const instanceStatusRecord = z.object({
+  instanceId: z.string(),
+  nodeId: z.string(),
+  version: z.number().int(),
+  artifact: z.string().nullable(),
+  phase: z.enum(['fetching', 'unpacking', 'ready', 'failed']),
+  reason: z.string().optional(),
+  retryAt: z.number().optional(),
   updatedAt: z.number(),
 });
 
@@ -98,6 +119,7 @@ export const routeRecord = z.object({
   policy: routePolicy.optional(),
   tls: z.object({ redirectHttp: z.boolean() }).optional(),
   port: z.number().int().min(1).max(65535).optional(),
+  grants: z.array(grant).max(8).optional(),
 });
 
 export const certRecord = z.object({

@@ -1,3 +1,6 @@
+import type { Grant } from './grants.js';
+import type { RecordSignature } from './records.js';
+
 /**
  * Records kept in the registry. Every part of Allegra reads and writes these shapes; the
  * zod schemas in schemas.ts validate them wherever they cross a process boundary.
@@ -60,6 +63,8 @@ export interface InstanceSpec {
   immutable: boolean;
   createdAt: number;
   updatedAt: number;
+  /** The owner's signed create request: the id derives from it and readers check owner and name against it. */
+  createGrant?: Grant;
 }
 
 /** One running copy of an instance, reported by the agent that runs it (`replicas/<instanceId>/<nodeId>.<slot>`). */
@@ -74,6 +79,23 @@ export interface ReplicaRecord {
   version: number;
   pid: number | null;
   restarts: number;
+  updatedAt: number;
+  /** Signature of the node that runs the replica (its key is in `nodes/<nodeId>`); gateways ignore unsigned records. */
+  signature?: RecordSignature;
+}
+
+/** One quorum member's view of an instance (`instance-status/<instanceId>/<nodeId>`, under the node's lease). */
+export interface InstanceStatusRecord {
+  instanceId: string;
+  nodeId: string;
+  /** Spec version the member last acted on. */
+  version: number;
+  /** Artifact hash being prepared or run (null for an instance without code). */
+  artifact: string | null;
+  phase: 'fetching' | 'unpacking' | 'ready' | 'failed';
+  /** Why the artifact could not be prepared, for the developer. */
+  reason?: string;
+  retryAt?: number;
   updatedAt: number;
 }
 
@@ -101,6 +123,11 @@ export interface RouteRecord {
   tls?: { redirectHttp: boolean };
   /** The port the app listens on inside its replica, as given to `allegra expose`. */
   port?: number;
+  /**
+   * The owner-signed requests (create, expose) that made this route. Gateways derive host, TLS, port and
+   * policy from them and serve nothing that no authorized key asked for.
+   */
+  grants?: Grant[];
 }
 
 /** A certificate shared by every gateway (`certs/<host>`). */
@@ -140,6 +167,8 @@ export interface InstanceStatus {
   quorum: QuorumRecord | null;
   replicas: ReplicaRecord[];
   routes: string[];
+  /** What each quorum member reports about the instance's code. */
+  members: InstanceStatusRecord[];
 }
 
 /** A spec with the network's defaults, for code that creates instances (agents) or seeds registries (bench, tests). */

@@ -2,18 +2,20 @@
  * A quorum agent: announces its node under a lease, takes part in controller election, serves the signed
  * RPC API, and reconciles the replicas it should run with what the registry says.
  */
-import { mkdirSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
 import { keys, PREFIX } from '../protocol/keys.js';
+import { signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
 import { RequestVerifier } from '../protocol/signing.js';
-import type { InstanceSpec, NodeRecord, ReplicaRecord } from '../protocol/types.js';
+import type { ArtifactRef, InstanceSpec, InstanceStatusRecord, NodeRecord, ReplicaRecord } from '../protocol/types.js';
 import { ClusterView } from '../registry/cluster-view.js';
 import { assignSlots } from '../router/slots.js';
+import { type ArtifactLimits, DEFAULT_ARTIFACT_LIMITS } from './artifacts.js';
 import { BlobStore } from './blobs.js';
 import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
@@ -21,9 +23,16 @@ import { ProcessDriver } from './drivers/process.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { InstanceService } from './instances.js';
+import { ArtifactPreparer, type PrepareStatus } from './preparer.js';
 import { createRpcApp } from './rpc.js';
 import { SerialPass } from './serial-pass.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
+
+/** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
+export const DEFAULT_MAX_ARTIFACT_BYTES = 256 * 1024 * 1024;
+
+/** How long a blob stays after the last instance that referred to it changed or went away. */
+const BLOB_GRACE_MS = 60_000;
 
 export interface AgentOptions {
   registry: Registry;
@@ -38,6 +47,7 @@ export interface AgentOptions {
   leaseTtlMs?: number;
   healthIntervalMs?: number;
   maxArtifactBytes?: number;
+  artifactLimits?: Partial<ArtifactLimits>;
   /** DNS server (`host:port`) used to check custom-domain proofs; default: the system's resolver. */
   dnsResolver?: string;
 }
@@ -54,14 +64,26 @@ export class Agent {
   private record: NodeRecord | null = null;
   private readonly reconciler: SerialPass;
   private stopping = false;
-  /** Artifact versions already unpacked: `${sha256}` → directory. */
-  private readonly prepared = new Map<string, string>();
-  private readonly fetching = new Set<string>();
+  private readonly preparer: ArtifactPreparer;
+  private readonly artifactLimits: ArtifactLimits;
+  /** Instances seen in the view and their artifact, to notice deletions and clean up after them. */
+  private readonly known = new Map<string, string | null>();
+  private gcTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: AgentOptions) {
     this.identity = loadOrCreateIdentity(opts.dataDir);
     this.view = new ClusterView(opts.registry);
     this.blobs = new BlobStore(join(opts.dataDir, 'blobs'));
+    this.artifactLimits = { ...DEFAULT_ARTIFACT_LIMITS, ...opts.artifactLimits };
+    this.preparer = new ArtifactPreparer({
+      dataDir: opts.dataDir,
+      blobs: this.blobs,
+      limits: this.artifactLimits,
+      log: opts.log,
+      fetchBlob: (artifact) => this.fetchBlob(artifact),
+      onSettled: () => this.reconcile(),
+      onStatus: (spec, status) => void this.publishStatus(spec, status),
+    });
     this.service = new InstanceService(opts.registry, this.view, this.identity.id);
     this.reconciler = new SerialPass(
       () => this.reconcilePass(),
@@ -92,10 +114,11 @@ export class Agent {
       service: this.service,
       view: this.view,
       blobs: this.blobs,
-      verifier: new RequestVerifier(),
+      verifier: new RequestVerifier({ audience: this.identity.id }),
       pushTo: (nodeId, sha256) => this.pushBlob(nodeId, sha256),
       log,
-      maxArtifactBytes: this.opts.maxArtifactBytes ?? 256 * 1024 * 1024,
+      maxArtifactBytes: this.opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
+      artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
     });
     const host = this.opts.host ?? '127.0.0.1';
@@ -118,6 +141,8 @@ export class Agent {
     this.controller.start();
     this.view.onChange(() => this.reconcile());
     this.reconcile();
+    this.gcTimer = setInterval(() => this.collectGarbage(), 30_000);
+    this.gcTimer.unref();
     log.info({ node: this.identity.id, rpc: this.record.rpc }, 'agent started');
     return this;
   }
@@ -156,7 +181,8 @@ export class Agent {
       if (record) {
         // A replica record of a deleted instance must not come back: write only while the instance exists.
         if (!this.lease || ![...this.view.instances.values()].some((s) => s.id === key.instanceId)) return;
-        await this.opts.registry.put(k, JSON.stringify(record), { lease: this.lease.id });
+        // Signed by this node: gateways route only to replicas a member of the quorum vouches for.
+        await this.opts.registry.put(k, JSON.stringify(signRecord(this.identity.keyPair, record)), { lease: this.lease.id });
       } else {
         await this.opts.registry.delete(k);
       }
@@ -199,13 +225,17 @@ export class Agent {
 
   private async reconcilePass(): Promise<void> {
     const desired: DesiredReplica[] = [];
+    const present = new Set<string>();
     for (const spec of this.view.instances.values()) {
+      present.add(spec.id);
+      this.known.set(spec.id, spec.artifact?.sha256 ?? null);
       if (spec.state !== 'running') continue;
       const quorum = this.view.quorumOf(spec.id);
       if (!quorum?.members.includes(this.identity.id)) continue;
       const mine = assignSlots(spec.id, quorum.members, spec.replicas.min).filter((s) => s.nodeId === this.identity.id);
       if (mine.length === 0) continue;
-      const workDir = await this.prepare(spec);
+      // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
+      const workDir = this.preparer.ready(spec);
       if (!workDir) continue;
       const cmd = spec.cmd || inferCommand(workDir);
       if (!cmd) {
@@ -232,66 +262,95 @@ export class Agent {
     }
     const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
     this.supervisor.reconcile(desired, stillRunning);
+    for (const id of [...this.known.keys()]) if (!present.has(id)) this.forgetInstance(id);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
   }
 
-  /** Returns the directory to run `spec` from, fetching and unpacking its artifact when needed. */
-  private async prepare(spec: InstanceSpec): Promise<string | undefined> {
-    if (!spec.artifact) {
-      const dir = join(this.opts.dataDir, 'apps', spec.id, 'empty');
-      mkdirSync(dir, { recursive: true });
-      return dir;
-    }
-    const { sha256 } = spec.artifact;
-    const ready = this.prepared.get(sha256);
-    if (ready) return ready;
-    if (!this.blobs.has(sha256)) {
-      this.fetchBlob(spec);
-      return undefined;
-    }
-    const dir = join(this.opts.dataDir, 'apps', spec.id, sha256.slice(0, 16));
-    await this.blobs.unpack(sha256, dir);
-    this.prepared.set(sha256, dir);
-    return dir;
+  /** An instance was deleted: its replicas are stopping (reconcile); remove its code, logs and status. */
+  private forgetInstance(instanceId: string): void {
+    const sha256 = this.known.get(instanceId);
+    this.known.delete(instanceId);
+    this.preparer.forget(instanceId);
+    rmSync(join(this.opts.dataDir, 'logs', instanceId), { recursive: true, force: true });
+    void this.opts.registry.delete(keys.instanceStatus(instanceId, this.identity.id)).catch(() => {});
+    // The deleted instance's code goes now if nothing else runs it; other strays wait out the grace period.
+    this.collectGarbage(sha256 ? new Set([sha256]) : undefined);
   }
 
-  /** Pulls a blob from the nodes that acknowledged it, then reconciles again. */
-  private fetchBlob(spec: InstanceSpec): void {
-    const artifact = spec.artifact;
-    if (!artifact || this.fetching.has(artifact.sha256)) return;
-    this.fetching.add(artifact.sha256);
-    const attempt = async (round: number): Promise<void> => {
-      for (const holder of artifact.holders) {
-        const node = this.view.node(holder);
-        if (!node || holder === this.identity.id) continue;
-        try {
-          const res = await new RpcClient(node.rpc, this.identity.keyPair).send({
-            method: 'GET',
-            path: `/v1/blobs/${artifact.sha256}`,
-            timeoutMs: 60_000,
-          });
-          if (res.statusCode !== 200) {
-            await res.body.dump();
-            continue;
-          }
-          await this.blobs.write(res.body, { expected: artifact.sha256 });
-          this.fetching.delete(artifact.sha256);
-          this.reconcile();
-          return;
-        } catch (err) {
-          this.opts.log.warn({ err, holder, sha256: artifact.sha256 }, 'blob fetch failed');
-        }
+  /**
+   * Removes blobs no instance refers to any more (after a delete or a new deploy), once they have been
+   * unreferenced for a while: an upload in progress writes its blob before the spec that refers to it.
+   */
+  private readonly unreferencedSince = new Map<string, number>();
+  private collectGarbage(released?: Set<string>): void {
+    const now = Date.now();
+    const referenced = new Set<string>();
+    for (const spec of this.view.instances.values()) if (spec.artifact) referenced.add(spec.artifact.sha256);
+    for (const sha256 of this.blobs.list()) {
+      if (referenced.has(sha256)) {
+        this.unreferencedSince.delete(sha256);
+        continue;
       }
-      if (this.stopping) return;
-      setTimeout(() => void attempt(round + 1), Math.min(500 * 2 ** round, 10_000)).unref();
+      const since = this.unreferencedSince.get(sha256) ?? now;
+      this.unreferencedSince.set(sha256, since);
+      if (released?.has(sha256) || now - since >= BLOB_GRACE_MS) {
+        this.blobs.remove(sha256);
+        this.unreferencedSince.delete(sha256);
+      }
+    }
+  }
+
+  /** Publishes this member's view of an instance (artifact phase and reason) for `allegra status`. */
+  private async publishStatus(spec: InstanceSpec, status: PrepareStatus): Promise<void> {
+    if (!this.lease || this.stopping) return;
+    const record: InstanceStatusRecord = {
+      instanceId: spec.id,
+      nodeId: this.identity.id,
+      version: spec.version,
+      artifact: status.sha256,
+      phase: status.phase,
+      ...(status.reason ? { reason: status.reason } : {}),
+      ...(status.retryAt ? { retryAt: status.retryAt } : {}),
+      updatedAt: Date.now(),
     };
-    void attempt(0);
+    try {
+      await this.opts.registry.put(keys.instanceStatus(spec.id, this.identity.id), JSON.stringify(record), { lease: this.lease.id });
+    } catch (err) {
+      this.opts.log.warn({ err, instance: spec.name }, 'could not publish instance status');
+    }
+  }
+
+  /** Pulls a blob from the nodes that acknowledged it; rejects when none of them could provide it. */
+  private async fetchBlob(artifact: ArtifactRef): Promise<void> {
+    const failures: string[] = [];
+    for (const holder of artifact.holders) {
+      const node = this.view.node(holder);
+      if (!node || holder === this.identity.id) continue;
+      try {
+        const res = await new RpcClient(node.rpc, this.identity.keyPair, holder).send({
+          method: 'GET',
+          path: `/v1/blobs/${artifact.sha256}`,
+          timeoutMs: 60_000,
+        });
+        if (res.statusCode !== 200) {
+          await res.body.dump();
+          failures.push(`${holder}: HTTP ${res.statusCode}`);
+          continue;
+        }
+        // Verified on the way: a peer that sends other bytes than the hash names gets nothing stored.
+        await this.blobs.write(res.body, { expected: artifact.sha256, maxBytes: this.opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES });
+        return;
+      } catch (err) {
+        failures.push(`${holder}: ${(err as Error).message}`);
+      }
+    }
+    throw new Error(`no holder could provide blob ${artifact.sha256.slice(0, 12)}… (${failures.join('; ') || 'no live holder'})`);
   }
 
   private async pushBlob(nodeId: string, sha256: string): Promise<boolean> {
     const node = this.view.node(nodeId);
     if (!node) return false;
-    const res = await new RpcClient(node.rpc, this.identity.keyPair).send({
+    const res = await new RpcClient(node.rpc, this.identity.keyPair, nodeId).send({
       method: 'PUT',
       path: `/v1/blobs/${sha256}`,
       body: { stream: this.blobs.read(sha256), sha256, size: this.blobs.size(sha256) },
@@ -305,6 +364,8 @@ export class Agent {
     if (this.stopping) return;
     this.stopping = true;
     this.reconciler.stop();
+    this.preparer.stop();
+    if (this.gcTimer) clearInterval(this.gcTimer);
     this.controller?.stop();
     await this.supervisor.stopAll();
     this.view.close();

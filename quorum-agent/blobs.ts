@@ -4,13 +4,28 @@
  * and verified.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as tar from 'tar';
 
 export class BlobTooLargeError extends Error {}
+/** The bytes received are not the ones that were signed (or named): nothing was stored. */
+export class BlobHashMismatchError extends Error {}
+
+const SHA256 = /^[0-9a-f]{64}$/;
 
 export class BlobStore {
   constructor(private readonly dir: string) {
@@ -22,7 +37,16 @@ export class BlobStore {
   }
 
   has(sha256: string): boolean {
-    return /^[0-9a-f]{64}$/.test(sha256) && existsSync(this.path(sha256));
+    return SHA256.test(sha256) && existsSync(this.path(sha256));
+  }
+
+  /** Every blob held, by hash. */
+  list(): string[] {
+    return readdirSync(this.dir).filter((f) => SHA256.test(f));
+  }
+
+  remove(sha256: string): void {
+    if (SHA256.test(sha256)) rmSync(this.path(sha256), { force: true });
   }
 
   size(sha256: string): number {
@@ -50,10 +74,13 @@ export class BlobStore {
       },
     });
     try {
-      await pipeline(source instanceof Readable ? source : Readable.from(source), meter, createWriteStream(tmp));
+      // flush: the blob is on disk before anyone is told this node holds it (a deploy counts on it).
+      await pipeline(source instanceof Readable ? source : Readable.from(source), meter, createWriteStream(tmp, { flush: true }));
       const sha256 = hash.digest('hex');
-      if (opts.expected && opts.expected !== sha256) throw new Error(`blob hash mismatch: expected ${opts.expected}, got ${sha256}`);
+      if (opts.expected && opts.expected !== sha256)
+        throw new BlobHashMismatchError(`the bytes received hash to ${sha256}, not to the signed ${opts.expected}`);
       renameSync(tmp, this.path(sha256));
+      fsyncDir(this.dir);
       return { sha256, size };
     } finally {
       rmSync(tmp, { force: true });
@@ -63,14 +90,14 @@ export class BlobStore {
   read(sha256: string): Readable {
     return createReadStream(this.path(sha256));
   }
+}
 
-  /** Unpacks a gzipped tar blob into `target` (once: an existing complete unpack is reused). */
-  async unpack(sha256: string, target: string): Promise<void> {
-    const marker = join(target, '.allegra-unpacked');
-    if (existsSync(marker)) return;
-    rmSync(target, { recursive: true, force: true });
-    mkdirSync(target, { recursive: true });
-    await tar.x({ file: this.path(sha256), cwd: target, strict: true, preservePaths: false });
-    writeFileSync(marker, sha256);
+/** Makes a rename or a new file in `dir` durable. */
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

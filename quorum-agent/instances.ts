@@ -3,9 +3,9 @@
  * concurrent operations through different agents serialize in the registry instead of overwriting each
  * other. This module decides what is allowed; rpc.ts only maps HTTP onto it.
  */
-import { randomBytes } from 'node:crypto';
 import type { z } from 'zod';
 import { AllegraError } from '../protocol/errors.js';
+import { type Grant, instanceIdFor } from '../protocol/grants.js';
 import { keys, PREFIX } from '../protocol/keys.js';
 import type { Op, Registry } from '../protocol/registry.js';
 import {
@@ -14,6 +14,7 @@ import {
   certStatusRecord,
   type exposeRequest,
   instanceSpec,
+  instanceStatusRecord,
   parseRecord,
   replicaRecord,
   routeRecord,
@@ -27,12 +28,17 @@ import {
   type CertStatusRecord,
   type InstanceSpec,
   type InstanceStatus,
+  type InstanceStatusRecord,
   newInstanceSpec,
   type QuorumRecord,
   type ReplicaRecord,
   type RouteRecord,
 } from '../protocol/types.js';
 import type { ClusterView } from '../registry/cluster-view.js';
+
+function isExposeGrant(g: Grant): boolean {
+  return g.envelope.path.split('?')[0]?.endsWith('/expose') === true;
+}
 
 /** Pushes a verified blob to a peer; resolves true once the peer holds it. */
 export type BlobPusher = (nodeId: string, sha256: string) => Promise<boolean>;
@@ -44,14 +50,15 @@ export class InstanceService {
     private readonly selfId: string,
   ) {}
 
-  async create(owner: string, req: CreateInstanceRequest): Promise<InstanceSpec> {
+  /** `grant` is the owner's signed create request: the instance id derives from it and routes carry it. */
+  async create(owner: string, req: CreateInstanceRequest, grant: Grant): Promise<InstanceSpec> {
     const network = this.view.network();
     const now = Date.now();
     const quorumSize = network.quorumSize;
     const replicas = req.replicas ?? { min: quorumSize, max: quorumSize };
     const spec = newInstanceSpec(
       {
-        id: `i-${randomBytes(6).toString('hex')}`,
+        id: instanceIdFor(grant),
         name: req.name,
         owner,
         driver: req.driver,
@@ -59,13 +66,14 @@ export class InstanceService {
         port: req.port,
         env: req.env,
         replicas,
+        createGrant: grant,
       },
       now,
     );
     if (spec.driver !== 'process')
       throw new AllegraError('bad_request', `driver "${spec.driver}" is not available on this network yet; use --driver process`);
     const host = `${req.name}.${network.baseDomain}`;
-    const route = { host, instanceId: spec.id, instanceName: spec.name, kind: 'network', createdAt: now };
+    const route: RouteRecord = { host, instanceId: spec.id, instanceName: spec.name, kind: 'network', createdAt: now, grants: [grant] };
     // The instance and its network route are created together or not at all.
     const res = await this.registry.txn({
       compare: [
@@ -92,6 +100,19 @@ export class InstanceService {
     if (spec.owner !== signer && !spec.authorized.includes(signer))
       throw new AllegraError('forbidden', `key ${signer.slice(0, 12)}… may not operate instance "${name}"`);
     return { spec, modRevision: kv.modRevision };
+  }
+
+  /** Like `authorized`, and refuses an immutable (revoked) instance: for callers about to change it. */
+  async authorizedToChange(name: string, signer: string): Promise<{ spec: InstanceSpec; modRevision: number }> {
+    const found = await this.authorized(name, signer);
+    if (found.spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
+    return found;
+  }
+
+  /** Whether any instance's current artifact is this blob. */
+  references(sha256: string): boolean {
+    for (const spec of this.view.instances.values()) if (spec.artifact?.sha256 === sha256) return true;
+    return false;
   }
 
   /** Applies `change` to the spec with compare-and-swap, retrying on concurrent updates. */
@@ -178,6 +199,7 @@ export class InstanceService {
     signer: string,
     req: ExposeRequest,
     verifier: DomainVerifier,
+    grant: Grant,
   ): Promise<{ host: string; url: string; route: RouteRecord }> {
     const { spec } = await this.authorized(name, signer);
     if (spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
@@ -215,6 +237,9 @@ export class InstanceService {
         }),
         tls: { redirectHttp: req.redirectHttp },
         port: req.port,
+        // The owner's request is what lets gateways serve this host: keep the create grant of the network
+        // name, replace an earlier expose of the same host.
+        grants: [...(current?.grants ?? []).filter((g) => !isExposeGrant(g)), grant],
       };
       const res = await this.registry.txn({
         compare: [
@@ -257,6 +282,7 @@ export class InstanceService {
       { type: 'delete', key: keys.instance(name) },
       ...routes.map((host) => ({ type: 'delete', key: keys.route(host) }) as Op),
       { type: 'deletePrefix', prefix: keys.replicasOf(spec.id) },
+      { type: 'deletePrefix', prefix: keys.instanceStatusOf(spec.id) },
     ];
     const res = await this.registry.txn({
       compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }],
@@ -276,7 +302,11 @@ export class InstanceService {
     const { spec } = await this.authorized(name, signer);
     const { items } = await this.registry.list(keys.replicasOf(spec.id));
     const replicas = items.map((kv) => parseRecord(replicaRecord, kv.value)).filter((r): r is ReplicaRecord => r !== undefined);
-    return { instance: spec, quorum: this.view.quorumOf(spec.id) ?? null, replicas, routes: await this.routesOf(spec.id) };
+    const statuses = await this.registry.list(keys.instanceStatusOf(spec.id));
+    const members = statuses.items
+      .map((kv) => parseRecord(instanceStatusRecord, kv.value))
+      .filter((r): r is InstanceStatusRecord => r !== undefined);
+    return { instance: spec, quorum: this.view.quorumOf(spec.id) ?? null, replicas, routes: await this.routesOf(spec.id), members };
   }
 
   private async routesOf(instanceId: string): Promise<string[]> {

@@ -1,20 +1,26 @@
 /**
- * The agent's signed RPC API (Hono). Every route verifies the Ed25519 signature over the exact body
- * before acting; instance routes then authorize the signer against the instance's owner and team keys,
- * blob routes against the keys of registered nodes.
+ * The agent's signed RPC API (Hono). Every route but `/v1/health` checks the signature over the request's
+ * headers (which name the body's SHA-256, the audience and every `x-allegra-*` header) before it reads a
+ * byte of the body; then reads at most the route's body limit and checks the body against the signed hash.
+ * Instance routes authorize the signer against the instance's owner and team keys, blob routes against
+ * the keys of registered nodes. Uploads stream to a temporary file and become a blob only once they hash
+ * to the signed value.
  */
 import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Logger } from 'pino';
+import type { z } from 'zod';
 import { AllegraError } from '../protocol/errors.js';
+import type { Grant } from '../protocol/grants.js';
 import { createInstanceRequest, exposeRequest } from '../protocol/schemas.js';
-import { type RequestVerifier, SIGNATURE_HEADERS } from '../protocol/signing.js';
+import type { RequestVerifier, SignedEnvelope } from '../protocol/signing.js';
 import type { ClusterView } from '../registry/cluster-view.js';
-import { type BlobStore, BlobTooLargeError } from './blobs.js';
+import { type ArtifactLimits, ArtifactRefused, inspectArtifact } from './artifacts.js';
+import { BlobHashMismatchError, type BlobStore, BlobTooLargeError } from './blobs.js';
 import type { DomainVerifier } from './domains.js';
 import type { BlobPusher, InstanceService } from './instances.js';
+import { bodyStream, checkDeclaredLength, JSON_BODY_LIMIT, rawPath, readBody } from './rpc-body.js';
 
 export interface RpcDeps {
   nodeId: string;
@@ -24,21 +30,16 @@ export interface RpcDeps {
   verifier: RequestVerifier;
   pushTo: BlobPusher;
   log: Logger;
+  /** Largest artifact (compressed) accepted by a deploy or a blob push. */
   maxArtifactBytes: number;
+  artifactLimits: ArtifactLimits;
   domains: DomainVerifier;
 }
 
-function pathOf(c: Context): string {
-  const url = new URL(c.req.url);
-  return `${url.pathname}${url.search}`;
-}
-
-/** Verifies the signature over a fully read body; returns the body and the signer's key. */
-async function signedBody(c: Context, verifier: RequestVerifier): Promise<{ signer: string; body: Uint8Array }> {
-  const body = new Uint8Array(await c.req.arrayBuffer());
-  const result = verifier.verify({ method: c.req.method, path: pathOf(c), body, headers: (n) => c.req.header(n) });
-  if (!result.ok) throw new AllegraError('unauthenticated', result.reason);
-  return { signer: result.publicKey, body };
+interface Signed {
+  signer: string;
+  bodySha256: string;
+  envelope: SignedEnvelope;
 }
 
 function parseJson(body: Uint8Array): unknown {
@@ -50,18 +51,42 @@ function parseJson(body: Uint8Array): unknown {
   }
 }
 
-function bodyStream(c: Context): Readable {
-  const web = c.req.raw.body;
-  if (!web) return Readable.from([]);
-  return Readable.fromWeb(web as unknown as WebReadableStream<Uint8Array>);
+function parseWith<T>(schema: z.ZodType<T>, body: Uint8Array): T {
+  const parsed = schema.safeParse(parseJson(body));
+  if (!parsed.success)
+    throw new AllegraError('bad_request', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
+  return parsed.data;
 }
 
 export function createRpcApp(deps: RpcDeps): Hono {
   const app = new Hono();
   const { service, verifier } = deps;
 
+  /** Checks the signature over the headers; nothing of the body has been read yet. */
+  const signed = (c: Context): Signed => {
+    const result = verifier.verify({ method: c.req.method, path: rawPath(c), headers: c.req.header() });
+    if (!result.ok) throw new AllegraError('unauthenticated', result.reason);
+    return { signer: result.publicKey, bodySha256: result.bodySha256, envelope: result.envelope };
+  };
+  /** A signed request without a body (GET, DELETE, actions). */
+  const signedNoBody = async (c: Context): Promise<Signed> => {
+    const s = signed(c);
+    await readBody(c, 0, s.bodySha256);
+    return s;
+  };
+  /** A signed JSON request: its body, read within the limit and matching the signed hash. */
+  const signedJson = async (c: Context): Promise<Signed & { body: Uint8Array; grant: Grant }> => {
+    const s = signed(c);
+    const body = await readBody(c, JSON_BODY_LIMIT, s.bodySha256);
+    return { ...s, body, grant: { envelope: s.envelope, body: Buffer.from(body).toString('utf8') } };
+  };
+
   app.onError((err, c) => {
-    if (err instanceof AllegraError) return c.json({ error: { code: err.code, message: err.message } }, err.status as ContentfulStatusCode);
+    if (err instanceof AllegraError) {
+      // The body of a refused request may still be on its way: do not read it, close the connection.
+      if (err.status === 401 || err.status === 413) c.header('connection', 'close');
+      return c.json({ error: { code: err.code, message: err.message } }, err.status as ContentfulStatusCode);
+    }
     deps.log.error({ err }, 'rpc handler failed');
     return c.json({ error: { code: 'internal', message: 'internal error' } }, 500);
   });
@@ -72,21 +97,18 @@ export function createRpcApp(deps: RpcDeps): Hono {
   app.get('/v1/health', (c) => c.json({ ok: true, node: deps.nodeId }));
 
   app.post('/v1/instances', async (c) => {
-    const { signer, body } = await signedBody(c, verifier);
-    const parsed = createInstanceRequest.safeParse(parseJson(body));
-    if (!parsed.success)
-      throw new AllegraError('bad_request', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
-    const spec = await service.create(signer, parsed.data);
+    const { signer, body, grant } = await signedJson(c);
+    const spec = await service.create(signer, parseWith(createInstanceRequest, body), grant);
     return c.json({ instance: spec, url: `http://${spec.name}.${deps.view.network().baseDomain}` }, 201);
   });
 
   app.get('/v1/instances', async (c) => {
-    const { signer } = await signedBody(c, verifier);
+    const { signer } = await signedNoBody(c);
     return c.json({ instances: await service.list(signer) });
   });
 
   app.get('/v1/instances/:name', async (c) => {
-    const { signer } = await signedBody(c, verifier);
+    const { signer } = await signedNoBody(c);
     return c.json(await service.status(c.req.param('name'), signer));
   });
 
@@ -95,62 +117,48 @@ export function createRpcApp(deps: RpcDeps): Hono {
     ['stop', 'stopped'],
   ] as const) {
     app.post(`/v1/instances/:name/${action}`, async (c) => {
-      const { signer } = await signedBody(c, verifier);
+      const { signer } = await signedNoBody(c);
       return c.json({ instance: await service.setState(c.req.param('name'), signer, state) });
     });
   }
 
   app.post('/v1/instances/:name/expose', async (c) => {
-    const { signer, body } = await signedBody(c, verifier);
-    const parsed = exposeRequest.safeParse(parseJson(body));
-    if (!parsed.success)
-      throw new AllegraError('bad_request', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
-    return c.json(await service.expose(c.req.param('name'), signer, parsed.data, deps.domains));
+    const { signer, body, grant } = await signedJson(c);
+    return c.json(await service.expose(c.req.param('name'), signer, parseWith(exposeRequest, body), deps.domains, grant));
   });
 
   app.get('/v1/instances/:name/certificates', async (c) => {
-    const { signer } = await signedBody(c, verifier);
+    const { signer } = await signedNoBody(c);
     return c.json({ certificates: await service.certificates(c.req.param('name'), signer) });
   });
 
   app.delete('/v1/instances/:name', async (c) => {
-    const { signer } = await signedBody(c, verifier);
+    const { signer } = await signedNoBody(c);
     await service.delete(c.req.param('name'), signer);
     return c.json({ deleted: c.req.param('name') });
   });
 
-  /** Deploy: the body is the artifact (a gzipped tar), streamed to disk and hashed on the way. */
+  /**
+   * Deploy: the body is the artifact (a gzipped tar). The signature (over its declared hash and the
+   * `x-allegra-cmd` header) and the signer's right to deploy are checked before a byte is accepted; the
+   * upload streams to a temporary file and is kept only if it hashes to the signed value; it is inspected
+   * (size, entries, links, expansion) before anything is committed.
+   */
   app.put('/v1/instances/:name/code', async (c) => {
     const name = c.req.param('name');
-    const claimed = c.req.header(SIGNATURE_HEADERS.key) ?? '';
-    // Authorize the claimed key before accepting bytes, so strangers cannot fill the disk; the claim
-    // itself is verified against the signature once the body's hash is known.
-    await service.authorized(name, claimed);
-    const declared = Number(c.req.header('content-length') ?? Number.NaN);
-    if (declared > deps.maxArtifactBytes)
-      throw new AllegraError('bad_request', `artifact of ${declared} bytes exceeds the limit of ${deps.maxArtifactBytes}`);
-    let blob: { sha256: string; size: number };
+    const { signer, bodySha256 } = signed(c);
+    await service.authorizedToChange(name, signer);
+    checkDeclaredLength(c, deps.maxArtifactBytes);
+    const blob = await receiveBlob(deps, bodyStream(c, deps.maxArtifactBytes), bodySha256);
     try {
-      blob = await deps.blobs.write(bodyStream(c), { maxBytes: deps.maxArtifactBytes });
+      await inspectArtifact(deps.blobs.path(blob.sha256), deps.artifactLimits);
     } catch (err) {
-      if (err instanceof BlobTooLargeError) throw new AllegraError('bad_request', err.message);
+      if (!service.references(blob.sha256)) deps.blobs.remove(blob.sha256);
+      if (err instanceof ArtifactRefused) throw new AllegraError('bad_request', `artifact refused: ${err.message}`);
       throw err;
     }
-    const result = verifier.verify({
-      method: c.req.method,
-      path: pathOf(c),
-      body: { sha256: blob.sha256 },
-      headers: (n) => c.req.header(n),
-    });
-    if (!result.ok) throw new AllegraError('unauthenticated', result.reason);
     const cmd = c.req.header('x-allegra-cmd');
-    const deployed = await service.deploy(
-      name,
-      result.publicKey,
-      blob,
-      cmd === undefined ? undefined : decodeURIComponent(cmd),
-      deps.pushTo,
-    );
+    const deployed = await service.deploy(name, signer, blob, cmd === undefined ? undefined : decodeURIComponent(cmd), deps.pushTo);
     return c.json({ instance: deployed.spec, quorum: deployed.quorum, artifact: deployed.spec.artifact });
   });
 
@@ -162,15 +170,16 @@ export function createRpcApp(deps: RpcDeps): Hono {
   app.put('/v1/blobs/:sha256', async (c) => {
     const sha256 = c.req.param('sha256');
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw new AllegraError('bad_request', 'blob id must be a SHA-256 hex digest');
-    requireNode(c.req.header(SIGNATURE_HEADERS.key) ?? '');
-    const result = verifier.verify({ method: 'PUT', path: pathOf(c), body: { sha256 }, headers: (n) => c.req.header(n) });
-    if (!result.ok) throw new AllegraError('unauthenticated', result.reason);
-    if (!deps.blobs.has(sha256)) await deps.blobs.write(bodyStream(c), { expected: sha256, maxBytes: deps.maxArtifactBytes });
+    const { signer, bodySha256 } = signed(c);
+    requireNode(signer);
+    if (bodySha256 !== sha256) throw new AllegraError('bad_request', 'signed body hash does not name this blob');
+    checkDeclaredLength(c, deps.maxArtifactBytes);
+    if (!deps.blobs.has(sha256)) await receiveBlob(deps, bodyStream(c, deps.maxArtifactBytes), sha256);
     return c.json({ stored: sha256 });
   });
 
   app.get('/v1/blobs/:sha256', async (c) => {
-    const { signer } = await signedBody(c, verifier);
+    const { signer } = await signedNoBody(c);
     requireNode(signer);
     const sha256 = c.req.param('sha256');
     if (!deps.blobs.has(sha256)) throw new AllegraError('not_found', `blob ${sha256} not held here`);
@@ -181,4 +190,16 @@ export function createRpcApp(deps: RpcDeps): Hono {
   });
 
   return app;
+}
+
+/** Streams an upload into the blob store; it is kept only if it hashes to `expected`. */
+async function receiveBlob(deps: RpcDeps, source: Readable, expected: string): Promise<{ sha256: string; size: number }> {
+  try {
+    return await deps.blobs.write(source, { expected, maxBytes: deps.maxArtifactBytes });
+  } catch (err) {
+    if (err instanceof AllegraError) throw err;
+    if (err instanceof BlobTooLargeError) throw new AllegraError('too_large', err.message);
+    if (err instanceof BlobHashMismatchError) throw new AllegraError('bad_request', `upload refused: ${err.message}`);
+    throw err;
+  }
 }

@@ -10,8 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { keys } from '../../protocol/keys.js';
-import { newInstanceSpec, type ReplicaRecord, type RouteRecord } from '../../protocol/types.js';
+import { generateKeyPair } from '../../protocol/signing.js';
 import { EmbeddedHost } from '../../registry/embedded.js';
+import { seedInstance, seedNode, seedReplica } from '../../registry/seed.js';
 
 export interface AllegraTarget {
   url: string;
@@ -26,40 +27,18 @@ export interface AllegraTarget {
 const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
 const HOST = 'bench.localhost';
 
-/** Seeds a registry with one instance on one quorum whose replicas are `upstreams`. */
+/** Seeds a registry with one instance on one quorum whose replicas are `upstreams`, signed as agents sign them. */
 export async function seedRegistry(registry: EmbeddedHost, upstreams: string[]): Promise<void> {
-  const now = Date.now();
-  const instanceId = 'i-bench0000001';
-  const nodes = upstreams.map((_, i) => `n-bench${i}`);
-  const spec = newInstanceSpec(
-    {
-      id: instanceId,
-      name: 'bench',
-      owner: '0'.repeat(64),
-      cmd: 'bench upstream',
-      replicas: { min: upstreams.length, max: upstreams.length },
-    },
-    now,
-  );
-  const route: RouteRecord = { host: HOST, instanceId, instanceName: 'bench', kind: 'network', createdAt: now };
+  const nodes = upstreams.map((_, i) => seedNode(`n-bench${i}`));
+  const app = seedInstance(generateKeyPair(), 'bench', 'localhost', {
+    cmd: 'bench upstream',
+    replicas: { min: upstreams.length, max: upstreams.length },
+  });
+  const members = nodes.map((n) => n.id);
   await registry.put(keys.network(), JSON.stringify({ baseDomain: 'localhost', quorumSize: nodes.length }));
-  await registry.put(keys.quorum('q-bench'), JSON.stringify({ id: 'q-bench', members: nodes, capacity: 16 * nodes.length }));
-  await registry.put(keys.instance('bench'), JSON.stringify(spec));
-  await registry.put(keys.route(HOST), JSON.stringify(route));
-  for (const [slot, endpoint] of upstreams.entries()) {
-    const record: ReplicaRecord = {
-      instanceId,
-      nodeId: nodes[slot] as string,
-      slot,
-      endpoint,
-      healthy: true,
-      version: 1,
-      pid: null,
-      restarts: 0,
-      updatedAt: now,
-    };
-    await registry.put(keys.replica(instanceId, nodes[slot] as string, slot), JSON.stringify(record));
-  }
+  await registry.put(keys.quorum('q-bench'), JSON.stringify({ id: 'q-bench', members, capacity: 16 * nodes.length }));
+  const replicas = upstreams.map((endpoint, slot) => seedReplica(nodes[slot] as (typeof nodes)[number], app.spec.id, slot, endpoint).op);
+  await registry.txn({ compare: [], success: [...nodes.map((n) => n.op), ...app.ops, ...replicas] });
 }
 
 export async function startAllegraGateway(opts: {

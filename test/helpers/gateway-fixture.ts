@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { keys } from '../../protocol/keys.js';
 import type { Op } from '../../protocol/registry.js';
-import { newInstanceSpec, type ReplicaRecord, type RoutePolicy, type RouteRecord } from '../../protocol/types.js';
+import { generateKeyPair } from '../../protocol/signing.js';
+import type { RoutePolicy } from '../../protocol/types.js';
 import { EmbeddedHost } from '../../registry/embedded.js';
+import { seedInstance, seedNode, seedReplica } from '../../registry/seed.js';
 import { CLI } from './cli.js';
 import { tempDir } from './tmp.js';
 
@@ -66,26 +68,17 @@ export async function startCluster(): Promise<Cluster> {
   const registry = await EmbeddedHost.start(registryDir);
   const gateways: GatewayProcess[] = [];
   const apps = new Map<string, string>();
+  // Records as agents would write them: an owner's signed create request, a node whose key signs its replicas.
+  const owner = generateKeyPair();
+  const node = seedNode('n-test');
   await registry.put(keys.network(), JSON.stringify({ baseDomain: 'test', quorumSize: 1 }));
+  await registry.txn({ compare: [], success: [node.op] });
   await registry.put(keys.quorum('q-test'), JSON.stringify({ id: 'q-test', members: ['n-test'], capacity: 16 }));
 
   const setReplicas = async (name: string, upstreams: Upstream[]) => {
     const instanceId = apps.get(name) as string;
     // One transaction, like an agent's updates: replicas that stay are never seen to vanish.
-    const puts: Op[] = upstreams.map((u, slot) => {
-      const rec: ReplicaRecord = {
-        instanceId,
-        nodeId: 'n-test',
-        slot,
-        endpoint: u.url,
-        healthy: true,
-        version: 1,
-        pid: u.child.pid ?? null,
-        restarts: 0,
-        updatedAt: Date.now(),
-      };
-      return { type: 'put', key: keys.replica(instanceId, 'n-test', slot), value: JSON.stringify(rec) };
-    });
+    const puts: Op[] = upstreams.map((u, slot) => seedReplica(node, instanceId, slot, u.url, { pid: u.child.pid ?? null }).op);
     const keep = new Set(puts.map((p) => (p as { key: string }).key));
     const { items } = await registry.list(keys.replicasOf(instanceId));
     const deletes: Op[] = items.filter((kv) => !keep.has(kv.key)).map((kv) => ({ type: 'delete', key: kv.key }));
@@ -96,19 +89,15 @@ export async function startCluster(): Promise<Cluster> {
     registry,
     dir: tmp.path,
     async addApp(name, upstreams, policy) {
-      const instanceId = `i-${name}`;
-      apps.set(name, instanceId);
-      const now = Date.now();
-      const spec = newInstanceSpec(
-        { id: instanceId, name, owner: '0'.repeat(64), cmd: 'fixture', replicas: { min: upstreams.length, max: upstreams.length } },
-        now,
-      );
-      const host = `${name}.test`;
-      const route: RouteRecord = { host, instanceId, instanceName: name, kind: 'network', createdAt: now, ...(policy ? { policy } : {}) };
-      await registry.put(keys.instance(name), JSON.stringify(spec));
-      await registry.put(keys.route(host), JSON.stringify(route));
+      const seeded = seedInstance(owner, name, 'test', {
+        cmd: 'fixture',
+        replicas: { min: upstreams.length, max: upstreams.length },
+        ...(policy ? { policy } : {}),
+      });
+      apps.set(name, seeded.spec.id);
+      await registry.txn({ compare: [], success: seeded.ops });
       await setReplicas(name, upstreams);
-      return { instanceId, host };
+      return { instanceId: seeded.spec.id, host: seeded.route.host };
     },
     setReplicas,
     async startGateway(args = [], config) {
