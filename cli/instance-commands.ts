@@ -153,6 +153,10 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
       `  routes:   ${s.routes.join(', ') || 'none'}`,
       `  replicas: ${s.replicas.filter((r) => r.healthy).length} healthy of ${s.replicas.length} (want ${i.state === 'running' ? i.replicas.min : 0})`,
     ];
+    for (const m of s.members ?? []) {
+      const why = m.reason ? `: ${m.reason}` : '';
+      lines.push(`  member ${m.nodeId}: code ${m.phase}${why}${m.retryAt ? ` (retrying at ${new Date(m.retryAt).toISOString()})` : ''}`);
+    }
     if (s.replicas.length > 0) {
       lines.push(
         table(
