@@ -17,6 +17,11 @@ const NEEDED = {
   openssl: 'openssl',
   taskset: 'util-linux',
   setpriv: 'util-linux',
+  // Multi-machine tests: network namespaces, veth, bridges; offload settings for the lab's impairment bridge.
+  ip: 'iproute2',
+  ethtool: 'ethtool',
+  ping: 'iputils-ping',
+  python3: 'python3',
 };
 
 const SEARCH_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`;
