@@ -9,7 +9,8 @@ import { generateKeyPair, type KeyPair, keyPairFromPem, privateKeyToPem } from '
 import { CliError } from './output.js';
 
 export interface CliConfig {
-  rpc?: string;
+  /** Agents' RPC URLs; the CLI uses the first that answers. */
+  rpc?: string | string[];
   http?: string;
   https?: string | null;
   dataDir?: string;
@@ -36,14 +37,20 @@ export function writeConfig(config: CliConfig): void {
   writeFileSync(configPath(), `${JSON.stringify(config, null, 2)}\n`);
 }
 
-export function resolveRpc(flag: string | undefined): string {
-  const rpc = flag ?? process.env.ALLEGRA_RPC ?? readConfig().rpc;
-  if (!rpc) throw new CliError('no RPC endpoint: pass --rpc URL, set ALLEGRA_RPC, or start `allegra devnet`', 2);
-  try {
-    return new URL(rpc).toString();
-  } catch {
-    throw new CliError(`invalid RPC endpoint "${rpc}": expected a URL like http://127.0.0.1:7070`, 2);
-  }
+/** The agents to talk to, in order of preference: `--rpc`, then ALLEGRA_RPC (both may list several, comma-separated), then the config. */
+export function resolveRpc(flag: string | undefined): string[] {
+  const raw = flag ?? process.env.ALLEGRA_RPC ?? readConfig().rpc;
+  const list = (Array.isArray(raw) ? raw : (raw ?? '').split(',')).map((u) => u.trim()).filter(Boolean);
+  if (list.length === 0) throw new CliError('no RPC endpoint: pass --rpc URL, set ALLEGRA_RPC, or start `allegra devnet`', 2);
+  return list.map((rpc) => {
+    try {
+      const url = new URL(rpc);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http');
+      return url.toString();
+    } catch {
+      throw new CliError(`invalid RPC endpoint "${rpc}": expected a URL like http://127.0.0.1:7070`, 2);
+    }
+  });
 }
 
 export function keyPath(flag: string | undefined): string {

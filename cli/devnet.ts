@@ -153,7 +153,7 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
       return nodeIds.every((id) => members.has(id)) ? true : undefined;
     });
 
-    writeConfig({ rpc: rpcUrl, http, https, dataDir });
+    writeConfig({ rpc: agents.map((a) => String(a.ready.rpc)), http, https, dataDir });
     const instances: Array<{ name: string; url: string; https: string | null }> = [];
     if (opts.demo !== false) {
       progress.update('deploying the demo app');

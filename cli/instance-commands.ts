@@ -12,7 +12,10 @@ export interface GlobalOpts {
 }
 
 export function client(g: GlobalOpts): RpcClient {
-  return new RpcClient(resolveRpc(g.rpc), loadKey(g.key));
+  return new RpcClient(resolveRpc(g.rpc), loadKey(g.key), {
+    // One line per switch, on stderr, so scripts reading --json stdout are unaffected.
+    onFailover: (from, to, reason) => process.stderr.write(`allegra: agent ${from} did not answer (${reason}); using ${to}\n`),
+  });
 }
 
 /** Parses `MIN:MAX` (or a single N meaning N:N). */
