@@ -32,7 +32,15 @@ const dispatcher = new Agent({ keepAliveTimeout: 10_000, connect: { timeout: 5_0
 const audiences = new Map<string, string>();
 
 /** Errors that mean the request never reached the agent: safe to send to another one. */
-const NOT_REACHED = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN']);
+const NOT_REACHED = new Set([
+  'ECONNREFUSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
 
 class NotReached extends AllegraError {
   reason = '';
@@ -52,7 +60,11 @@ export class RpcClient {
   private current = 0;
   private readonly onFailover?: RpcClientOptions['onFailover'];
 
-  constructor(baseUrls: string | string[], private readonly keyPair: KeyPair, opts: string | RpcClientOptions = {}) {
+  constructor(
+    baseUrls: string | string[],
+    private readonly keyPair: KeyPair,
+    opts: string | RpcClientOptions = {},
+  ) {
     this.urls = (Array.isArray(baseUrls) ? baseUrls : [baseUrls]).map((u) => new URL(u).origin);
     if (this.urls.length === 0) throw new Error('RpcClient needs at least one agent URL');
     const o = typeof opts === 'string' ? { audience: opts } : opts;
