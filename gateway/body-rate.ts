@@ -70,6 +70,7 @@ export class BodyRateGuard {
 
   private check(): void {
     const now = performance.now();
+    const tooSlow: Tracked[] = [];
     for (const t of this.tracked) {
       if (t.meter.backlogged) {
         // Not reading is our side's choice (backpressure): start a fresh window.
@@ -82,12 +83,13 @@ export class BodyRateGuard {
       const rate = ((t.meter.bytes - t.windowBytes) * 1000) / elapsed;
       if (rate < this.minBytesPerSec) {
         this.tracked.delete(t);
-        t.onTooSlow();
+        tooSlow.push(t);
         continue;
       }
       t.windowStart = now;
       t.windowBytes = t.meter.bytes;
     }
+    cutInBatches(tooSlow, 0);
     if (this.tracked.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = null;
@@ -99,4 +101,14 @@ export class BodyRateGuard {
     this.timer = null;
     this.tracked.clear();
   }
+}
+
+/**
+ * Bodies that started together (a slow-POST wave) fail their window together: cut them a few dozen at
+ * a time so that other requests are served in between instead of waiting behind thousands of closes.
+ */
+function cutInBatches(list: Tracked[], from: number): void {
+  const end = Math.min(list.length, from + 32);
+  for (let i = from; i < end; i++) (list[i] as Tracked).onTooSlow();
+  if (end < list.length) setImmediate(cutInBatches, list, end);
 }

@@ -261,8 +261,10 @@ export class Exchange {
 
   private fail(status: number, message: string, extra?: Record<string, string>): void {
     if (this.finished) return;
-    if (!this.clientGone)
-      sendError(this.res, status, this.id.requestId, message, this.fw.draining ? { ...extra, connection: 'close' } : extra);
+    // A body we will not read keeps the connection busy for as long as the client sends it: close it.
+    const unreadBody = this.hasBody && !this.req.readableEnded && this.req.httpVersionMajor === 1;
+    const close = this.fw.draining || unreadBody;
+    if (!this.clientGone) sendError(this.res, status, this.id.requestId, message, close ? { ...extra, connection: 'close' } : extra);
     this.finish(status);
   }
 
@@ -341,8 +343,12 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.pendingAbort) controller.abort(this.pendingAbort);
-    else if (this.ex.isFinished) controller.abort(new Error('request already answered'));
+    // Nothing of this request has been written yet. Aborting through the controller would destroy the
+    // pooled connection it was about to use (undici cannot cancel otherwise); throwing here makes undici
+    // drop the request before writing it and keep the connection for the next one. Under a rapid-reset
+    // flood that is the difference between reusing connections and opening hundreds per replica.
+    if (this.pendingAbort) throw this.pendingAbort;
+    if (this.ex.isFinished) throw new Error('request already answered');
   }
 
   onResponseStart(

@@ -57,11 +57,9 @@ export function guardSession(session: Http2Session, limits: H2Limits, onAbuse: (
       if (!closing && resets >= limits.resetBurst && resets > completed) {
         closing = true;
         onAbuse(resets);
-        if (!session.destroyed) {
-          session.goaway(constants.NGHTTP2_ENHANCE_YOUR_CALM);
-          // Let the GOAWAY frame be written, then cut the connection and every stream on it.
-          setImmediate(() => session.destroy());
-        }
+        // GOAWAY and cut the connection and every stream on it now: frames already read in the same
+        // chunk are then not processed either.
+        if (!session.destroyed) session.destroy(undefined, constants.NGHTTP2_ENHANCE_YOUR_CALM);
       }
     });
     stream.once('close', () => {

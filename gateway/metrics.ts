@@ -60,7 +60,8 @@ export class GatewayMetrics {
   });
   readonly h2Abuse = new Counter({
     name: 'allegra_gateway_h2_sessions_closed_total',
-    help: 'HTTP/2 connections closed with GOAWAY for resetting streams faster than completing them',
+    help: 'HTTP/2 connections closed for abuse, by reason (rapid-reset: streams reset faster than completed; flood: nghttp2 limits tripped)',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
   readonly tunnelsOpen = new Gauge({

@@ -10,6 +10,7 @@ import {
   createSecureServer,
   type Http2SecureServer,
   type Http2Server,
+  type Http2ServerRequest,
   type Http2Session,
 } from 'node:http2';
 import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
@@ -29,6 +30,7 @@ import { makeTrustCheck } from './headers.js';
 import { ActiveHealthChecker, type HealthCheckOptions } from './health.js';
 import { proxiedClient, sniffingAcceptor } from './listeners.js';
 import { GatewayMetrics } from './metrics.js';
+import { PenaltyBox } from './penalty-box.js';
 import type { GatewayPolicy } from './policy.js';
 import { RoutingCore } from './routing.js';
 import { validateRequest } from './validate.js';
@@ -93,6 +95,8 @@ export interface GatewayOptions {
   tls13Only?: boolean;
   /** Per-connection HTTP/2 limits (h2-guard.ts). */
   http2?: Partial<H2Limits>;
+  /** How long a client address caught abusing HTTP/2 is refused new connections (doubling per strike); 0: never. */
+  abuseBlockMs?: number;
   readiness?: {
     /** /readyz fails once the registry has not answered for this long (default 30 s). */
     maxRegistryStalenessMs?: number;
@@ -192,7 +196,27 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const certs = opts.certs;
   let httpsPortForRedirect = 443;
-  const handler = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
+  const handler = (proto: 'http' | 'https') => {
+    const handle = route(proto);
+    return (req: ClientRequest, res: ClientResponse) => {
+      if (req.httpVersionMajor === 2) {
+        // HTTP/2 requests are handled after the current read is processed: a stream reset in the same
+        // packet as its HEADERS (rapid reset) is then dropped before any routing or upstream work.
+        setImmediate(handleStream, handle, req, res);
+        return;
+      }
+      handle(req, res);
+    };
+  };
+  const handleStream = (handle: (req: ClientRequest, res: ClientResponse) => void, req: ClientRequest, res: ClientResponse) => {
+    const stream = (req as Http2ServerRequest).stream;
+    if (stream.closed || stream.destroyed) {
+      metrics.clientAborts.labels('before-routing').inc();
+      return;
+    }
+    handle(req, res);
+  };
+  const route = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
     const url = req.url ?? '/';
     if (certs && url.startsWith(ACME_PREFIX)) {
       // HTTP-01 answers come from the registry, so any gateway can answer for an order another placed.
@@ -263,13 +287,33 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     });
   const h2limits = { ...DEFAULT_H2_LIMITS, ...opts.http2 };
   const h2settings = h2ServerSettings(h2limits, opts.maxHeaderBytes ?? 16 * 1024);
-  const guard = (server: Http2Server | Http2SecureServer) =>
+  const penalties = new PenaltyBox(opts.abuseBlockMs ?? 10_000);
+  /** The client behind a connection, unless it is a trusted proxy (blocking it would block everyone behind it). */
+  const strike = (socket: Socket | undefined, why: string, detail: Record<string, unknown>) => {
+    const { ip, trusted } = clientAddress(socket);
+    metrics.h2Abuse.labels(why).inc();
+    log.warn({ peer: ip, why, ...detail }, 'HTTP/2 connection closed for abuse; address refused for a while');
+    if (!trusted) penalties.strike(ip);
+  };
+  const guard = (server: Http2Server | Http2SecureServer) => {
     server.on('session', (session: Http2Session) =>
-      guardSession(session, h2limits, (resets) => {
-        metrics.h2Abuse.inc();
-        log.warn({ peer: session.socket?.remoteAddress, resets }, 'HTTP/2 connection closed: streams reset faster than completed');
-      }),
+      guardSession(session, h2limits, (resets) => strike(session.socket as Socket, 'rapid-reset', { resets })),
     );
+    // nghttp2 gave up on the session: too many invalid frames or refused streams (stream floods).
+    server.on('sessionError', (err: NodeJS.ErrnoException, session?: Http2Session) => {
+      if (session && err.code?.startsWith('ERR_HTTP2_TOO_MANY')) strike(session.socket as Socket, 'flood', { code: err.code });
+    });
+  };
+  const notBlocked =
+    (accept: (socket: Socket) => void) =>
+    (socket: Socket): void => {
+      if (penalties.isBlocked(socket.remoteAddress)) {
+        metrics.refusals.labels('penalty-box').inc();
+        socket.destroy();
+        return;
+      }
+      accept(socket);
+    };
   const h2c = opts.h2c === false ? null : createH2Server(h2settings, handler('http'));
   if (h2c) {
     trackSessions(h2c);
@@ -279,7 +323,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   // The plain port: a raw TCP server that sniffs PROXY headers and the h2 preface, then hands over.
   const front =
     opts.proxyProtocol || h2c
-      ? createNetServer({ pauseOnConnect: false }, sniffingAcceptor({ proxyProtocol: Boolean(opts.proxyProtocol), h1, h2c }))
+      ? createNetServer(
+          { pauseOnConnect: false },
+          // Behind a PROXY-protocol balancer the peer is the balancer: the client is checked once its header is read.
+          opts.proxyProtocol
+            ? sniffingAcceptor({ proxyProtocol: true, h1, h2c, isBlocked: (ip) => penalties.isBlocked(ip) })
+            : notBlocked(sniffingAcceptor({ proxyProtocol: false, h1, h2c })),
+        )
       : h1;
   if (opts.maxConnections) front.maxConnections = opts.maxConnections;
   const httpPort = await listen(front, host, opts.httpPort ?? 0);
@@ -309,16 +359,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     guard(https);
     const tlsUpgrades = new UpgradeProxy({ core, forwarder, metrics, log, clientAddress, proto: 'https' });
     https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => tlsUpgrades.handle(req, socket, head));
-    if (certs) {
-      // TLS-ALPN-01: a validation handshake offers only `acme-tls/1` and must get the challenge certificate,
-      // which SNI alone cannot tell apart; the ClientHello is read first and the connection routed.
-      httpsFront = createNetServer(alpnChallengeAcceptor(https, certs));
-      if (opts.maxConnections) httpsFront.maxConnections = opts.maxConnections;
-      httpsPort = await listen(httpsFront, host, opts.httpsPort ?? 0);
-    } else {
-      if (opts.maxConnections) https.maxConnections = opts.maxConnections;
-      httpsPort = await listen(https, host, opts.httpsPort ?? 0);
-    }
+    // A raw TCP front, so blocked addresses are refused before the TLS handshake. With certificates it also
+    // routes TLS-ALPN-01: a validation handshake offers only `acme-tls/1` and must get the challenge
+    // certificate, which SNI alone cannot tell apart; the ClientHello is read first and the connection routed.
+    const tlsServer = https;
+    httpsFront = createNetServer(
+      notBlocked(certs ? alpnChallengeAcceptor(https, certs) : (socket) => tlsServer.emit('connection', socket)),
+    );
+    if (opts.maxConnections) httpsFront.maxConnections = opts.maxConnections;
+    httpsPort = await listen(httpsFront, host, opts.httpsPort ?? 0);
     httpsPortForRedirect = httpsPort;
   }
 
