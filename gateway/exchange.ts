@@ -22,6 +22,9 @@ export const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHO
 /** Errors that mean the replica's end of the connection went away (closed, reset) before it answered. */
 const CONNECTION_LOST = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
+/** How long a refusal for exceeding the client's share waits before it is sent. */
+const REFUSAL_DELAY_MS = 500;
+
 export class ClientGone extends Error {
   readonly code = 'ALLEGRA_CLIENT_GONE';
 }
@@ -97,9 +100,15 @@ export class Exchange {
     }
     if (refusal !== null) {
       this.fw.opts.metrics.refusals.labels(refusal).inc();
-      if (refusal === 'client-share')
-        this.fail(429, `too many requests from your address in flight for ${this.id.host}; retry shortly`, { 'retry-after': '1' });
-      else this.fail(503, `route ${this.id.host} is at capacity; retry shortly`, { 'retry-after': '1' });
+      if (refusal === 'client-share') {
+        // Answered after a pause: a client over its share that ignores Retry-After would otherwise turn
+        // instant refusals into a request flood that costs the gateway CPU every other route needs.
+        const t = setTimeout(
+          () => this.fail(429, `too many requests from your address in flight for ${this.id.host}; retry shortly`, { 'retry-after': '1' }),
+          REFUSAL_DELAY_MS,
+        );
+        this.res.once('close', () => clearTimeout(t));
+      } else this.fail(503, `route ${this.id.host} is at capacity; retry shortly`, { 'retry-after': '1' });
       return;
     }
     this.admitted = true;
@@ -132,9 +141,9 @@ export class Exchange {
     this.fail(408, `request body arrived slower than ${this.fw.policy.minBodyBytesPerSec} bytes/s`, { connection: 'close' });
     this.current?.abort(err);
     this.body?.destroy(err);
-    // The rest of the body will never be read: the connection cannot be reused.
-    const socket = this.req.socket;
-    this.res.once('finish', () => (this.req.httpVersionMajor === 1 ? socket?.destroy() : (this.req as Http2ServerRequest).stream?.close()));
+    // The rest of the body will never be read: HTTP/1 closes the connection after the 408 (Connection:
+    // close), HTTP/2 resets the stream once the answer is out.
+    if (this.req.httpVersionMajor === 2) this.res.once('finish', () => (this.req as Http2ServerRequest).stream?.close());
   }
 
   private next(): void {
@@ -330,6 +339,15 @@ class Attempt implements Dispatcher.DispatchHandler {
   }
 
   abort(reason: Error): void {
+    if (this.controller && reason instanceof ClientGone) {
+      // The client left: its slots are given back now; the upstream request is cancelled in a batch
+      // (cancelling closes the replica connection, and a connection closing with hundreds of streams
+      // would otherwise do all of that in one go while other requests wait).
+      this.settle('cancelled');
+      this.ex.attemptFailed(this, reason);
+      cancelLater(this.controller, reason);
+      return;
+    }
     if (this.controller) {
       this.controller.abort(reason);
       return;
@@ -429,4 +447,15 @@ export function sendError(
     ...extra,
   });
   res.end(body);
+}
+
+const pendingCancels: Array<[Dispatcher.DispatchController, Error]> = [];
+
+function cancelLater(controller: Dispatcher.DispatchController, reason: Error): void {
+  if (pendingCancels.push([controller, reason]) === 1) setImmediate(runCancels);
+}
+
+function runCancels(): void {
+  for (const [controller, reason] of pendingCancels.splice(0, 32)) controller.abort(reason);
+  if (pendingCancels.length > 0) setImmediate(runCancels);
 }

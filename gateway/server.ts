@@ -293,7 +293,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const { ip, trusted } = clientAddress(socket);
     metrics.h2Abuse.labels(why).inc();
     log.warn({ peer: ip, why, ...detail }, 'HTTP/2 connection closed for abuse; address refused for a while');
-    if (!trusted) penalties.strike(ip);
+    if (trusted) return;
+    penalties.strike(ip);
+    // The same client's other HTTP/2 connections go too: an attacker opens several at once.
+    for (const s of h2Sessions) if (!s.destroyed && clientAddress(s.socket as Socket).ip === ip) s.destroy(undefined, 11);
   };
   const guard = (server: Http2Server | Http2SecureServer) => {
     server.on('session', (session: Http2Session) =>
