@@ -23,6 +23,12 @@ const BACKDATE_MS = 60_000;
 export interface IssuedCert {
   /** The leaf certificate only (it is signed directly by the root, so no intermediate is needed). */
   certPem: string;
+  /**
+   * What a server sends: the leaf, then the root that signed it. The root is a trust anchor clients must
+   * already hold, but sending it completes the chain for tools that check the served chain (testssl's
+   * "chain incomplete") and for clients that match the anchor by what the server sends.
+   */
+  chainPem: string;
   /** The leaf's ECDSA P-256 private key, PKCS#8 PEM. */
   keyPem: string;
   notBefore: Date;
@@ -182,8 +188,10 @@ export class LocalCa {
         await x509.AuthorityKeyIdentifierExtension.create(this.#rootCert.publicKey),
       ],
     });
+    const certPem = cert.toString('pem');
     return {
-      certPem: cert.toString('pem'),
+      certPem,
+      chainPem: `${certPem}\n${this.rootCertPem}\n`,
       keyPem: await exportPkcs8(keys.privateKey),
       notBefore: cert.notBefore,
       notAfter: cert.notAfter,

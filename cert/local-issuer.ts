@@ -12,6 +12,7 @@ export class LocalCaIssuer implements Issuer {
 
   async issue(host: string): Promise<Issued> {
     const issued = await this.ca.issue([host], { days: this.validityMs / (24 * 3600 * 1000) });
-    return { certPem: issued.certPem, keyPem: issued.keyPem };
+    // The full chain is stored, so every gateway serves leaf + root (cert/local-ca.ts).
+    return { certPem: issued.chainPem, keyPem: issued.keyPem };
   }
 }

@@ -7,7 +7,8 @@ import { Hono } from 'hono';
 import { normalizeHost } from '../protocol/keys.js';
 
 export interface AdminDeps {
-  isReady: () => boolean;
+  /** Null when the gateway can route; otherwise why it cannot. */
+  readiness: () => string | null;
   metrics: () => Promise<{ contentType: string; body: string }>;
 }
 
@@ -27,7 +28,10 @@ export function createFallbackApp(): Hono {
 export function createAdminApp(deps: AdminDeps): Hono {
   const app = new Hono();
   app.get('/healthz', (c) => c.text('ok\n'));
-  app.get('/readyz', (c) => (deps.isReady() ? c.text('ready\n') : c.text('not ready: route table not loaded\n', 503)));
+  app.get('/readyz', (c) => {
+    const problem = deps.readiness();
+    return problem === null ? c.text('ready\n') : c.text(`not ready: ${problem}\n`, 503);
+  });
   app.get('/metrics', async (c) => {
     const { contentType, body } = await deps.metrics();
     return c.body(body, 200, { 'content-type': contentType });

@@ -19,6 +19,16 @@ const schema = z
     idleTimeoutMs: ms,
     drainMs: z.number().int().min(0),
     accessLog: z.boolean(),
+    tls13Only: z.boolean(),
+    http2: z
+      .object({
+        maxConcurrentStreams: z.number().int().min(1).max(1_000),
+        maxSessionMemoryMb: z.number().int().min(1).max(256),
+        resetBurst: z.number().int().min(1),
+      })
+      .partial()
+      .strict(),
+    readiness: z.object({ maxRegistryStalenessMs: ms }).partial().strict(),
     healthCheck: z.union([
       z.literal(false),
       z
@@ -41,6 +51,10 @@ const schema = z
         maxInFlightPerRoute: z.number().int().min(1),
         maxInFlightPerReplica: z.number().int().min(1),
         queueTimeoutMs: z.number().int().min(0),
+        maxQueuedPerRoute: z.number().int().min(0),
+        maxClientShare: z.number().gt(0).max(1),
+        minBodyBytesPerSec: z.number().min(0),
+        bodyRateWindowMs: ms,
         retryBudgetRatio: z.number().min(0).max(1),
         retryBudgetMin: z.number().int().min(0),
         consecutiveFailures: z.number().int().min(1),

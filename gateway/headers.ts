@@ -38,7 +38,10 @@ export interface ForwardingContext {
   /** Address of the client as seen by the gateway (after PROXY protocol, if any). */
   clientIp: string;
   proto: string;
+  /** Normalized host the request was routed by. */
   host: string;
+  /** The Host header sent upstream: the validated authority the request was routed by. */
+  authority: string;
   /** The peer is a trusted proxy: keep the forwarding headers it sent and append to them. */
   trusted: boolean;
   mintId: () => string;
@@ -53,23 +56,20 @@ function forwardedFor(ip: string): string {
 /** Builds the flat [name, value, …] header list sent upstream, and returns the request id in use. */
 export function upstreamRequestHeaders(raw: string[], ctx: ForwardingContext): { headers: string[]; requestId: string } {
   const listed = connectionListed(raw);
-  const out: string[] = [];
   let requestId: string | undefined;
   let xff: string | undefined;
   let xfp: string | undefined;
   let xfh: string | undefined;
   let fwd: string | undefined;
-  let authority: string | undefined;
-  let sawHost = false;
+  // Exactly one Host, first: the authority the request was validated and routed by (validate.ts), never
+  // a client header that validation did not see (e.g. :authority vs Host on HTTP/2, absolute-form targets).
+  const out: string[] = ctx.authority ? ['host', ctx.authority] : [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
-    if (name.charCodeAt(0) === 58 /* ':' HTTP/2 pseudo-header */) {
-      if (name === ':authority') authority = value;
-      continue;
-    }
+    if (name.charCodeAt(0) === 58 /* ':' HTTP/2 pseudo-header */) continue;
     const lower = name.toLowerCase();
-    if (lower === 'host') sawHost = true;
+    if (lower === 'host') continue;
     if (lower === 'x-request-id') {
       if (requestId === undefined && REQUEST_ID.test(value)) requestId = value;
       continue;
@@ -89,8 +89,6 @@ export function upstreamRequestHeaders(raw: string[], ctx: ForwardingContext): {
     }
     out.push(name, value);
   }
-  // HTTP/2 clients name the host in :authority; replicas speak HTTP/1.1 and expect Host.
-  if (!sawHost && authority !== undefined) out.push('host', authority);
   requestId ??= ctx.mintId();
   const hop = `for=${forwardedFor(ctx.clientIp)};proto=${ctx.proto};host="${ctx.host}"`;
   out.push(
@@ -131,22 +129,6 @@ export function clientResponseHeaders(
   out['x-request-id'] = requestId;
   if (close) out.connection = 'close';
   return out;
-}
-
-/**
- * Node keeps the first of several Host headers and drops the rest; a proxy must refuse the ambiguity
- * instead (RFC 9112 §3.2), on every path that forwards a request: plain requests and upgrades alike.
- */
-export function hasDuplicateHost(raw: string[]): boolean {
-  let seen = false;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    if (name.length === 4 && name.toLowerCase() === 'host') {
-      if (seen) return true;
-      seen = true;
-    }
-  }
-  return false;
 }
 
 /** Whether `ip` is covered by one of the trusted proxy entries (exact addresses or IPv4 CIDRs). */

@@ -26,6 +26,8 @@ export interface SniffOptions {
   /** Where h2c prior-knowledge connections go; null: HTTP/1 only. */
   h2c: Http2Server | null;
   timeoutMs?: number;
+  /** Client addresses refused (after the PROXY header told who the client is). */
+  isBlocked?: (ip: string) => boolean;
 }
 
 type Parsed = { done: false } | { done: true; client?: { ip: string; port: number }; rest: Buffer } | { invalid: true };
@@ -102,6 +104,11 @@ export function sniffingAcceptor(opts: SniffOptions): (socket: Socket) => void {
         if (!parsed.done) return;
         proxyDone = true;
         if (parsed.client) (socket as TaggedSocket)[CLIENT] = parsed.client;
+        if (parsed.client && opts.isBlocked?.(parsed.client.ip)) {
+          clearTimeout(timer);
+          socket.destroy();
+          return;
+        }
         buf = parsed.rest;
         if (buf.length === 0) return;
       }

@@ -17,8 +17,21 @@ export interface GatewayPolicy {
   maxInFlightPerRoute: number;
   /** Requests in flight per replica before it counts as full. */
   maxInFlightPerReplica: number;
-  /** How long a request may wait in a full route's queue before 503. */
+  /** How long a request may wait in a full route's queue before 503 (never past its own deadline). */
   queueTimeoutMs: number;
+  /** Requests that may wait in one route's queue; beyond that they are refused at once. */
+  maxQueuedPerRoute: number;
+  /**
+   * Share (0–1] of a route's in-flight limit, and of each replica's, that one client address may hold
+   * (queued requests count), so one client cannot take a route or a replica from everyone else.
+   */
+  maxClientShare: number;
+  /**
+   * Request bodies must arrive at this rate, averaged over windows of `bodyRateWindowMs` (the first
+   * window is the grace period); slower ones are answered 408 and their connection closed.
+   */
+  minBodyBytesPerSec: number;
+  bodyRateWindowMs: number;
   /** Retries in flight may not exceed this fraction of active requests… */
   retryBudgetRatio: number;
   /** …or this floor, whichever is larger, so that a few simultaneous failures at low load still retry. */
@@ -38,6 +51,10 @@ export const DEFAULT_POLICY: GatewayPolicy = {
   maxInFlightPerRoute: 10_000,
   maxInFlightPerReplica: 1_000,
   queueTimeoutMs: 1_000,
+  maxQueuedPerRoute: 1_000,
+  maxClientShare: 0.5,
+  minBodyBytesPerSec: 1_024,
+  bodyRateWindowMs: 10_000,
   retryBudgetRatio: 0.2,
   retryBudgetMin: 10,
   consecutiveFailures: 5,

@@ -63,6 +63,8 @@ export class RoutingCore {
   private readonly knownOf = new Map<string, Upstream[]>();
   private readonly reasons = new Map<string, string>();
   private readonly liveEndpoints = new Map<string, number>();
+  /** Routes per instance id, to tell whether any route can be served. */
+  private readonly routedInstances = new Map<string, number>();
   private ready = false;
 
   constructor(
@@ -80,6 +82,8 @@ export class RoutingCore {
     this.routes.onChange((changes) => {
       for (const c of changes) {
         const host = c.key.slice(PREFIX.routes.length);
+        if (c.previous) this.countRoute(c.previous.instanceId, -1);
+        if (c.value) this.countRoute(c.value.instanceId, 1);
         const old = this.table.get(host);
         if (old && old.record.host === host) this.entriesOf.get(old.record.instanceName)?.delete(old);
         if (c.value) {
@@ -121,6 +125,32 @@ export class RoutingCore {
     this.ready = true;
     this.rebuildAll();
     return this;
+  }
+
+  private countRoute(instanceId: string, delta: number): void {
+    const n = (this.routedInstances.get(instanceId) ?? 0) + delta;
+    if (n > 0) this.routedInstances.set(instanceId, n);
+    else this.routedInstances.delete(instanceId);
+  }
+
+  /** Instances that have a route and at least one replica in rotation: what the gateway can serve. */
+  get servableInstances(): number {
+    let n = 0;
+    for (const id of this.routedInstances.keys()) if ((this.balancers.get(id)?.size ?? 0) > 0) n++;
+    return n;
+  }
+
+  /** Display name of an instance (for metrics), or its id when the spec is not known. */
+  instanceName(instanceId: string): string {
+    for (const spec of this.view.instances.values()) if (spec.id === instanceId) return spec.name;
+    return instanceId;
+  }
+
+  /** Every instance's balancer with its name, for per-replica metrics. */
+  balancerEntries(): Array<{ instance: string; balancer: Balancer<Upstream> }> {
+    const names = new Map<string, string>();
+    for (const spec of this.view.instances.values()) names.set(spec.id, spec.name);
+    return [...this.balancers].map(([id, balancer]) => ({ instance: names.get(id) ?? id, balancer }));
   }
 
   /** Re-evaluates every instance (after an active health check changed an endpoint's state). */

@@ -10,6 +10,7 @@ import {
   createSecureServer,
   type Http2SecureServer,
   type Http2Server,
+  type Http2ServerRequest,
   type Http2Session,
 } from 'node:http2';
 import { type AddressInfo, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
@@ -19,18 +20,37 @@ import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { getExtensionData, readTlsClientHello } from 'read-tls-client-hello';
 import type { CertManager } from '../cert/manager.js';
-import { normalizeHost } from '../protocol/keys.js';
+import { keys } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
 import { accessLogFor } from './access-log.js';
 import { createAdminApp, createFallbackApp } from './app.js';
 import { type ClientRequest, type ClientResponse, Forwarder, sendError } from './forwarder.js';
-import { hasDuplicateHost, makeTrustCheck } from './headers.js';
+import { DEFAULT_H2_LIMITS, guardSession, type H2Limits, h2ServerSettings } from './h2-guard.js';
+import { makeTrustCheck } from './headers.js';
 import { ActiveHealthChecker, type HealthCheckOptions } from './health.js';
 import { proxiedClient, sniffingAcceptor } from './listeners.js';
 import { GatewayMetrics } from './metrics.js';
+import { PenaltyBox } from './penalty-box.js';
 import type { GatewayPolicy } from './policy.js';
 import { RoutingCore } from './routing.js';
+import { validateRequest } from './validate.js';
 import { UpgradeProxy } from './websocket.js';
+
+/**
+ * TLS 1.2 suites offered: ECDHE with AEAD ciphers only (Mozilla's "intermediate" list). CBC suites are
+ * left out (LUCKY13 and friends); TLS 1.3 suites are all AEAD and are configured separately by OpenSSL.
+ */
+export const TLS12_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
 
 export interface TlsOptions {
   /** PEM certificate chain and key served when no SNI match is found (or for every name). */
@@ -71,6 +91,16 @@ export interface GatewayOptions {
   drainMs?: number;
   /** Certificates shared through the registry (ACME or local CA); enables HTTPS for exposed routes. */
   certs?: CertManager;
+  /** Offer TLS 1.3 only (default: TLS 1.2 with AEAD suites, and 1.3). */
+  tls13Only?: boolean;
+  /** Per-connection HTTP/2 limits (h2-guard.ts). */
+  http2?: Partial<H2Limits>;
+  /** How long a client address caught abusing HTTP/2 is refused new connections (doubling per strike); 0: never. */
+  abuseBlockMs?: number;
+  readiness?: {
+    /** /readyz fails once the registry has not answered for this long (default 30 s). */
+    maxRegistryStalenessMs?: number;
+  };
 }
 
 export interface Gateway {
@@ -170,7 +200,27 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const certs = opts.certs;
   let httpsPortForRedirect = 443;
-  const handler = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
+  const handler = (proto: 'http' | 'https') => {
+    const handle = route(proto);
+    return (req: ClientRequest, res: ClientResponse) => {
+      if (req.httpVersionMajor === 2) {
+        // HTTP/2 requests are handled after the current read is processed: a stream reset in the same
+        // packet as its HEADERS (rapid reset) is then dropped before any routing or upstream work.
+        setImmediate(handleStream, handle, req, res);
+        return;
+      }
+      handle(req, res);
+    };
+  };
+  const handleStream = (handle: (req: ClientRequest, res: ClientResponse) => void, req: ClientRequest, res: ClientResponse) => {
+    const stream = (req as Http2ServerRequest).stream;
+    if (stream.closed || stream.destroyed) {
+      metrics.clientAborts.labels('before-routing').inc();
+      return;
+    }
+    handle(req, res);
+  };
+  const route = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
     const url = req.url ?? '/';
     if (certs && url.startsWith(ACME_PREFIX)) {
       // HTTP-01 answers come from the registry, so any gateway can answer for an order another placed.
@@ -183,28 +233,28 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       res.end(body);
       return;
     }
-    if (req.httpVersionMajor === 1 && hasDuplicateHost(req.rawHeaders)) {
-      // Node keeps the first Host and drops the rest; a proxy must refuse the ambiguity instead (RFC 9112 §3.2).
+    const v = validateRequest(req);
+    if (!v.ok) {
       metrics.count('-', 400);
-      return sendError(res, 400, crypto.randomUUID(), 'bad request: more than one Host header', { connection: 'close' });
+      return sendError(
+        res,
+        400,
+        crypto.randomUUID(),
+        `bad request: ${v.message}`,
+        req.httpVersionMajor === 1 ? { connection: 'close' } : {},
+      );
     }
-    const authority = req.headers[':authority'] as string | undefined;
-    const host = normalizeHost(authority ?? req.headers.host);
-    if (authority !== undefined && req.headers.host !== undefined && normalizeHost(req.headers.host) !== host) {
-      // RFC 9113 §8.3.1: a Host naming another entity than :authority makes the request malformed.
-      metrics.count('-', 400);
-      return sendError(res, 400, crypto.randomUUID(), 'bad request: Host header does not match :authority');
-    }
+    const host = v.host;
     const resolution = core.resolve(host);
     if (proto === 'http' && certs && resolution.kind !== 'no-route' && resolution.route.tls?.redirectHttp && certs.hasCertificate(host)) {
-      const location = `https://${host}${httpsPortForRedirect === 443 ? '' : `:${httpsPortForRedirect}`}${url}`;
+      const location = `https://${host}${httpsPortForRedirect === 443 ? '' : `:${httpsPortForRedirect}`}${v.path}`;
       (res as ServerResponse).writeHead(308, { location, 'content-length': '0' });
       res.end();
       return;
     }
     if (resolution.kind === 'ok') {
       const { ip, trusted } = clientAddress(req.socket);
-      return forwarder.forward(req, res, host, resolution, proto, ip, trusted);
+      return forwarder.forward(req, res, resolution, v, proto, ip, trusted);
     }
     if (resolution.kind === 'no-replica') {
       metrics.count(resolution.route.instanceName, 503);
@@ -239,14 +289,54 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       h2Sessions.add(session);
       session.once('close', () => h2Sessions.delete(session));
     });
-  const h2settings = { maxSessionMemory: 64, settings: { maxHeaderListSize: opts.maxHeaderBytes ?? 16 * 1024 } };
+  const h2limits = { ...DEFAULT_H2_LIMITS, ...opts.http2 };
+  const h2settings = h2ServerSettings(h2limits, opts.maxHeaderBytes ?? 16 * 1024);
+  const penalties = new PenaltyBox(opts.abuseBlockMs ?? 10_000);
+  /** The client behind a connection, unless it is a trusted proxy (blocking it would block everyone behind it). */
+  const strike = (socket: Socket | undefined, why: string, detail: Record<string, unknown>) => {
+    const { ip, trusted } = clientAddress(socket);
+    metrics.h2Abuse.labels(why).inc();
+    log.warn({ peer: ip, why, ...detail }, 'HTTP/2 connection closed for abuse; address refused for a while');
+    if (trusted) return;
+    penalties.strike(ip);
+    // The same client's other HTTP/2 connections go too: an attacker opens several at once.
+    for (const s of h2Sessions) if (!s.destroyed && clientAddress(s.socket as Socket).ip === ip) s.destroy(undefined, 11);
+  };
+  const guard = (server: Http2Server | Http2SecureServer) => {
+    server.on('session', (session: Http2Session) =>
+      guardSession(session, h2limits, (resets) => strike(session.socket as Socket, 'rapid-reset', { resets })),
+    );
+    // nghttp2 gave up on the session: too many invalid frames or refused streams (stream floods).
+    server.on('sessionError', (err: NodeJS.ErrnoException, session?: Http2Session) => {
+      if (session && err.code?.startsWith('ERR_HTTP2_TOO_MANY')) strike(session.socket as Socket, 'flood', { code: err.code });
+    });
+  };
+  const notBlocked =
+    (accept: (socket: Socket) => void) =>
+    (socket: Socket): void => {
+      if (penalties.isBlocked(socket.remoteAddress)) {
+        metrics.refusals.labels('penalty-box').inc();
+        socket.destroy();
+        return;
+      }
+      accept(socket);
+    };
   const h2c = opts.h2c === false ? null : createH2Server(h2settings, handler('http'));
-  if (h2c) trackSessions(h2c);
+  if (h2c) {
+    trackSessions(h2c);
+    guard(h2c);
+  }
 
   // The plain port: a raw TCP server that sniffs PROXY headers and the h2 preface, then hands over.
   const front =
     opts.proxyProtocol || h2c
-      ? createNetServer({ pauseOnConnect: false }, sniffingAcceptor({ proxyProtocol: Boolean(opts.proxyProtocol), h1, h2c }))
+      ? createNetServer(
+          { pauseOnConnect: false },
+          // Behind a PROXY-protocol balancer the peer is the balancer: the client is checked once its header is read.
+          opts.proxyProtocol
+            ? sniffingAcceptor({ proxyProtocol: true, h1, h2c, isBlocked: (ip) => penalties.isBlocked(ip) })
+            : notBlocked(sniffingAcceptor({ proxyProtocol: false, h1, h2c })),
+        )
       : h1;
   if (opts.maxConnections) front.maxConnections = opts.maxConnections;
   const httpPort = await listen(front, host, opts.httpPort ?? 0);
@@ -264,38 +354,42 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       {
         ...h2settings,
         allowHTTP1: true,
+        minVersion: opts.tls13Only ? 'TLSv1.3' : 'TLSv1.2',
+        ciphers: TLS12_CIPHERS,
+        honorCipherOrder: true,
         ...(tls ? { cert: tls.cert, key: tls.key } : {}),
         SNICallback: (name, cb) => cb(null, sni(name)),
       },
       handler('https'),
     );
     trackSessions(https);
+    guard(https);
     const tlsUpgrades = new UpgradeProxy({ core, forwarder, metrics, log, clientAddress, proto: 'https' });
     https.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => tlsUpgrades.handle(req, socket, head));
-    if (certs) {
-      // TLS-ALPN-01: a validation handshake offers only `acme-tls/1` and must get the challenge certificate,
-      // which SNI alone cannot tell apart; the ClientHello is read first and the connection routed.
-      httpsFront = createNetServer(alpnChallengeAcceptor(https, certs));
-      if (opts.maxConnections) httpsFront.maxConnections = opts.maxConnections;
-      httpsPort = await listen(httpsFront, host, opts.httpsPort ?? 0);
-    } else {
-      if (opts.maxConnections) https.maxConnections = opts.maxConnections;
-      httpsPort = await listen(https, host, opts.httpsPort ?? 0);
-    }
+    // A raw TCP front, so blocked addresses are refused before the TLS handshake. With certificates it also
+    // routes TLS-ALPN-01: a validation handshake offers only `acme-tls/1` and must get the challenge
+    // certificate, which SNI alone cannot tell apart; the ClientHello is read first and the connection routed.
+    const tlsServer = https;
+    httpsFront = createNetServer(
+      notBlocked(certs ? alpnChallengeAcceptor(https, certs) : (socket) => tlsServer.emit('connection', socket)),
+    );
+    if (opts.maxConnections) httpsFront.maxConnections = opts.maxConnections;
+    httpsPort = await listen(httpsFront, host, opts.httpsPort ?? 0);
     httpsPortForRedirect = httpsPort;
   }
 
+  const registryProbe = new RegistryProbe(opts.registry, opts.readiness?.maxRegistryStalenessMs ?? 30_000);
   const adminApp = createAdminApp({
-    isReady: () => core.isReady && !forwarder.draining,
+    readiness: () => {
+      if (!core.isReady) return 'route table not loaded';
+      if (forwarder.draining) return 'draining';
+      const stale = registryProbe.staleness();
+      if (stale) return stale;
+      if (core.servableInstances === 0) return core.routeCount === 0 ? 'no route in the route table' : 'no route has a replica in rotation';
+      return null;
+    },
     metrics: async () => {
-      metrics.routes.set(core.routeCount);
-      metrics.inFlight.set(forwarder.active);
-      metrics.upstreamsHealthy.reset();
-      metrics.upstreamsDown.reset();
-      for (const c of core.upstreamCounts()) {
-        metrics.upstreamsHealthy.labels(c.instance).set(c.inRotation);
-        metrics.upstreamsDown.labels(c.instance).set(c.known - c.inRotation);
-      }
+      collectRoutingMetrics(metrics, core, forwarder);
       return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
     },
   });
@@ -332,6 +426,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         admin.closeAllConnections();
         await Promise.race([Promise.all([closing, closeServer(admin)]), new Promise((r) => setTimeout(r, 1_000).unref())]);
         core.close();
+        registryProbe.close();
         await certs?.stop();
         await health?.close();
         await forwarder.close();
@@ -339,4 +434,80 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return stopped;
     },
   };
+}
+
+/** Gauges computed at scrape time from the routing core, the route gate and the replica balancers. */
+function collectRoutingMetrics(metrics: GatewayMetrics, core: RoutingCore, forwarder: Forwarder): void {
+  metrics.routes.set(core.routeCount);
+  metrics.inFlight.set(forwarder.active);
+  metrics.upstreamsHealthy.reset();
+  metrics.upstreamsDown.reset();
+  for (const c of core.upstreamCounts()) {
+    metrics.upstreamsHealthy.labels(c.instance).set(c.inRotation);
+    metrics.upstreamsDown.labels(c.instance).set(c.known - c.inRotation);
+  }
+  metrics.routeInFlight.reset();
+  metrics.routeQueued.reset();
+  for (const [instanceId, g] of forwarder.gate.entries()) {
+    const name = core.instanceName(instanceId);
+    metrics.routeInFlight.labels(name).set(g.inFlight);
+    metrics.routeQueued.labels(name).set(g.queued);
+  }
+  for (const g of [metrics.upstreamInFlight, metrics.upstreamLatency, metrics.upstreamWeight, metrics.upstreamEjected]) g.reset();
+  for (const { instance, balancer } of core.balancerEntries()) {
+    for (const u of balancer.endpoints) {
+      const st = balancer.stats(u.id);
+      if (!st) continue;
+      const labels = { route: instance, upstream: u.endpoint };
+      metrics.upstreamInFlight.set(labels, forwarder.load.inFlight(u.id));
+      metrics.upstreamLatency.set(labels, st.latencyMs / 1000);
+      metrics.upstreamWeight.set(labels, st.effectiveWeight / (u.weight ?? 1));
+      metrics.upstreamEjected.set(labels, st.ejected ? 1 : 0);
+    }
+  }
+  metrics.upstreamConnections.reset();
+  for (const p of forwarder.poolConnections()) metrics.upstreamConnections.labels(p.endpoint).set(p.connected);
+}
+
+/**
+ * Whether the gateway's view of the registry is fresh: a cheap read every 2 s. Watches keep the view
+ * current while the registry answers; once it has not answered for `maxStalenessMs`, readiness says so
+ * (the gateway still serves what it has, but a balancer should prefer gateways that see changes).
+ */
+class RegistryProbe {
+  private lastOk = performance.now();
+  private readonly timer: NodeJS.Timeout;
+  private inFlight = false;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly maxStalenessMs: number,
+  ) {
+    this.timer = setInterval(() => this.probe(), 2_000);
+    this.timer.unref();
+  }
+
+  private probe(): void {
+    if (this.inFlight) return;
+    this.inFlight = true;
+    this.registry.get(keys.network()).then(
+      () => {
+        this.lastOk = performance.now();
+        this.inFlight = false;
+      },
+      () => {
+        this.inFlight = false;
+      },
+    );
+  }
+
+  /** Why the view is stale, or null when it is fresh. */
+  staleness(): string | null {
+    const age = performance.now() - this.lastOk;
+    return age > this.maxStalenessMs ? `registry has not answered for ${Math.round(age / 1000)} s` : null;
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
 }

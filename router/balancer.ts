@@ -254,6 +254,15 @@ export class Balancer<T extends BalancerEndpoint> {
     this.observe(s, Math.min(observed, MAX_LATENCY_MS), current, now);
   }
 
+  /**
+   * Ends a request that was cancelled by its client: it no longer counts as in flight, and its duration
+   * says nothing about the endpoint, so the latency estimate is left alone.
+   */
+  onCancel(id: string): void {
+    const s = this.byId.get(id);
+    if (s && s.inFlight > 0) s.inFlight--;
+  }
+
   /** Takes an endpoint out of rotation for `durationMs`; when it returns it goes through slow start. */
   eject(id: string, durationMs: number): void {
     const s = this.byId.get(id);

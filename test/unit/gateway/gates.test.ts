@@ -4,32 +4,67 @@ import { OutlierDetector } from '../../../gateway/outlier.js';
 import { Balancer } from '../../../router/balancer.js';
 
 describe('RouteGate', () => {
-  it('admits up to the limit at once, queues the rest and hands slots over in order', async () => {
+  const limits = (limit: number, clientLimit = 100, queueLimit = 100) => ({ limit, clientLimit, queueLimit });
+  /** Acquires and records the decision: 'ok', the refusal, or 'queued' while undecided. */
+  const acquire = (gate: RouteGate, route: string, client: string, l: ReturnType<typeof limits>, waitMs = 1_000) => {
+    const d: { v: string; handle: ReturnType<RouteGate['acquire']> } = { v: 'queued', handle: null };
+    d.handle = gate.acquire(route, client, l, waitMs, (r) => (d.v = r ?? 'ok'));
+    return d;
+  };
+
+  it('admits up to the limit at once, queues the rest and hands slots over in order', () => {
     const gate = new RouteGate();
-    expect(gate.acquire('r', 2, 1_000)).toBe(true);
-    expect(gate.acquire('r', 2, 1_000)).toBe(true);
-    const third = gate.acquire('r', 2, 1_000);
-    const fourth = gate.acquire('r', 2, 1_000);
-    expect(third).toBeInstanceOf(Promise);
-    gate.release('r');
-    expect(await third).toBe(true);
+    const l = limits(2);
+    expect(acquire(gate, 'r', 'c', l).v).toBe('ok');
+    expect(acquire(gate, 'r', 'c', l).v).toBe('ok');
+    const third = acquire(gate, 'r', 'c', l);
+    const fourth = acquire(gate, 'r', 'c', l);
+    expect([third.v, fourth.v]).toEqual(['queued', 'queued']);
+    gate.release('r', 'c');
+    expect([third.v, fourth.v]).toEqual(['ok', 'queued']);
     expect(gate.inFlight('r')).toBe(2);
-    gate.release('r');
-    expect(await fourth).toBe(true);
-    gate.release('r');
-    gate.release('r');
+    gate.release('r', 'c');
+    expect(fourth.v).toBe('ok');
+    gate.release('r', 'c');
+    gate.release('r', 'c');
     expect(gate.inFlight('r')).toBe(0);
   });
 
-  it('refuses a queued request when its deadline passes, and keeps routes independent', async () => {
+  it('refuses a queued request when its wait ends, and keeps routes independent', async () => {
     const gate = new RouteGate();
-    expect(gate.acquire('a', 1, 50)).toBe(true);
-    const waiting = gate.acquire('a', 1, 50);
-    expect(gate.acquire('b', 1, 50)).toBe(true);
-    expect(await waiting).toBe(false);
+    expect(acquire(gate, 'a', 'c', limits(1), 50).v).toBe('ok');
+    const waiting = acquire(gate, 'a', 'c', limits(1), 50);
+    expect(acquire(gate, 'b', 'c', limits(1), 50).v).toBe('ok');
+    await new Promise((r) => setTimeout(r, 80));
+    expect(waiting.v).toBe('queue-timeout');
     // The timed-out waiter gave nothing back: releasing the holder empties the route.
-    gate.release('a');
+    gate.release('a', 'c');
     expect(gate.inFlight('a')).toBe(0);
+  });
+
+  it('caps the share of one client, queued requests included, without affecting others', () => {
+    const gate = new RouteGate();
+    const l = limits(4, 2);
+    expect([acquire(gate, 'r', 'greedy', l).v, acquire(gate, 'r', 'greedy', l).v]).toEqual(['ok', 'ok']);
+    expect(acquire(gate, 'r', 'greedy', l).v).toBe('client-share');
+    expect(acquire(gate, 'r', 'polite', l).v).toBe('ok');
+    gate.release('r', 'greedy');
+    expect(acquire(gate, 'r', 'greedy', l).v).toBe('ok');
+  });
+
+  it('refuses at once when the queue is full, and a cancelled wait frees its place and its share', () => {
+    const gate = new RouteGate();
+    const l = limits(1, 5, 1);
+    acquire(gate, 'r', 'c', l);
+    const queued = acquire(gate, 'r', 'c', l);
+    expect(acquire(gate, 'r', 'd', l).v).toBe('queue-full');
+    queued.handle?.cancel();
+    expect(gate.queued('r')).toBe(0);
+    const next = acquire(gate, 'r', 'd', l);
+    expect(next.v).toBe('queued');
+    gate.release('r', 'c');
+    // The cancelled waiter never gets the slot; the next one does.
+    expect([queued.v, next.v]).toEqual(['queued', 'ok']);
   });
 });
 

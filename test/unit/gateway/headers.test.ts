@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { clientResponseHeaders, makeTrustCheck, upstreamRequestHeaders } from '../../../gateway/headers.js';
 
-const ctx = { clientIp: '192.0.2.1', proto: 'http', host: 'app.test', trusted: false, mintId: () => 'minted' };
+const ctx = { clientIp: '192.0.2.1', proto: 'http', host: 'app.test', authority: 'app.test', trusted: false, mintId: () => 'minted' };
 const toObject = (flat: string[]) => {
   const out: Record<string, string[]> = {};
   for (let i = 0; i < flat.length; i += 2) (out[(flat[i] as string).toLowerCase()] ??= []).push(flat[i + 1] as string);
@@ -52,10 +52,16 @@ describe('upstream request headers', () => {
     expect(bad.requestId).toBe('minted');
   });
 
-  it('turns HTTP/2 :authority into Host and drops pseudo-headers', () => {
-    const h = toObject(upstreamRequestHeaders([':method', 'GET', ':authority', 'app.test', ':path', '/'], ctx).headers);
-    expect(h.host).toEqual(['app.test']);
+  it('sends exactly one Host, the validated authority, and drops pseudo-headers', () => {
+    const h = toObject(
+      upstreamRequestHeaders([':method', 'GET', ':authority', 'app.test:8443', ':path', '/'], { ...ctx, authority: 'app.test:8443' })
+        .headers,
+    );
+    expect(h.host).toEqual(['app.test:8443']);
     expect(Object.keys(h).some((k) => k.startsWith(':'))).toBe(false);
+    // A client Host that validation did not route by never reaches the replica.
+    const absolute = toObject(upstreamRequestHeaders(['Host', 'other.test'], ctx).headers);
+    expect(absolute.host).toEqual(['app.test']);
   });
 
   it('keeps Upgrade and Connection for WebSocket handshakes only', () => {
