@@ -236,7 +236,7 @@ describe('control plane under attack', () => {
     const after = await cliJson<InstanceStatus>(['status', 'victim'], env);
     expect(after.instance.version).toBe(before.instance.version);
     expect(after.instance.artifact?.sha256).toBe(before.instance.artifact?.sha256);
-    info.agents.forEach((a, i) => expect(rssOf(a.pid) - (rss[i] as number), `agent ${i} RSS`).toBeLessThan(200 * MiB));
+    for (const [i, a] of info.agents.entries()) expect(rssOf(a.pid) - (rss[i] as number), `agent ${i} RSS`).toBeLessThan(200 * MiB);
     expect(existsSync('/tmp/pwned')).toBe(false);
   }, 90_000);
 
