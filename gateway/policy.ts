@@ -62,7 +62,10 @@ export const DEFAULT_POLICY: GatewayPolicy = {
   maxEjectionMs: 60_000,
 };
 
-/** The settings one request runs with: the gateway's, overridden by its route's policy. */
+/**
+ * The settings one request runs with: the gateway's, tightened by its route's policy. Route policies come
+ * from the instance owner's requests (tenant input), so a route may lower a limit, never raise one.
+ */
 export interface RequestPolicy {
   maxBodyBytes: number;
   timeoutMs: number;
@@ -74,12 +77,14 @@ export interface RequestPolicy {
 }
 
 export function requestPolicy(g: GatewayPolicy, route: RoutePolicy | undefined): RequestPolicy {
+  const tighter = (own: number | undefined, limit: number) => (own === undefined ? limit : Math.min(own, limit));
+  const timeoutMs = tighter(route?.timeoutMs, g.timeoutMs);
   return {
-    maxBodyBytes: route?.maxBodyBytes ?? g.maxBodyBytes,
-    timeoutMs: route?.timeoutMs ?? g.timeoutMs,
-    tryTimeoutMs: Math.min(route?.tryTimeoutMs ?? g.tryTimeoutMs, route?.timeoutMs ?? g.timeoutMs),
-    retries: route?.retries ?? g.retries,
-    maxInFlight: route?.maxInFlight ?? g.maxInFlightPerRoute,
+    maxBodyBytes: tighter(route?.maxBodyBytes, g.maxBodyBytes),
+    timeoutMs,
+    tryTimeoutMs: Math.min(tighter(route?.tryTimeoutMs, g.tryTimeoutMs), timeoutMs),
+    retries: tighter(route?.retries, g.retries),
+    maxInFlight: tighter(route?.maxInFlight, g.maxInFlightPerRoute),
     stickyCookie: route?.sticky?.cookie,
     stickyHeader: route?.sticky?.header?.toLowerCase(),
   };

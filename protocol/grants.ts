@@ -10,6 +10,7 @@
  * Pure functions: no I/O, shared by gateways, agents and `allegra verify`.
  */
 import { canonicalJson } from './records.js';
+import { routePolicy } from './schemas.js';
 import { envelopeOf, type KeyPair, SIGNATURE_HEADERS, type SignedEnvelope, sha256Hex, signRequest, verifyEnvelope } from './signing.js';
 import type { InstanceSpec, RoutePolicy, RouteRecord } from './types.js';
 
@@ -108,17 +109,11 @@ export function routeFromGrants(record: RouteRecord, instance: InstanceSpec | un
   return route;
 }
 
-/** Only the policy fields an owner may set on create travel from a grant to the gateway. */
+/** The route policy an owner asked for on create, if well formed (gateways only ever tighten their limits with it). */
 function routePolicyOf(value: unknown): RoutePolicy | undefined {
-  if (typeof value !== 'object' || value === null) return undefined;
-  const v = value as Record<string, unknown>;
-  const policy: RoutePolicy = {};
-  const sticky = v.sticky as Record<string, unknown> | undefined;
-  if (sticky && typeof sticky === 'object') {
-    if (typeof sticky.cookie === 'string' && sticky.cookie) policy.sticky = { cookie: sticky.cookie };
-    else if (typeof sticky.header === 'string' && sticky.header) policy.sticky = { header: sticky.header.toLowerCase() };
-  }
-  return Object.keys(policy).length > 0 ? policy : undefined;
+  if (value === undefined) return undefined;
+  const parsed = routePolicy.safeParse(value);
+  return parsed.success && Object.keys(parsed.data).length > 0 ? parsed.data : undefined;
 }
 
 /**
