@@ -32,6 +32,14 @@ export function socketPathFor(dir: string): string {
   return process.platform === 'linux' ? `\0allegra-registry-${id}` : resolve(dir, 'registry.sock');
 }
 
+/** The store of a data dir, recovered from its snapshot and log; the journal keeps it durable from here on. */
+export function openDurableStore(dir: string, opts: { compactAfter?: number } = {}): { store: Store; journal: FileJournal } {
+  const { journal, snapshot, entries } = FileJournal.open(resolve(dir), opts);
+  const store = new Store(journal);
+  store.restore(snapshot, entries);
+  return { store, journal };
+}
+
 /** A Registry over a Store in this process. */
 export class LocalRegistry implements Registry {
   private closed = false;
@@ -123,9 +131,7 @@ export class EmbeddedHost extends LocalRegistry {
       });
     });
     // Only the socket owner may open the journal: binding first makes the data dir single-writer.
-    const { journal, snapshot, entries } = FileJournal.open(resolve(dir));
-    const store = new Store(journal);
-    store.restore(snapshot, entries);
+    const { store, journal } = openDurableStore(dir);
     const host = new EmbeddedHost(store, journal, server, socketPath);
     server.on('request', (req, res) => void host.handle(req, res));
     server.keepAliveTimeout = 60_000;
