@@ -13,6 +13,7 @@
  *   kernel may have dropped the dirty pages: nothing later can be promised durable) until the host restarts.
  */
 import {
+  chmodSync,
   closeSync,
   existsSync,
   fdatasyncSync,
@@ -138,13 +139,17 @@ export class FileJournal implements Journal {
     dir: string,
     opts: { compactAfter?: number } = {},
   ): { journal: FileJournal; snapshot: Snapshot | null; entries: JournalEntry[] } {
-    mkdirSync(dir, { recursive: true });
+    // The log holds every record, private keys included: only the host's user may read it.
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
     const snapshotPath = join(dir, SNAPSHOT);
     const stored = existsSync(snapshotPath) ? (JSON.parse(readFileSync(snapshotPath, 'utf8')) as StoredSnapshot) : null;
     const walPath = join(dir, WAL);
     const created = !existsSync(walPath);
-    const fd = openSync(walPath, 'a');
+    const fd = openSync(walPath, 'a', 0o600);
     if (created) fsyncDir(dir);
+    else chmodSync(walPath, 0o600);
+    if (stored) chmodSync(snapshotPath, 0o600);
     let { entries, validBytes, fileBytes } = created ? { entries: [], validBytes: 0, fileBytes: 0 } : readWal(walPath);
     if (validBytes < fileBytes) {
       // Cut the torn tail off before anything is appended behind it.
@@ -195,7 +200,7 @@ export class FileJournal implements Journal {
   compact(snapshot: Snapshot): void {
     if (this.failed) return;
     const tmp = join(this.dir, `${SNAPSHOT}.tmp`);
-    const fd = openSync(tmp, 'w');
+    const fd = openSync(tmp, 'w', 0o600);
     try {
       const data = Buffer.from(JSON.stringify({ ...snapshot, seq: this.seq } satisfies StoredSnapshot));
       let written = 0;

@@ -48,7 +48,7 @@ describe('a cluster on etcd survives the loss of an etcd member, an agent and a 
   beforeAll(async () => {
     etcd = await startEtcdCluster({ members: 3 });
     url = `etcd://${etcd.endpoints.join(',')}`;
-    registry = await openRegistry(url);
+    registry = await openRegistry(url, { role: 'admin' });
     await registry.put(keys.network(), JSON.stringify({ baseDomain: 'localhost', quorumSize: 3 }));
     for (let i = 0; i < 4; i++) {
       agents.push(

@@ -9,7 +9,7 @@ import { registryContract } from './contract.js';
 registryContract('embedded (host + socket client)', async () => {
   const dir = tempDir();
   const host = await EmbeddedHost.start(dir.path);
-  const client = new EmbeddedClient(host.socketPath);
+  const client = new EmbeddedClient(host.socketPath, host.credential('admin'));
   return {
     registry: host,
     peer: client,
@@ -24,8 +24,8 @@ registryContract('embedded (host + socket client)', async () => {
 registryContract('embedded (two socket clients)', async () => {
   const dir = tempDir();
   const host = await EmbeddedHost.start(dir.path);
-  const a = new EmbeddedClient(host.socketPath);
-  const b = new EmbeddedClient(host.socketPath);
+  const a = new EmbeddedClient(host.socketPath, host.credential('admin'));
+  const b = new EmbeddedClient(host.socketPath, host.credential('admin'));
   return {
     registry: a,
     peer: b,
@@ -65,13 +65,13 @@ describe('embedded registry persistence and hosting', () => {
     try {
       const host = await EmbeddedHost.start(dir.path);
       await expect(EmbeddedHost.start(dir.path)).rejects.toMatchObject({ code: 'EADDRINUSE' });
-      const joined = await openRegistry(`embedded:${dir.path}`);
+      const joined = await openRegistry(`embedded:${dir.path}`, { role: 'admin' });
       expect(joined).toBeInstanceOf(EmbeddedClient);
       await joined.put('x', '1');
       expect((await host.get('x'))?.value).toBe('1');
       await joined.close();
       await host.close();
-      await expect(openRegistry(`embedded:${dir.path}`, { host: 'never' })).rejects.toThrow();
+      await expect(openRegistry(`embedded:${dir.path}`, { role: 'admin', host: 'never' })).rejects.toThrow();
     } finally {
       dir.cleanup();
     }
@@ -82,7 +82,7 @@ describe('embedded registry persistence and hosting', () => {
     try {
       let host = await EmbeddedHost.start(dir.path);
       await host.put('m/a', '1');
-      const client = new EmbeddedClient(host.socketPath);
+      const client = new EmbeddedClient(host.socketPath, host.credential('admin'));
       const mirror = await new Mirror(client, 'm/', (raw) => raw).start();
       expect(mirror.get('m/a')).toBe('1');
       await host.close();
@@ -105,7 +105,7 @@ describe('embedded client with many watches', () => {
   it('delivers events to several concurrent watches of one client', async () => {
     const dir = tempDir();
     const host = await EmbeddedHost.start(dir.path);
-    const client = new EmbeddedClient(host.socketPath);
+    const client = new EmbeddedClient(host.socketPath, host.credential('admin'));
     try {
       const seen = new Map<string, number>();
       const watches = ['a/', 'b/', 'c/', 'd/', 'e/', 'f/'].map((p) =>
