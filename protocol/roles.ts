@@ -111,12 +111,13 @@ export class RegistryAuthError extends Error {
  * whatever the compares decide: compares need read, operations write.
  */
 export function txnDenial(role: Role, request: TxnRequest): Denial | null {
-  for (const c of request.compare) if (!mayAccessKey(role, 'read', c.key)) return { role, operation: 'compare', key: c.key };
+  // Operations first: a delete sent as "compare existence, then delete" is reported as the delete it is.
   for (const op of [...request.success, ...(request.failure ?? [])]) {
     if (op.type === 'deletePrefix') {
       if (!mayAccessPrefix(role, 'write', op.prefix)) return { role, operation: 'deletePrefix', key: op.prefix };
     } else if (!mayAccessKey(role, 'write', op.key)) return { role, operation: op.type, key: op.key };
   }
+  for (const c of request.compare) if (!mayAccessKey(role, 'read', c.key)) return { role, operation: 'compare', key: c.key };
   return null;
 }
 

@@ -459,12 +459,19 @@ export class EtcdRegistry implements Registry {
   }
 
   /** Which attached key a refused revocation stumbled on (etcd lists a lease's keys on request). */
-  private async revokeDenialOf(id: string): Promise<Denial | null> {
-    const res = await this.client.leaseClient.leaseTimeToLive({ ID: id, keys: true }, { deadline: Date.now() + ATTEMPT_TIMEOUT_MS });
-    return revokeDenial(
-      this.role,
-      res.keys.map((k) => k.toString('utf8')),
-    );
+  private async revokeDenialOf(id: string): Promise<Denial> {
+    const unnamed: Denial = { role: this.role, operation: 'revoke a lease holding', key: '(a key it may not write)' };
+    try {
+      const res = await this.client.leaseClient.leaseTimeToLive({ ID: id, keys: true }, { deadline: Date.now() + ATTEMPT_TIMEOUT_MS });
+      return (
+        revokeDenial(
+          this.role,
+          res.keys.map((k) => k.toString('utf8')),
+        ) ?? unnamed
+      );
+    } catch {
+      return unnamed; // newer etcd versions hide the keys from a role that may not read them
+    }
   }
 
   async close(): Promise<void> {
