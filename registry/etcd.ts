@@ -587,7 +587,10 @@ class EtcdWatch implements Watch {
       if (!this.stopped) void this.connect();
       return;
     }
-    if (/permission denied/.test(res.cancel_reason)) {
+    if (/invalid auth token/.test(res.cancel_reason)) {
+      // The member does not know our token (it restarted, or the token expired there): fetch a new one.
+      this.registry.forgetToken();
+    } else if (/permission denied/.test(res.cancel_reason)) {
       const denial = readDenial(this.registry.role, 'watch', this.prefix);
       if (denial) {
         // Refused for good: the role may not read this prefix. Report it and end the watch.

@@ -14,7 +14,7 @@ import { readEtcdCredentials } from '../../../registry/etcd-credentials.js';
 import { openRegistry } from '../../../registry/open.js';
 import { cliJson } from '../../helpers/cli.js';
 import { type EtcdCluster, startEtcdCluster } from '../../helpers/etcd-cluster.js';
-import { tempDir } from '../../helpers/tmp.js';
+import { sleep, tempDir, waitFor } from '../../helpers/tmp.js';
 import { registryContract } from './contract.js';
 import { permissionContract } from './permissions.js';
 
@@ -134,6 +134,34 @@ describe('etcd with auth enabled', () => {
       'are for role "gateway", not "agent"',
     );
     await expect(openRegistry(url, { role: 'agent' })).rejects.toThrow(/unauthenticated/);
+  });
+
+  it('a watch survives a restart of etcd, which forgets every auth token', async () => {
+    const gateway = await connect('gateway');
+    const admin = await connect('admin');
+    try {
+      const seen: string[] = [];
+      const errors: Error[] = [];
+      gateway.watch('routes/', (events) => seen.push(...events.map((e) => e.key)), { onError: (err) => errors.push(err) });
+      await sleep(200);
+      await admin.put('routes/before', '1');
+      await waitFor(() => seen.includes('routes/before'), { what: 'event before the restart' });
+      await cluster.kill(0);
+      await cluster.restart(0);
+      await waitFor(
+        async () =>
+          await admin
+            .put('routes/after', '1')
+            .then(() => true)
+            .catch(() => false),
+        { what: 'a write after the restart' },
+      );
+      await waitFor(() => seen.includes('routes/after'), { timeoutMs: 10_000, what: 'event after the restart' });
+      expect(errors).toEqual([]);
+    } finally {
+      await gateway.close();
+      await admin.close();
+    }
   });
 
   afterAll(async () => {
