@@ -1,16 +1,20 @@
 /**
  * The embedded registry: one process hosts the store (persisted in its data dir) and serves it to the
- * other processes of the machine over a Unix socket, so `npm start` needs nothing installed. The process
- * that binds the socket is the only writer of the data dir; binding is exclusive, so it doubles as a lock.
+ * other processes of the machine over a Unix socket, so `npm start` needs nothing installed.
  *
- * Any local process can connect to a Linux abstract socket, so the socket is not the protection: every
- * request must carry a role's token (registry/credentials.ts), checked before more than the headers is
- * read, and every request is checked against the role table (protocol/roles.ts) before it touches the store.
+ * - The host lock is a Linux abstract socket named after the data dir: binding is exclusive and the name
+ *   vanishes with the process, so the process that holds it is the only writer of the data dir.
+ * - Clients connect to `registry.sock` inside the data dir (0700), not to the abstract name: anyone on the
+ *   machine could connect to an abstract socket, and could also bind the name first while the host is down
+ *   and collect the tokens clients present. Only the operator's user can create or reach a file in the dir.
+ * - Every request carries a role's token (registry/credentials.ts), checked before more than the headers is
+ *   read, and is checked against the role table (protocol/roles.ts) before it touches the store.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, realpathSync } from 'node:fs';
+import { chmodSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { resolve } from 'node:path';
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
+import { join, resolve } from 'node:path';
 import type { z } from 'zod';
 import type {
   KeyValue,
@@ -30,14 +34,41 @@ import { HeldLeases, KeptLease } from './lease-keeper.js';
 import { Store, WatchCompactedError } from './store.js';
 import { AUTH_HEADER, MAX_REQUEST_BYTES, tokenOf, wire } from './wire.js';
 
-/** Linux abstract socket names need no file, never go stale and have no path-length problem. */
+/** Longest path a Unix socket address holds on Linux (sun_path is 108 bytes with the final NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/** The socket clients connect to: a file in the data dir, so the dir's 0700 keeps everyone else out. */
 export function socketPathFor(dir: string): string {
-  mkdirSync(dir, { recursive: true });
+  const path = join(resolve(dir), 'registry.sock');
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
+    throw new Error(`registry dir ${resolve(dir)} is too long a path for its Unix socket (at most ${MAX_SOCKET_PATH - 14} bytes)`);
+  }
+  return path;
+}
+
+/** The name whose binding makes a process the host of `dir`: abstract on Linux (no file to go stale). */
+function hostLockFor(dir: string): string | null {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
   const id = createHash('sha256')
     .update(realpathSync(resolve(dir)))
     .digest('hex')
     .slice(0, 24);
-  return process.platform === 'linux' ? `\0allegra-registry-${id}` : resolve(dir, 'registry.sock');
+  return process.platform === 'linux' ? `\0allegra-registry-${id}` : null;
+}
+
+function listen(server: Server | NetServer, path: string): Promise<void> {
+  return new Promise<void>((resolvePromise, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolvePromise();
+    });
+  });
+}
+
+function closeServer(server: Server | NetServer): Promise<void> {
+  return new Promise<void>((r) => server.close(() => r()));
 }
 
 /** The store of a data dir, recovered from its snapshot and log; the journal keeps it durable from here on. */
@@ -138,6 +169,7 @@ export class EmbeddedHost extends LocalRegistry {
     store: Store,
     private readonly journal: FileJournal,
     private readonly server: Server,
+    private readonly lock: NetServer | null,
     readonly socketPath: string,
     private readonly tokens: Record<Role, string>,
   ) {
@@ -150,29 +182,31 @@ export class EmbeddedHost extends LocalRegistry {
     this.ticker.unref();
   }
 
-  /** Binds the socket for `dir`; rejects with code EADDRINUSE if another process hosts it. */
+  /** Takes the host lock of `dir` and serves it; rejects with code EADDRINUSE if another process hosts it. */
   static async start(dir: string): Promise<EmbeddedHost> {
     const socketPath = socketPathFor(dir);
+    const lockName = hostLockFor(dir);
+    const lock = lockName ? createNetServer((socket) => socket.destroy()) : null;
+    if (lock && lockName) await listen(lock, lockName);
     const server = createServer({
       // Headers are all a refused client gets to send: keep them small and quick.
       maxHeaderSize: 8 * 1024,
       headersTimeout: 10_000,
       requestTimeout: 30_000,
     });
-    await new Promise<void>((resolvePromise, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolvePromise();
-      });
-    });
     let host: EmbeddedHost;
     try {
-      // Only the socket owner may open the journal: binding first makes the data dir single-writer.
+      // Holding the lock, a socket file left by a dead host is stale. (Without an abstract lock, as off
+      // Linux, the socket file is the lock: binding fails with EADDRINUSE while it exists.)
+      if (lock) rmSync(socketPath, { force: true });
+      await listen(server, socketPath);
+      chmodSync(socketPath, 0o600);
+      // Only the lock holder may open the journal: the data dir has a single writer.
       const { store, journal } = openDurableStore(dir);
-      host = new EmbeddedHost(store, journal, server, socketPath, loadOrMintTokens(resolve(dir)));
+      host = new EmbeddedHost(store, journal, server, lock, socketPath, loadOrMintTokens(resolve(dir)));
     } catch (err) {
-      await new Promise<void>((r) => server.close(() => r()));
+      if (server.listening) await closeServer(server);
+      if (lock) await closeServer(lock);
       throw err;
     }
     server.on('request', (req, res) => void host.handle(req, res));
@@ -289,8 +323,10 @@ export class EmbeddedHost extends LocalRegistry {
     for (const v of this.views) await v.close();
     clearInterval(this.ticker);
     this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await closeServer(this.server);
     this.journal.close();
+    // Released last: nobody may open the journal before it is closed here.
+    if (this.lock) await closeServer(this.lock);
   }
 }
 

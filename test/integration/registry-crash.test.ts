@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readToken } from '../../registry/credentials.js';
 import { socketPathFor } from '../../registry/embedded.js';
 import { EmbeddedClient } from '../../registry/embedded-client.js';
-import { sleep, tempDir } from '../helpers/tmp.js';
+import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 const HOST = fileURLToPath(new URL('../fixtures/registry-host.mjs', import.meta.url));
 const KILLS = 20;
@@ -63,7 +63,9 @@ describe('embedded registry host SIGKILLed in a write loop', () => {
       for (const key of deleted) expect(present.has(key), `round ${round}: acknowledged delete of ${key}`).toBe(false);
       expect(revision).toBeGreaterThanOrEqual(maxAcked);
       const maxBefore = maxAcked;
+      let roundAcks = 0;
       const fresh = (rev: number) => {
+        roundAcks++;
         // Revisions only grow: nothing acknowledged after a restart may reuse one from before it.
         if (rev <= maxBefore) throw new Error(`round ${round}: revision ${rev} acknowledged again (highest before: ${maxBefore})`);
         revisions.push(rev);
@@ -102,7 +104,9 @@ describe('embedded registry host SIGKILLed in a write loop', () => {
         }
       };
       const writers = Array.from({ length: WRITERS }, (_, w) => writer(w));
-      await sleep(40 + Math.random() * 160);
+      // Kill at a random moment once this round has acknowledged a few writes (so every round tests something).
+      await waitFor(() => roundAcks >= 5, { timeoutMs: 20_000, what: 'writes to be acknowledged' });
+      await sleep(Math.random() * 150);
       await kill9(host);
       stop = true;
       await Promise.all(writers);
@@ -110,7 +114,7 @@ describe('embedded registry host SIGKILLed in a write loop', () => {
     }
     // Acknowledged revisions are unique: a reused revision would show up twice.
     expect(new Set(revisions).size).toBe(revisions.length);
-    expect(acked.size).toBeGreaterThan(KILLS * 10);
+    expect(revisions.length).toBeGreaterThanOrEqual(KILLS * 5);
     console.info(`registry crash test: ${revisions.length} acknowledged writes across ${KILLS} SIGKILLs`);
   }, 120_000);
 });
