@@ -203,6 +203,8 @@ export class EtcdRegistry implements Registry {
   private closedFlag = false;
 
   readonly role: Role;
+  /** The etcd user this client authenticates as, if any (named in refusals). */
+  private readonly authUser: string | undefined;
 
   constructor(
     readonly endpoints: string[],
@@ -210,6 +212,7 @@ export class EtcdRegistry implements Registry {
   ) {
     if (endpoints.length === 0) throw new Error('etcd registry: no endpoints given');
     this.role = opts.role ?? 'admin';
+    this.authUser = opts.auth?.username;
     this.client = new Etcd3({
       hosts: [...endpoints], // etcd3 needs an array here
       ...(opts.auth ? { auth: { username: opts.auth.username, password: opts.auth.password } } : {}),
@@ -300,14 +303,6 @@ export class EtcdRegistry implements Registry {
       `etcd registry: ${what}: permission denied by etcd for role "${this.role}" although the role table allows it; ` +
         'the etcd roles may be out of date: run `allegra registry setup-auth` again',
     );
-  }
-
-  private get authUser(): string | undefined {
-    return this.authOptions?.username;
-  }
-
-  private get authOptions(): { username: string } | undefined {
-    return (this.client as unknown as { options?: { auth?: { username: string } } }).options?.auth;
   }
 
   /**
