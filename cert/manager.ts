@@ -1,7 +1,10 @@
 /**
  * Certificates for a fleet of gateways, Caddy-style. Every gateway runs a manager that
- *  - keeps the network's certificates (`certs/`) in an SNI cache, and the pending challenge answers
- *    (`acme/…`) in memory, all from registry watches;
+ *  - keeps the network's certificates (`certs/`, public, readable by agents and the CLI) paired with their
+ *    private keys (`cert-keys/`, gateways only) in an SNI cache, and the pending challenge answers (`acme/…`)
+ *    in memory, all from registry watches. Certificate and key are written in one transaction; as the two
+ *    prefixes are watched separately, a key is used only with the certificate it names by hash, and until
+ *    both halves of a new pair have arrived the previous pair keeps being served;
  *  - looks for exposed routes (routes with `tls`) whose certificate is missing or due for renewal (two
  *    thirds into its lifetime), and takes that host's issuance lock (a key under this gateway's lease, so a
  *    dead issuer's lock expires) before ordering: two gateways racing produce one order;
@@ -9,13 +12,13 @@
  * Hosts without a route never get an order: the SNI path only reads the cache (no on-demand issuance).
  */
 
-import { X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { keys, PREFIX } from '../protocol/keys.js';
 import { createIfAbsent, type Lease, type Registry } from '../protocol/registry.js';
-import { certRecord, routeRecord } from '../protocol/schemas.js';
-import type { CertRecord, CertStatusRecord, RouteRecord } from '../protocol/types.js';
+import { certKeyRecord, certRecord, routeRecord } from '../protocol/schemas.js';
+import type { CertKeyRecord, CertRecord, CertStatusRecord, RouteRecord } from '../protocol/types.js';
 import { jsonRecord, Mirror } from '../registry/mirror.js';
 import type { ChallengeSink, Issuer } from './issuer.js';
 
@@ -41,6 +44,7 @@ interface Backoff {
 
 export class CertManager {
   private readonly certs: Mirror<CertRecord>;
+  private readonly certKeys: Mirror<CertKeyRecord>;
   private readonly routes: Mirror<RouteRecord>;
   private readonly http01: Mirror<string>;
   private readonly alpn: Mirror<{ certPem: string; keyPem: string }>;
@@ -55,6 +59,7 @@ export class CertManager {
   constructor(private readonly opts: CertManagerOptions) {
     const { registry } = opts;
     this.certs = new Mirror(registry, PREFIX.certs, jsonRecord(certRecord));
+    this.certKeys = new Mirror(registry, PREFIX.certKeys, jsonRecord(certKeyRecord));
     this.routes = new Mirror(registry, PREFIX.routes, jsonRecord(routeRecord));
     this.http01 = new Mirror(registry, PREFIX.acmeHttp01, (raw) => raw);
     this.alpn = new Mirror(registry, PREFIX.acmeAlpn, (raw) => {
@@ -67,14 +72,18 @@ export class CertManager {
   }
 
   async start(): Promise<this> {
+    await this.moveKeysOutOfCerts();
     this.certs.onChange((changes) => {
-      for (const c of changes) this.contexts.delete(c.key.slice(PREFIX.certs.length));
+      for (const c of changes) this.refreshContext(c.key.slice(PREFIX.certs.length));
+    });
+    this.certKeys.onChange((changes) => {
+      for (const c of changes) this.refreshContext(c.key.slice(PREFIX.certKeys.length));
     });
     this.alpn.onChange((changes) => {
       for (const c of changes) this.alpnContexts.delete(c.key.slice(PREFIX.acmeAlpn.length));
     });
     this.routes.onChange(() => this.check());
-    await Promise.all([this.certs.start(), this.routes.start(), this.http01.start(), this.alpn.start()]);
+    await Promise.all([this.certs.start(), this.certKeys.start(), this.routes.start(), this.http01.start(), this.alpn.start()]);
     this.lease = await this.opts.registry.grantLease(this.opts.lockTtlMs ?? 15_000);
     this.timer = setInterval(() => this.check(), this.opts.checkIntervalMs ?? 2_000);
     this.timer.unref();
@@ -82,20 +91,58 @@ export class CertManager {
     return this;
   }
 
+  /**
+   * Registries written before certificates and keys were split kept the key inside `certs/<host>`, where
+   * agents can read it: move each such key to `cert-keys/<host>` (one transaction per host, guarded by the
+   * record's revision so a concurrent renewal wins).
+   */
+  private async moveKeysOutOfCerts(): Promise<void> {
+    const { items } = await this.opts.registry.list(PREFIX.certs);
+    for (const kv of items) {
+      let legacy: { keyPem?: unknown } & Record<string, unknown>;
+      try {
+        legacy = JSON.parse(kv.value) as typeof legacy;
+      } catch {
+        continue;
+      }
+      const rec = certRecord.safeParse(legacy);
+      if (typeof legacy.keyPem !== 'string' || !rec.success) continue;
+      const key: CertKeyRecord = { host: rec.data.host, keyPem: legacy.keyPem, certSha256: sha256(rec.data.certPem) };
+      await this.opts.registry.txn({
+        compare: [{ key: kv.key, target: 'modRevision', equals: kv.modRevision }],
+        success: [
+          { type: 'put', key: kv.key, value: JSON.stringify(rec.data) },
+          { type: 'put', key: keys.certKey(rec.data.host), value: JSON.stringify(key) },
+        ],
+      });
+      this.opts.log.info({ host: rec.data.host }, 'moved certificate key to cert-keys/');
+    }
+  }
+
+  /** Rebuilds the TLS context of `host` once its certificate and the key made for it are both present. */
+  private refreshContext(host: string): void {
+    const rec = this.certs.get(keys.cert(host));
+    if (!rec) {
+      this.contexts.delete(host);
+      return;
+    }
+    const key = this.certKeys.get(keys.certKey(host));
+    // The other half of a new pair is still on its way: keep serving the previous pair meanwhile.
+    if (!key || key.certSha256 !== sha256(rec.certPem)) return;
+    try {
+      this.contexts.set(host, createSecureContext({ cert: rec.certPem, key: key.keyPem }));
+    } catch (err) {
+      this.opts.log.warn({ host, err: (err as Error).message }, 'unusable certificate or key in the registry');
+    }
+  }
+
   /** The certificate to present for `servername`, if the network has one. Never triggers issuance. */
   sniContext(servername: string): SecureContext | undefined {
-    const host = servername.toLowerCase();
-    let ctx = this.contexts.get(host);
-    if (ctx) return ctx;
-    const rec = this.certs.get(keys.cert(host));
-    if (!rec) return undefined;
-    ctx = createSecureContext({ cert: rec.certPem, key: rec.keyPem });
-    this.contexts.set(host, ctx);
-    return ctx;
+    return this.contexts.get(servername.toLowerCase());
   }
 
   hasCertificate(host: string): boolean {
-    return this.certs.get(keys.cert(host)) !== undefined;
+    return this.contexts.has(host);
   }
 
   /** The TLS-ALPN-01 challenge certificate for `servername`, while a validation is pending. */
@@ -122,7 +169,7 @@ export class CertManager {
     for (const route of this.routes.values()) {
       if (!route.tls) continue;
       const cert = this.certs.get(keys.cert(route.host));
-      if (cert && now < cert.renewAfter) continue;
+      if (cert && this.hasCertificate(route.host) && now < cert.renewAfter) continue;
       if (this.inFlight.has(route.host) || (this.backoff.get(route.host)?.until ?? 0) > now) continue;
       void this.issue(route.host);
     }
@@ -146,7 +193,7 @@ export class CertManager {
       // Someone may have finished between our check and our lock: look again at the committed state.
       const current = (await registry.get(keys.cert(host)))?.value;
       const fresh = current ? jsonRecord(certRecord)(current) : undefined;
-      if (fresh && Date.now() < fresh.renewAfter) return;
+      if (fresh && Date.now() < fresh.renewAfter && (await registry.get(keys.certKey(host))) !== undefined) return;
       const route = (await registry.get(keys.route(host)))?.value;
       if (!route || !jsonRecord(routeRecord)(route)?.tls) return; // unexposed meanwhile: no order
       log.info({ host, renewal: Boolean(fresh) }, 'ordering certificate');
@@ -167,14 +214,21 @@ export class CertManager {
       const rec: CertRecord = {
         host,
         certPem: issued.certPem,
-        keyPem: issued.keyPem,
         notBefore,
         notAfter,
         renewAfter: notBefore + Math.floor(((notAfter - notBefore) * 2) / 3),
         issuer: this.opts.issuer.kind,
         issuedAt: Date.now(),
       };
-      await registry.put(keys.cert(host), JSON.stringify(rec));
+      const key: CertKeyRecord = { host, keyPem: issued.keyPem, certSha256: sha256(issued.certPem) };
+      // One transaction: no reader ever sees a certificate whose key is missing from the registry.
+      await registry.txn({
+        compare: [],
+        success: [
+          { type: 'put', key: keys.cert(host), value: JSON.stringify(rec) },
+          { type: 'put', key: keys.certKey(host), value: JSON.stringify(key) },
+        ],
+      });
       await this.setStatus(host, 'issued', `valid until ${new Date(notAfter).toISOString()}`);
       this.backoff.delete(host);
       log.info({ host, notAfter: new Date(notAfter).toISOString() }, 'certificate stored');
@@ -197,7 +251,11 @@ export class CertManager {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    for (const m of [this.certs, this.routes, this.http01, this.alpn]) m.close();
+    for (const m of [this.certs, this.certKeys, this.routes, this.http01, this.alpn]) m.close();
     await this.lease?.revoke().catch(() => {});
   }
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }

@@ -20,9 +20,18 @@ export interface Daemon {
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 
-/** Starts `allegra <args>` (the built CLI next to this module unless `main` names another entry). */
-export function startDaemon(name: string, args: string[], timeoutMs = 30_000, main = MAIN): Promise<Daemon> {
-  const child = fork(main, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ALLEGRA_DAEMON: name } });
+/**
+ * Starts `allegra <args>` (the built CLI next to this module unless `main` names another entry); `env` is
+ * added to this process's environment (e.g. the registry credential of the child's role).
+ */
+export function startDaemon(
+  name: string,
+  args: string[],
+  timeoutMs = 30_000,
+  main = MAIN,
+  env: Record<string, string> = {},
+): Promise<Daemon> {
+  const child = fork(main, args, { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], env: { ...process.env, ...env, ALLEGRA_DAEMON: name } });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-2_000);

@@ -14,7 +14,10 @@ import { CertManager } from '../cert/manager.js';
 import { loadGatewayConfig } from '../gateway/config.js';
 import { type GatewayOptions, startGateway } from '../gateway/server.js';
 import type { Registry } from '../protocol/registry.js';
+import { isRole, ROLES, type Role } from '../protocol/roles.js';
 import { Agent } from '../quorum-agent/agent.js';
+import { TOKEN_ENV } from '../registry/credentials.js';
+import { CREDENTIALS_ENV } from '../registry/etcd-credentials.js';
 import { openRegistry } from '../registry/open.js';
 import { makeLogger } from './log.js';
 import { CliError } from './output.js';
@@ -34,11 +37,24 @@ export function parsePort(value: string | undefined, flag: string, fallback: num
   return port;
 }
 
-async function openOrFail(url: string): Promise<Registry> {
+/** How a daemon picks its registry role and credentials (`--registry-role`, `--registry-credentials`). */
+export interface RegistryCliOptions {
+  registry: string;
+  registryRole?: string;
+  registryCredentials?: string;
+}
+
+async function openOrFail(opts: RegistryCliOptions, defaultRole: Role): Promise<Registry> {
+  const role = opts.registryRole ?? defaultRole;
+  if (!isRole(role)) throw new CliError(`--registry-role expects one of ${ROLES.join(', ')} (got "${role}")`, 2);
   try {
-    return await openRegistry(url);
+    return await openRegistry(opts.registry, { role, ...(opts.registryCredentials ? { credentialsFile: opts.registryCredentials } : {}) });
   } catch (err) {
-    throw new CliError(`cannot open registry ${url}: ${(err as Error).message}`, 1);
+    throw new CliError(`cannot open registry ${opts.registry}: ${(err as Error).message}`, 1);
+  } finally {
+    // Read once: nothing this process starts (replicas above all) inherits the credential.
+    delete process.env[TOKEN_ENV];
+    delete process.env[CREDENTIALS_ENV];
   }
 }
 
@@ -63,20 +79,21 @@ function runUntilStopped(log: Logger, stop: () => Promise<void>): void {
   if (process.send) process.on('disconnect', () => shutdown('parent exited'));
 }
 
-export async function agentCommand(opts: {
-  registry: string;
-  listen?: string;
-  data?: string;
-  region?: string;
-  capacity?: string;
-  log?: string;
-  dnsResolver?: string;
-}): Promise<void> {
+export async function agentCommand(
+  opts: RegistryCliOptions & {
+    listen?: string;
+    data?: string;
+    region?: string;
+    capacity?: string;
+    log?: string;
+    dnsResolver?: string;
+  },
+): Promise<void> {
   const listen = parseListen(opts.listen ?? '127.0.0.1:7070');
   const capacity = opts.capacity === undefined ? 16 : Number(opts.capacity);
   if (!Number.isInteger(capacity) || capacity < 0) throw new CliError(`--capacity expects a whole number (got "${opts.capacity}")`, 2);
   const log = makeLogger('agent', opts.log);
-  const registry = await openOrFail(opts.registry);
+  const registry = await openOrFail(opts, 'agent');
   const agent = new Agent({
     registry,
     dataDir: opts.data ?? '.allegra/agent',
@@ -104,8 +121,7 @@ export async function agentCommand(opts: {
   });
 }
 
-export interface GatewayCliOptions {
-  registry: string;
+export interface GatewayCliOptions extends RegistryCliOptions {
   http?: string;
   https?: string;
   admin?: string;
@@ -163,7 +179,7 @@ export async function gatewayCommand(opts: GatewayCliOptions): Promise<void> {
   }
   if (workers > 1 && cluster.isPrimary) return gatewayPrimary(opts, workers);
   const log = makeLogger('gateway', opts.log);
-  const registry = await openOrFail(opts.registry);
+  const registry = await openOrFail(opts, 'gateway');
   let gateway: Awaited<ReturnType<typeof startGateway>>;
   try {
     const tls = opts.tlsCert && opts.tlsKey ? { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey) } : undefined;

@@ -2,15 +2,18 @@
  * `allegra devnet`: a whole network on one machine. The embedded registry is hosted in this process; the
  * agents and the gateway are child processes, exactly as they run on separate machines.
  */
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalCa } from '../cert/local-ca.js';
 import { RpcClient } from '../protocol/client.js';
 import { AllegraError } from '../protocol/errors.js';
 import { keys, PREFIX } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
+import type { Role } from '../protocol/roles.js';
 import type { InstanceSpec, InstanceStatus, NetworkConfig } from '../protocol/types.js';
+import { TOKEN_ENV } from '../registry/credentials.js';
 import { EmbeddedHost } from '../registry/embedded.js';
+import { CREDENTIALS_ENV, credentialsFileOf } from '../registry/etcd-credentials.js';
 import { openRegistry } from '../registry/open.js';
 import { bundle } from './bundle.js';
 import { type Daemon, startDaemon, stopDaemon } from './children.js';
@@ -26,6 +29,7 @@ export interface DevnetOptions {
   admin?: string;
   data?: string;
   registry?: string;
+  registryCredentials?: string;
   baseDomain?: string;
   demo?: boolean;
   key?: string;
@@ -35,17 +39,31 @@ export interface DevnetOptions {
 
 const DEMO_DIR = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
 
-async function openDevnetRegistry(url: string): Promise<Registry> {
+/**
+ * The devnet's registry, opened as admin, and the environment that hands each child the credential of its
+ * role: the embedded host's token in ALLEGRA_REGISTRY_TOKEN, or for etcd the role's file beside the admin's
+ * (as `allegra registry setup-auth` writes them) in ALLEGRA_REGISTRY_CREDENTIALS.
+ */
+async function openDevnetRegistry(
+  url: string,
+  credentialsFile: string | undefined,
+): Promise<{ registry: Registry; childEnv: (role: Role) => Record<string, string> }> {
   if (url.startsWith('embedded:')) {
     try {
-      return await EmbeddedHost.start(url.slice('embedded:'.length));
+      const host = await EmbeddedHost.start(url.slice('embedded:'.length));
+      return { registry: host, childEnv: (role) => ({ [TOKEN_ENV]: host.credential(role) }) };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE')
         throw new CliError(`another devnet already runs on ${url}; stop it or pass --data DIR`, 1);
       throw err;
     }
   }
-  return openRegistry(url);
+  const file = credentialsFile ?? process.env[CREDENTIALS_ENV];
+  const registry = await openRegistry(url, { role: 'admin', ...(file ? { credentialsFile: file } : {}) });
+  return {
+    registry,
+    childEnv: (role): Record<string, string> => (file ? { [CREDENTIALS_ENV]: credentialsFileOf(dirname(file), role) } : {}),
+  };
 }
 
 async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
@@ -70,7 +88,7 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
   const baseDomain = (opts.baseDomain ?? 'localhost').toLowerCase();
   const progress = out.progress('starting registry');
 
-  const registry = await openDevnetRegistry(registryUrl);
+  const { registry, childEnv } = await openDevnetRegistry(registryUrl, opts.registryCredentials);
   const daemons: Daemon[] = [];
   let stopping = false;
   const stopAll = async () => {
@@ -98,32 +116,44 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
 
     progress.update(`starting ${agentCount} quorum agents`);
     const agentStarts = Array.from({ length: agentCount }, (_, i) =>
-      startDaemon(`agent-${i}`, [
-        'agent',
+      startDaemon(
+        `agent-${i}`,
+        [
+          'agent',
+          '--registry',
+          registryUrl,
+          '--listen',
+          `127.0.0.1:${rpcBase === 0 ? 0 : rpcBase + i}`,
+          '--data',
+          join(dataDir, `agent-${i}`),
+          '--log',
+          join(dataDir, 'logs', `agent-${i}.log`),
+        ],
+        undefined,
+        undefined,
+        childEnv('agent'),
+      ),
+    );
+    const gatewayStart = startDaemon(
+      'gateway',
+      [
+        'gateway',
         '--registry',
         registryUrl,
-        '--listen',
-        `127.0.0.1:${rpcBase === 0 ? 0 : rpcBase + i}`,
-        '--data',
-        join(dataDir, `agent-${i}`),
+        '--http',
+        String(httpPort),
+        '--https',
+        String(httpsPortWanted),
+        '--admin',
+        String(adminPort),
         '--log',
-        join(dataDir, 'logs', `agent-${i}.log`),
-      ]),
+        join(dataDir, 'logs', 'gateway.log'),
+        ...issuerArgs,
+      ],
+      undefined,
+      undefined,
+      childEnv('gateway'),
     );
-    const gatewayStart = startDaemon('gateway', [
-      'gateway',
-      '--registry',
-      registryUrl,
-      '--http',
-      String(httpPort),
-      '--https',
-      String(httpsPortWanted),
-      '--admin',
-      String(adminPort),
-      '--log',
-      join(dataDir, 'logs', 'gateway.log'),
-      ...issuerArgs,
-    ]);
     const started = await Promise.allSettled([...agentStarts, gatewayStart]);
     for (const s of started) if (s.status === 'fulfilled') daemons.push(s.value);
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');

@@ -8,6 +8,7 @@ import { devnetCommand } from './devnet.js';
 import { exposeCommand } from './expose-command.js';
 import { createCommand, deployCommand, type GlobalOpts, lifecycleCommand, listCommand, statusCommand } from './instance-commands.js';
 import { CliError, makeOutput, reportError } from './output.js';
+import { setupAuthCommand } from './registry-commands.js';
 
 const program = new Command('allegra')
   .description('Host apps on a decentralized network of operator machines.')
@@ -53,6 +54,7 @@ program
   .option('--admin <port>', 'gateway admin port (/healthz, /readyz, /metrics)', '9090')
   .option('--data <dir>', 'data directory (default: ~/.allegra/devnet)')
   .option('--registry <url>', 'registry URL (default: embedded:<data>/registry)')
+  .option('--registry-credentials <file>', 'etcd with auth: the admin credentials file of `allegra registry setup-auth`')
   .option('--base-domain <domain>', 'domain under which instances get their names', 'localhost')
   .option('--no-demo', 'do not deploy the demo app')
   .action((o) => devnetCommand({ ...o, key: globals().key }, out()));
@@ -66,6 +68,8 @@ program
   .option('--region <region>', 'region label used to spread quorums', 'local')
   .option('--capacity <n>', 'replica slots offered', '16')
   .option('--dns-resolver <host:port>', 'DNS server for custom-domain proofs (default: the system resolver)')
+  .option('--registry-role <role>', 'registry role to act as (picks the credential)', 'agent')
+  .option('--registry-credentials <file>', 'etcd with auth: credentials file (default: $ALLEGRA_REGISTRY_CREDENTIALS)')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => agentCommand(o));
 
@@ -91,8 +95,19 @@ program
   .option('--acme-challenge <type>', 'preferred ACME challenge: http-01 or tls-alpn-01', 'http-01')
   .option('--local-ca <dir>', 'issue certificates from a local CA kept in this directory (development)')
   .option('--cert-validity <seconds>', 'lifetime of local-CA certificates (default 7 days)')
+  .option('--registry-role <role>', 'registry role to act as (picks the credential)', 'gateway')
+  .option('--registry-credentials <file>', 'etcd with auth: credentials file (default: $ALLEGRA_REGISTRY_CREDENTIALS)')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => gatewayCommand(o));
+
+const registryCmd = program.command('registry').description('operate the registry');
+registryCmd
+  .command('setup-auth')
+  .description('enable etcd auth with one user per registry role (admin, agent, gateway); safe to run again')
+  .requiredOption('--registry <url>', 'etcd://host:port[,host:port…]')
+  .option('--credentials <dir>', 'where to write the credentials files (default: ~/.allegra/registry-credentials)')
+  .option('--json', 'print one JSON document on stdout')
+  .action((o) => setupAuthCommand(o, out()));
 
 const keysCmd = program.command('keys').description('manage your Ed25519 key');
 keysCmd
@@ -158,7 +173,7 @@ for (const action of ['start', 'stop', 'delete'] as const) {
 }
 
 for (const cmd of [...program.commands, ...keysCmd.commands]) {
-  if (cmd === keysCmd) continue;
+  if (cmd === keysCmd || cmd === registryCmd) continue;
   withGlobals(cmd, { rpc: !['devnet', 'agent', 'gateway'].includes(cmd.name()) });
 }
 

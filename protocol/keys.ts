@@ -8,12 +8,26 @@ export const PREFIX = {
   routes: 'routes/',
   config: 'config/',
   leaders: 'leaders/',
+  /** Public certificate chains and their metadata. */
   certs: 'certs/',
   certStatus: 'cert-status/',
+  /** TLS private keys of the certificates under certs/: gateways only. */
+  certKeys: 'cert-keys/',
+  /** ACME challenges and account (with its private key): gateways only. */
+  acme: 'acme/',
   acmeHttp01: 'acme/http-01/',
   acmeAlpn: 'acme/tls-alpn-01/',
   locks: 'locks/',
+  certLocks: 'locks/cert/',
+  /** Gateway identity records, under each gateway's lease. */
+  gateways: 'gateways/',
+  /** Per-member status of an instance (deploy failures and the like), written by agents. */
   instanceStatus: 'instance-status/',
+  /** Future: app state, audit log, metering (agents), and gateway load signals. */
+  state: 'state/',
+  history: 'history/',
+  usage: 'usage/',
+  load: 'load/',
 } as const;
 
 export const keys = {
@@ -26,11 +40,12 @@ export const keys = {
   network: () => `${PREFIX.config}network`,
   leader: (role: string) => `${PREFIX.leaders}${role}`,
   cert: (host: string) => `${PREFIX.certs}${host}`,
+  certKey: (host: string) => `${PREFIX.certKeys}${host}`,
   certStatus: (host: string) => `${PREFIX.certStatus}${host}`,
-  acmeAccount: (directoryUrl: string) => `acme/account/${encodeURIComponent(directoryUrl)}`,
+  acmeAccount: (directoryUrl: string) => `${PREFIX.acme}account/${encodeURIComponent(directoryUrl)}`,
   acmeHttp01: (token: string) => `${PREFIX.acmeHttp01}${token}`,
   acmeAlpn: (host: string) => `${PREFIX.acmeAlpn}${host}`,
-  certLock: (host: string) => `${PREFIX.locks}cert/${host}`,
+  certLock: (host: string) => `${PREFIX.certLocks}${host}`,
   instanceStatusOf: (instanceId: string) => `${PREFIX.instanceStatus}${instanceId}/`,
   instanceStatus: (instanceId: string, nodeId: string) => `${PREFIX.instanceStatus}${instanceId}/${nodeId}`,
 } as const;

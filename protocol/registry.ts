@@ -63,6 +63,11 @@ export interface WatchOptions {
    * re-list the prefix and continue from the returned revision. Watchers built with `Mirror` handle this.
    */
   onCompacted?: (currentRevision: number) => void;
+  /**
+   * Called once if the registry refuses the watch for good (no read permission on the prefix, or no valid
+   * credential); the watch then ends. Transient failures are retried and never reported here.
+   */
+  onError?: (err: Error) => void;
 }
 
 export interface Watch {

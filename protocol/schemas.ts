@@ -125,12 +125,17 @@ export const routeRecord = z.object({
 export const certRecord = z.object({
   host: z.string(),
   certPem: z.string(),
-  keyPem: z.string(),
   notBefore: z.number(),
   notAfter: z.number(),
   renewAfter: z.number(),
   issuer: z.enum(['acme', 'local']),
   issuedAt: z.number(),
+});
+
+export const certKeyRecord = z.object({
+  host: z.string(),
+  keyPem: z.string(),
+  certSha256: z.string(),
 });
 
 export const certStatusRecord = z.object({

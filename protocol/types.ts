@@ -130,17 +130,27 @@ export interface RouteRecord {
   grants?: Grant[];
 }
 
-/** A certificate shared by every gateway (`certs/<host>`). */
+/**
+ * A certificate shared by every gateway (`certs/<host>`): the public chain and its metadata, which agents and
+ * the CLI may read. Its private key is a CertKeyRecord under `cert-keys/<host>`, readable by gateways only.
+ */
 export interface CertRecord {
   host: string;
   certPem: string;
-  keyPem: string;
   notBefore: number;
   notAfter: number;
   /** Renew from this time on: two thirds into the certificate's lifetime. */
   renewAfter: number;
   issuer: 'acme' | 'local';
   issuedAt: number;
+}
+
+/** The private key of `certs/<host>` (`cert-keys/<host>`), written in the same transaction as the certificate. */
+export interface CertKeyRecord {
+  host: string;
+  keyPem: string;
+  /** SHA-256 (hex) of the certificate's `certPem`: a reader pairs a key only with the certificate it belongs to. */
+  certSha256: string;
 }
 
 /** Where issuance of a host's certificate stands (`cert-status/<host>`), for `allegra expose` progress. */

@@ -1,8 +1,9 @@
 /**
- * A Registry that talks to the process hosting the embedded store over its Unix socket. Watches
- * reconnect by themselves and resume from the last revision they delivered.
+ * A Registry that talks to the process hosting the embedded store over its Unix socket, presenting a role's
+ * token on every request. Watches reconnect by themselves and resume from the last revision they delivered;
+ * a refusal (bad credential, no permission) ends them through `onError` instead.
  */
-import { Client } from 'undici';
+import { Client, type Dispatcher } from 'undici';
 import type {
   KeyValue,
   Lease,
@@ -14,7 +15,22 @@ import type {
   WatchEvent,
   WatchOptions,
 } from '../protocol/registry.js';
+import { type Denial, isRole, RegistryAccessError, RegistryAuthError, type Role } from '../protocol/roles.js';
 import { HeldLeases, KeptLease } from './lease-keeper.js';
+import { AUTH_HEADER, bearer } from './wire.js';
+
+/** The error a refused request turns into: the host's message, typed so callers can tell refusals apart. */
+async function refusal(res: Dispatcher.ResponseData): Promise<Error> {
+  let body: { error?: string; denied?: Denial } = {};
+  try {
+    body = (await res.body.json()) as typeof body;
+  } catch {
+    // Not JSON: the status says enough.
+  }
+  if (res.statusCode === 403 && body.denied) return new RegistryAccessError(body.denied);
+  if (res.statusCode === 401) return new RegistryAuthError(body.error?.replace(/^registry: unauthenticated: /, '') ?? 'refused');
+  return new Error(body.error ?? `registry: status ${res.statusCode}`);
+}
 
 export class EmbeddedClient implements Registry {
   private readonly client: Client;
@@ -22,7 +38,13 @@ export class EmbeddedClient implements Registry {
   private readonly watches = new Set<{ close(): void }>();
   private closed = false;
 
-  constructor(readonly socketPath: string) {
+  private readonly authorization: string;
+
+  constructor(
+    readonly socketPath: string,
+    token: string,
+  ) {
+    this.authorization = bearer(token);
     this.client = new Client('http://registry', { socketPath, connect: { timeout: 2_000 }, headersTimeout: 10_000, bodyTimeout: 10_000 });
   }
 
@@ -31,11 +53,19 @@ export class EmbeddedClient implements Registry {
       method: 'POST',
       path,
       body: JSON.stringify(body),
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', [AUTH_HEADER]: this.authorization },
     });
-    const json = (await res.body.json()) as T & { error?: string };
-    if (res.statusCode !== 200) throw new Error(`registry: ${json.error ?? `status ${res.statusCode}`}`);
-    return json;
+    if (res.statusCode !== 200) throw await refusal(res);
+    return (await res.body.json()) as T;
+  }
+
+  /** The role the host knows this client's token as; rejects if the token is refused or nobody hosts. */
+  async whoami(): Promise<Role> {
+    const res = await this.client.request({ method: 'GET', path: '/v1/whoami', headers: { [AUTH_HEADER]: this.authorization } });
+    if (res.statusCode !== 200) throw await refusal(res);
+    const { role } = (await res.body.json()) as { role?: unknown };
+    if (!isRole(role)) throw new Error('registry: the host answered whoami without a role');
+    return role;
   }
 
   async get(key: string): Promise<KeyValue | undefined> {
@@ -81,7 +111,17 @@ export class EmbeddedClient implements Registry {
     const runOnce = async (): Promise<void> => {
       const query = new URLSearchParams({ prefix });
       if (next !== undefined) query.set('from', String(next));
-      const res = await watchClient.request({ method: 'GET', path: `/v1/watch?${query}`, signal: abort.signal });
+      const res = await watchClient.request({
+        method: 'GET',
+        path: `/v1/watch?${query}`,
+        signal: abort.signal,
+        headers: { [AUTH_HEADER]: this.authorization },
+      });
+      if (res.statusCode === 401 || res.statusCode === 403) throw new Refused(await refusal(res));
+      if (res.statusCode !== 200) {
+        await res.body.dump();
+        throw new Error(`registry: watch answered ${res.statusCode}`);
+      }
       let buffered = '';
       let idle: NodeJS.Timeout | undefined;
       const armIdle = () => {
@@ -121,7 +161,13 @@ export class EmbeddedClient implements Registry {
       while (!stopped && !this.closed) {
         try {
           await runOnce();
-        } catch {
+        } catch (err) {
+          if (err instanceof Refused) {
+            // Retrying cannot help: the host said no. The watch ends here.
+            if (!stopped) opts.onError?.(err.reason);
+            handle.close();
+            break;
+          }
           // Registry unreachable or stream broken: retry with backoff and resume from `next`.
         }
         if (stopped || this.closed) break;
@@ -130,7 +176,6 @@ export class EmbeddedClient implements Registry {
         abort = new AbortController();
       }
     };
-    void loop();
     const handle = {
       close: () => {
         stopped = true;
@@ -140,6 +185,7 @@ export class EmbeddedClient implements Registry {
       },
     };
     this.watches.add(handle);
+    void loop();
     return handle;
   }
 
@@ -149,5 +195,12 @@ export class EmbeddedClient implements Registry {
     this.leases.stopAll();
     for (const w of [...this.watches]) w.close();
     await this.client.close().catch(() => {});
+  }
+}
+
+/** A watch the host refused: not retried. */
+class Refused extends Error {
+  constructor(readonly reason: Error) {
+    super(reason.message);
   }
 }

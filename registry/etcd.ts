@@ -12,11 +12,16 @@
  *   being replayed would skip the rest of it.
  * - Leases are renewed at a third of their TTL by the shared `KeptLease`, one keep-alive round trip per
  *   renewal, so any live member can serve the next one after a member dies.
+ * - With etcd auth (users and roles made by `allegra registry setup-auth` from protocol/roles.ts), etcd's
+ *   refusals become the same RegistryAccessError the embedded host raises, naming role, operation and key:
+ *   etcd only says "permission denied", so the key is found with the shared role table.
  */
 import { randomBytes } from 'node:crypto';
 import {
   Etcd3,
+  EtcdAuthenticationFailedError,
   EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
   type ICompare,
   type IDuplexStream,
   type IEvent,
@@ -43,6 +48,7 @@ import type {
   WatchEvent,
   WatchOptions,
 } from '../protocol/registry.js';
+import { type Denial, RegistryAccessError, RegistryAuthError, type Role, readDenial, revokeDenial, txnDenial } from '../protocol/roles.js';
 import { HeldLeases, KeptLease } from './lease-keeper.js';
 
 /** Deadline of a single gRPC attempt. etcd answers in milliseconds; 5 s covers a slow leader election. */
@@ -178,6 +184,15 @@ function randomLeaseId(): string {
 export interface EtcdRegistryOptions {
   /** Overall retry budget of `connect()`'s first request. */
   connectTimeoutMs?: number;
+  /** The registry role this client acts as (names refusals; default admin). */
+  role?: Role;
+  /** etcd user and password, when etcd has auth enabled. */
+  auth?: { username: string; password: string };
+}
+
+/** etcd's answer to a request without a token while auth is enabled. */
+function isUnauthenticated(err: unknown): boolean {
+  return err instanceof EtcdAuthenticationFailedError || /user name is empty|invalid auth token|authentication failed/.test(messageOf(err));
 }
 
 export class EtcdRegistry implements Registry {
@@ -187,10 +202,20 @@ export class EtcdRegistry implements Registry {
   private readonly watches = new Set<EtcdWatch>();
   private closedFlag = false;
 
-  constructor(readonly endpoints: string[]) {
+  readonly role: Role;
+  /** The etcd user this client authenticates as, if any (named in refusals). */
+  private readonly authUser: string | undefined;
+
+  constructor(
+    readonly endpoints: string[],
+    opts: Pick<EtcdRegistryOptions, 'role' | 'auth'> = {},
+  ) {
     if (endpoints.length === 0) throw new Error('etcd registry: no endpoints given');
+    this.role = opts.role ?? 'admin';
+    this.authUser = opts.auth?.username;
     this.client = new Etcd3({
       hosts: [...endpoints], // etcd3 needs an array here
+      ...(opts.auth ? { auth: { username: opts.auth.username, password: opts.auth.password } } : {}),
       grpcOptions: {
         // Pings detect a dead connection that no RST announced (etcd tolerates pings every 5 s or slower).
         'grpc.keepalive_time_ms': 10_000,
@@ -209,12 +234,14 @@ export class EtcdRegistry implements Registry {
 
   /** Opens a client and verifies with a first request that the cluster answers. */
   static async connect(endpoints: string[], opts: EtcdRegistryOptions = {}): Promise<EtcdRegistry> {
-    const registry = new EtcdRegistry(endpoints);
+    const registry = new EtcdRegistry(endpoints, opts);
     try {
-      const probe = (o: CallOptions) => registry.client.kv.range({ key: Buffer.from([0]), count_only: true }, o);
+      // A key every role may read (config/), so the probe also proves the credentials work.
+      const probe = (o: CallOptions) => registry.client.kv.range({ key: Buffer.from('config/network'), count_only: true }, o);
       await registry.call('connect', true, probe, opts.connectTimeoutMs ?? CONNECT_BUDGET_MS);
     } catch (err) {
       await registry.close();
+      if (err instanceof RegistryAuthError || err instanceof RegistryAccessError) throw err;
       const cause = (err as Error).cause ?? err;
       throw new Error(`cannot reach etcd at ${endpoints.join(',')}: ${messageOf(cause)}`, { cause });
     }
@@ -234,6 +261,8 @@ export class EtcdRegistry implements Registry {
     idempotent: boolean,
     fn: (opts: CallOptions, attempt: number) => Promise<T>,
     budgetMs = CALL_BUDGET_MS,
+    /** What the role table says was refused, for etcd's bare "permission denied". */
+    denial: () => Denial | null | Promise<Denial | null> = () => null,
   ): Promise<T> {
     const deadline = Date.now() + budgetMs;
     let delay = 25;
@@ -244,6 +273,18 @@ export class EtcdRegistry implements Registry {
       try {
         return await fn({ deadline: Math.min(deadline, Date.now() + ATTEMPT_TIMEOUT_MS) }, attempt);
       } catch (err) {
+        if (err instanceof EtcdPermissionDeniedError)
+          throw this.refused(
+            what,
+            await Promise.resolve()
+              .then(denial)
+              .catch(() => null),
+          );
+        if (isUnauthenticated(err)) {
+          throw new RegistryAuthError(
+            `etcd refused ${this.authUser ? `user "${this.authUser}"` : 'a client without credentials'} (${messageOf(err)}); pass --registry-credentials`,
+          );
+        }
         if (!(err instanceof MemberCoolingDownError) || reported === undefined) reported = err;
         if (!isRetryable(err, idempotent) || Date.now() + delay >= deadline || this.closedFlag) {
           throw new Error(`etcd registry: ${what}: ${messageOf(reported)}`, { cause: reported });
@@ -255,16 +296,45 @@ export class EtcdRegistry implements Registry {
     }
   }
 
+  /** The error for a request etcd refused: the role table names what was refused, etcd only that it was. */
+  private refused(what: string, denial: Denial | null): Error {
+    if (denial) return new RegistryAccessError(denial);
+    return new Error(
+      `etcd registry: ${what}: permission denied by etcd for role "${this.role}" although the role table allows it; ` +
+        'the etcd roles may be out of date: run `allegra registry setup-auth` again',
+    );
+  }
+
+  /**
+   * etcd's simple tokens live in each member's memory: a restarted member no longer knows the token, and
+   * a stream opened on it fails (a watch even reports "permission denied"). Unary calls re-authenticate by
+   * themselves; streams need the cached token dropped by hand.
+   */
+  forgetToken(): void {
+    const pool = (this.client as unknown as { pool?: { authenticator?: { invalidateMetadata?: () => void } } }).pool;
+    pool?.authenticator?.invalidateMetadata?.();
+  }
+
   async get(key: string): Promise<KeyValue | undefined> {
-    const res = await this.call(`get "${key}"`, true, (o) => this.client.kv.range({ key: Buffer.from(key) }, o));
+    const res = await this.call(
+      `get "${key}"`,
+      true,
+      (o) => this.client.kv.range({ key: Buffer.from(key) }, o),
+      CALL_BUDGET_MS,
+      () => readDenial(this.role, 'get', key),
+    );
     const kv = res.kvs[0];
     return kv ? toKeyValue(kv) : undefined;
   }
 
   async list(prefix: string): Promise<RangeResult> {
     // One range request is one consistent snapshot; its header revision is the revision it reflects.
-    const res = await this.call(`list "${prefix}"`, true, (o) =>
-      this.client.kv.range({ ...prefixRange(prefix), sort_order: 'Ascend', sort_target: 'Key' }, o),
+    const res = await this.call(
+      `list "${prefix}"`,
+      true,
+      (o) => this.client.kv.range({ ...prefixRange(prefix), sort_order: 'Ascend', sort_target: 'Key' }, o),
+      CALL_BUDGET_MS,
+      () => readDenial(this.role, 'list', prefix),
     );
     return { items: res.kvs.map(toKeyValue), revision: Number(res.header.revision) };
   }
@@ -272,12 +342,24 @@ export class EtcdRegistry implements Registry {
   async put(key: string, value: string, opts: { lease?: string } = {}): Promise<number> {
     const lease = opts.lease === undefined ? undefined : leaseIdOf(opts.lease);
     const req = { key: Buffer.from(key), value: Buffer.from(value), ...(lease ? { lease } : {}) };
-    const res = await this.call(`put "${key}"`, false, (o) => this.client.kv.put(req, o));
+    const res = await this.call(
+      `put "${key}"`,
+      false,
+      (o) => this.client.kv.put(req, o),
+      CALL_BUDGET_MS,
+      () => txnDenial(this.role, { compare: [], success: [{ type: 'put', key, value }] }),
+    );
     return Number(res.header.revision);
   }
 
   async delete(key: string): Promise<boolean> {
-    const res = await this.call(`delete "${key}"`, false, (o) => this.client.kv.deleteRange({ key: Buffer.from(key) }, o));
+    const res = await this.call(
+      `delete "${key}"`,
+      false,
+      (o) => this.client.kv.deleteRange({ key: Buffer.from(key) }, o),
+      CALL_BUDGET_MS,
+      () => txnDenial(this.role, { compare: [], success: [{ type: 'delete', key }] }),
+    );
     return Number(res.deleted) > 0;
   }
 
@@ -287,7 +369,13 @@ export class EtcdRegistry implements Registry {
       success: request.success.map(toRequestOp),
       failure: (request.failure ?? []).map(toRequestOp),
     };
-    const res = await this.call('txn', false, (o) => this.client.kv.txn(req, o));
+    const res = await this.call(
+      'txn',
+      false,
+      (o) => this.client.kv.txn(req, o),
+      CALL_BUDGET_MS,
+      () => txnDenial(this.role, request),
+    );
     return { succeeded: res.succeeded, revision: Number(res.header.revision) };
   }
 
@@ -349,14 +437,36 @@ export class EtcdRegistry implements Registry {
   }
 
   private async revokeLease(id: string): Promise<void> {
-    await this.call(`revoke lease ${id}`, true, async (o) => {
-      try {
-        await this.client.leaseClient.leaseRevoke({ ID: id }, o);
-      } catch (err) {
-        // Already gone (expired, or an earlier attempt of this revoke went through): that is the goal.
-        if (!(err instanceof EtcdLeaseInvalidError)) throw err;
-      }
-    });
+    await this.call(
+      `revoke lease ${id}`,
+      true,
+      async (o) => {
+        try {
+          await this.client.leaseClient.leaseRevoke({ ID: id }, o);
+        } catch (err) {
+          // Already gone (expired, or an earlier attempt of this revoke went through): that is the goal.
+          if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+        }
+      },
+      CALL_BUDGET_MS,
+      () => this.revokeDenialOf(id),
+    );
+  }
+
+  /** Which attached key a refused revocation stumbled on (etcd lists a lease's keys on request). */
+  private async revokeDenialOf(id: string): Promise<Denial> {
+    const unnamed: Denial = { role: this.role, operation: 'revoke a lease holding', key: '(a key it may not write)' };
+    try {
+      const res = await this.client.leaseClient.leaseTimeToLive({ ID: id, keys: true }, { deadline: Date.now() + ATTEMPT_TIMEOUT_MS });
+      return (
+        revokeDenial(
+          this.role,
+          res.keys.map((k) => k.toString('utf8')),
+        ) ?? unnamed
+      );
+    } catch {
+      return unnamed; // newer etcd versions hide the keys from a role that may not read them
+    }
   }
 
   async close(): Promise<void> {
@@ -471,6 +581,20 @@ class EtcdWatch implements Watch {
       this.opts.onCompacted?.(current);
       if (!this.stopped) void this.connect();
       return;
+    }
+    if (/invalid auth token/.test(res.cancel_reason)) {
+      // The member does not know our token (it restarted, or the token expired there): fetch a new one.
+      this.registry.forgetToken();
+    } else if (/permission denied/.test(res.cancel_reason)) {
+      const denial = readDenial(this.registry.role, 'watch', this.prefix);
+      if (denial) {
+        // Refused for good: the role may not read this prefix. Report it and end the watch.
+        this.opts.onError?.(new RegistryAccessError(denial));
+        this.close();
+        return;
+      }
+      // The table allows it: the member did not know our token (restarted, or the token expired there).
+      this.registry.forgetToken();
     }
     // Cancelled for another reason (e.g. the member is shutting down): reconnect, maybe elsewhere.
     this.scheduleReconnect();

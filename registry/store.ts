@@ -17,7 +17,8 @@ export interface LeaseState {
 export type JournalEntry =
   | { kind: 'txn'; revision: number; ops: Array<{ t: 'p'; k: string; v: string; l?: string } | { t: 'd'; k: string }> }
   | { kind: 'lease'; id: string; ttlMs: number }
-  | { kind: 'revoke'; id: string };
+  /** A revocation and the deletion of the lease's keys are one entry: a crash cannot keep keys of a dead lease. */
+  | { kind: 'revoke'; id: string; revision?: number; ops?: Array<{ t: 'd'; k: string }> };
 
 export interface Snapshot {
   revision: number;
@@ -194,9 +195,16 @@ export class Store {
   revokeLease(id: string): void {
     const lease = this.leases.get(id);
     if (!lease) return;
-    this.journal?.append({ kind: 'revoke', id });
+    const ops = [...lease.keys].filter((k) => this.kvs.has(k)).map((k) => ({ t: 'd' as const, k }));
+    const revision = this.revisionValue + 1;
+    this.journal?.append(ops.length > 0 ? { kind: 'revoke', id, revision, ops } : { kind: 'revoke', id });
     this.leases.delete(id);
-    this.apply([...lease.keys].map((key) => ({ type: 'delete', key }) as Op));
+    if (ops.length > 0) this.applyExpanded(revision, ops);
+  }
+
+  /** Keys attached to a lease, for the permission check of a revocation. */
+  leaseKeys(id: string): string[] {
+    return [...(this.leases.get(id)?.keys ?? [])];
   }
 
   /** Expires leases whose time has come; call periodically. */
@@ -234,10 +242,16 @@ export class Store {
     for (const entry of entries) {
       if (entry.kind === 'lease')
         this.leases.set(entry.id, { id: entry.id, ttlMs: entry.ttlMs, expiresAt: now + entry.ttlMs, keys: new Set() });
-      else if (entry.kind === 'revoke') this.leases.delete(entry.id);
-      else if (entry.revision > this.revisionValue) this.applyExpanded(entry.revision, entry.ops);
+      else if (entry.kind === 'revoke') {
+        this.leases.delete(entry.id);
+        if (entry.ops && entry.revision !== undefined && entry.revision > this.revisionValue) this.applyExpanded(entry.revision, entry.ops);
+      } else if (entry.revision > this.revisionValue) this.applyExpanded(entry.revision, entry.ops);
     }
     this.history.length = 0;
     this.compactedRevision = this.revisionValue;
+    // Logs written before revocations were single entries can hold keys of a lease that is gone: such keys
+    // would never expire. Delete them now, as the revocation would have.
+    const orphans = [...this.kvs.values()].filter((kv) => kv.lease !== undefined && !this.leases.has(kv.lease));
+    if (orphans.length > 0) this.apply(orphans.map((kv) => ({ type: 'delete', key: kv.key }) as Op));
   }
 }

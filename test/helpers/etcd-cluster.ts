@@ -7,13 +7,17 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Role } from '../../protocol/roles.js';
 import { freePorts } from '../../quorum-agent/ports.js';
+import { setupEtcdAuth } from '../../registry/etcd-auth.js';
 
 export const ETCD_BINARY = '/usr/bin/etcd';
 
 export interface EtcdCluster {
   /** Client endpoints, `127.0.0.1:PORT`, one per member (index = member number). */
   endpoints: string[];
+  /** With `auth: true`: the credentials file of each role, as `allegra registry setup-auth` writes them. */
+  credentials: Record<Role, string> | null;
   /** SIGKILLs member `i` and waits until its process is gone. */
   kill(i: number): Promise<void>;
   /** Starts member `i` again on its old data dir and waits until it serves requests. */
@@ -44,7 +48,7 @@ function installExitHook(): void {
   });
 }
 
-export async function startEtcdCluster(opts: { members: 1 | 3 }): Promise<EtcdCluster> {
+export async function startEtcdCluster(opts: { members: 1 | 3; auth?: boolean }): Promise<EtcdCluster> {
   if (!existsSync(ETCD_BINARY)) {
     // No skipping: a missing etcd must fail loudly, in CI and locally alike.
     const hint = process.env.CI === 'true' ? '' : ' (or: sudo apt-get install -y etcd-server)';
@@ -113,9 +117,17 @@ export async function startEtcdCluster(opts: { members: 1 | 3 }): Promise<EtcdCl
     rmSync(base, { recursive: true, force: true });
   };
 
+  let credentials: Record<Role, string> | null = null;
   try {
     for (const m of members) launch(m);
     await Promise.all(members.map((m) => waitHealthy(m)));
+    if (opts.auth) {
+      const { files } = await setupEtcdAuth(
+        members.map((m) => `127.0.0.1:${m.clientPort}`),
+        join(base, 'credentials'),
+      );
+      credentials = { admin: files.admin, agent: files.agent, gateway: files.gateway };
+    }
   } catch (err) {
     await stop();
     throw err;
@@ -128,6 +140,7 @@ export async function startEtcdCluster(opts: { members: 1 | 3 }): Promise<EtcdCl
   };
   return {
     endpoints: members.map((m) => `127.0.0.1:${m.clientPort}`),
+    credentials,
     kill: (i) => killMember(member(i)),
     restart: async (i) => {
       const m = member(i);

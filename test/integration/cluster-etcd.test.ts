@@ -46,9 +46,11 @@ describe('a cluster on etcd survives the loss of an etcd member, an agent and a 
   };
 
   beforeAll(async () => {
-    etcd = await startEtcdCluster({ members: 3 });
+    // With etcd's auth on: agents and gateways act as their roles, so the role table must be enough for them.
+    etcd = await startEtcdCluster({ members: 3, auth: true });
+    const creds = etcd.credentials as NonNullable<EtcdCluster['credentials']>;
     url = `etcd://${etcd.endpoints.join(',')}`;
-    registry = await openRegistry(url);
+    registry = await openRegistry(url, { role: 'admin', credentialsFile: creds.admin });
     await registry.put(keys.network(), JSON.stringify({ baseDomain: 'localhost', quorumSize: 3 }));
     for (let i = 0; i < 4; i++) {
       agents.push(
@@ -64,6 +66,8 @@ describe('a cluster on etcd survives the loss of an etcd member, an agent and a 
             join(dir.path, `agent-${i}`),
             '--log',
             join(dir.path, `agent-${i}.log`),
+            '--registry-credentials',
+            creds.agent,
           ],
           30_000,
           CLI,
@@ -74,7 +78,21 @@ describe('a cluster on etcd survives the loss of an etcd member, an agent and a 
       gateways.push(
         await startDaemon(
           `gateway-${i}`,
-          ['gateway', '--registry', url, '--http', '0', '--https', '0', '--admin', '0', '--log', join(dir.path, `gateway-${i}.log`)],
+          [
+            'gateway',
+            '--registry',
+            url,
+            '--registry-credentials',
+            creds.gateway,
+            '--http',
+            '0',
+            '--https',
+            '0',
+            '--admin',
+            '0',
+            '--log',
+            join(dir.path, `gateway-${i}.log`),
+          ],
           30_000,
           CLI,
         ),

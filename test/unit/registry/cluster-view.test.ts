@@ -17,7 +17,10 @@ describe('cluster view placement', () => {
   it('independent views of one registry place every instance on the same quorum', async () => {
     const dir = tempDir();
     const host = await EmbeddedHost.start(dir.path);
-    const clients = [new EmbeddedClient(host.socketPath), new EmbeddedClient(host.socketPath)];
+    const clients = [
+      new EmbeddedClient(host.socketPath, host.credential('admin')),
+      new EmbeddedClient(host.socketPath, host.credential('admin')),
+    ];
     try {
       for (let q = 0; q < 7; q++)
         await host.put(keys.quorum(`q-${q}`), JSON.stringify({ id: `q-${q}`, members: [`n-${q}a`, `n-${q}b`, `n-${q}c`], capacity: 48 }));

@@ -1,15 +1,21 @@
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { TxnRequest } from '../../../protocol/registry.js';
+import { ROLES } from '../../../protocol/roles.js';
+import { tokenFile } from '../../../registry/credentials.js';
 import { EmbeddedHost } from '../../../registry/embedded.js';
 import { EmbeddedClient } from '../../../registry/embedded-client.js';
 import { Mirror } from '../../../registry/mirror.js';
 import { openRegistry } from '../../../registry/open.js';
+import { MAX_REQUEST_BYTES } from '../../../registry/wire.js';
 import { tempDir, waitFor } from '../../helpers/tmp.js';
 import { registryContract } from './contract.js';
 
 registryContract('embedded (host + socket client)', async () => {
   const dir = tempDir();
   const host = await EmbeddedHost.start(dir.path);
-  const client = new EmbeddedClient(host.socketPath);
+  const client = new EmbeddedClient(host.socketPath, host.credential('admin'));
   return {
     registry: host,
     peer: client,
@@ -24,8 +30,8 @@ registryContract('embedded (host + socket client)', async () => {
 registryContract('embedded (two socket clients)', async () => {
   const dir = tempDir();
   const host = await EmbeddedHost.start(dir.path);
-  const a = new EmbeddedClient(host.socketPath);
-  const b = new EmbeddedClient(host.socketPath);
+  const a = new EmbeddedClient(host.socketPath, host.credential('admin'));
+  const b = new EmbeddedClient(host.socketPath, host.credential('admin'));
   return {
     registry: a,
     peer: b,
@@ -65,13 +71,13 @@ describe('embedded registry persistence and hosting', () => {
     try {
       const host = await EmbeddedHost.start(dir.path);
       await expect(EmbeddedHost.start(dir.path)).rejects.toMatchObject({ code: 'EADDRINUSE' });
-      const joined = await openRegistry(`embedded:${dir.path}`);
+      const joined = await openRegistry(`embedded:${dir.path}`, { role: 'admin' });
       expect(joined).toBeInstanceOf(EmbeddedClient);
       await joined.put('x', '1');
       expect((await host.get('x'))?.value).toBe('1');
       await joined.close();
       await host.close();
-      await expect(openRegistry(`embedded:${dir.path}`, { host: 'never' })).rejects.toThrow();
+      await expect(openRegistry(`embedded:${dir.path}`, { role: 'admin', host: 'never' })).rejects.toThrow();
     } finally {
       dir.cleanup();
     }
@@ -82,7 +88,7 @@ describe('embedded registry persistence and hosting', () => {
     try {
       let host = await EmbeddedHost.start(dir.path);
       await host.put('m/a', '1');
-      const client = new EmbeddedClient(host.socketPath);
+      const client = new EmbeddedClient(host.socketPath, host.credential('admin'));
       const mirror = await new Mirror(client, 'm/', (raw) => raw).start();
       expect(mirror.get('m/a')).toBe('1');
       await host.close();
@@ -105,7 +111,7 @@ describe('embedded client with many watches', () => {
   it('delivers events to several concurrent watches of one client', async () => {
     const dir = tempDir();
     const host = await EmbeddedHost.start(dir.path);
-    const client = new EmbeddedClient(host.socketPath);
+    const client = new EmbeddedClient(host.socketPath, host.credential('admin'));
     try {
       const seen = new Map<string, number>();
       const watches = ['a/', 'b/', 'c/', 'd/', 'e/', 'f/'].map((p) =>
@@ -115,6 +121,58 @@ describe('embedded client with many watches', () => {
       for (const p of ['a/', 'b/', 'c/', 'd/', 'e/', 'f/']) await host.put(`${p}k`, 'v');
       await waitFor(() => seen.size === 6, { what: 'every watch to see its event' });
       for (const w of watches) w.close();
+    } finally {
+      await client.close();
+      await host.close();
+      dir.cleanup();
+    }
+  });
+});
+
+describe('embedded registry credentials and request limits', () => {
+  it('mints one token per role on first start, keeps them across restarts, files readable by the owner only', async () => {
+    const dir = tempDir();
+    try {
+      const host = await EmbeddedHost.start(dir.path);
+      const tokens = ROLES.map((role) => host.credential(role));
+      expect(new Set(tokens).size).toBe(3);
+      await host.close();
+      const again = await EmbeddedHost.start(dir.path);
+      expect(ROLES.map((role) => again.credential(role))).toEqual(tokens);
+      for (const role of ROLES) {
+        expect(readFileSync(tokenFile(dir.path, role), 'utf8').trim()).toBe(again.credential(role));
+        expect(statSync(tokenFile(dir.path, role)).mode & 0o777).toBe(0o600);
+      }
+      expect(statSync(join(dir.path, 'credentials')).mode & 0o777).toBe(0o700);
+      expect(statSync(dir.path).mode & 0o777).toBe(0o700);
+      expect(statSync(join(dir.path, 'wal.jsonl')).mode & 0o777).toBe(0o600);
+      // A joining client finds its role's token in the credentials directory.
+      const agent = await openRegistry(`embedded:${dir.path}`, { role: 'agent', host: 'never' });
+      await agent.put('nodes/n1', 'x');
+      await expect(agent.put('cert-keys/h', 'x')).rejects.toThrow('role "agent" may not put "cert-keys/h"');
+      await agent.close();
+      await expect(openRegistry(`embedded:${dir.path}`, { role: 'agent', token: again.credential('gateway') })).rejects.toThrow(
+        'registry credential is for role "gateway", not "agent"',
+      );
+      await again.close();
+    } finally {
+      dir.cleanup();
+    }
+  });
+
+  it('answers an oversized body with 413 and a malformed request with 400, and keeps serving', async () => {
+    const dir = tempDir();
+    const host = await EmbeddedHost.start(dir.path);
+    const client = new EmbeddedClient(host.socketPath, host.credential('admin'));
+    try {
+      await expect(client.put('big', 'x'.repeat(MAX_REQUEST_BYTES))).rejects.toThrow(
+        `registry: request body exceeds ${MAX_REQUEST_BYTES} bytes`,
+      );
+      const malformed = { compare: [], success: [{ type: 'put', key: 'k', value: { not: 'a string' } }] } as unknown as TxnRequest;
+      await expect(client.txn(malformed)).rejects.toThrow(/registry: invalid request: success\.0\.value/);
+      await expect(client.txn({ compare: [], success: [{ type: 'put', key: '', value: 'v' }] })).rejects.toThrow(/invalid request/);
+      expect(await client.get('big')).toBeUndefined();
+      expect(await client.put('small', 'ok')).toBeGreaterThan(0);
     } finally {
       await client.close();
       await host.close();

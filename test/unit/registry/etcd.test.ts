@@ -162,7 +162,7 @@ describe('etcd registry on a cluster with failing members', () => {
 
 describe('openRegistry with etcd:// URLs', () => {
   it('connects to the listed members', async () => {
-    const r = await openRegistry(`etcd://${cluster.endpoints.join(',')}`);
+    const r = await openRegistry(`etcd://${cluster.endpoints.join(',')}`, { role: 'admin' });
     try {
       expect(r).toBeInstanceOf(EtcdRegistry);
       const rev = await r.put('eo/k', 'v');
@@ -175,10 +175,10 @@ describe('openRegistry with etcd:// URLs', () => {
   it('fails within seconds, naming the endpoint, when nothing listens there', async () => {
     const port = await unusedPort();
     const started = Date.now();
-    await expect(openRegistry(`etcd://127.0.0.1:${port}`)).rejects.toThrow(`cannot reach etcd at 127.0.0.1:${port}`);
+    await expect(openRegistry(`etcd://127.0.0.1:${port}`, { role: 'admin' })).rejects.toThrow(`cannot reach etcd at 127.0.0.1:${port}`);
     expect(Date.now() - started).toBeLessThan(5_000);
-    await expect(openRegistry('etcd://')).rejects.toThrow(/invalid registry URL/);
-    await expect(openRegistry('etcd://127.0.0.1')).rejects.toThrow(/invalid registry URL/);
+    await expect(openRegistry('etcd://', { role: 'admin' })).rejects.toThrow(/invalid registry URL/);
+    await expect(openRegistry('etcd://127.0.0.1', { role: 'admin' })).rejects.toThrow(/invalid registry URL/);
   });
 });
 
