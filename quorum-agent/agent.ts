@@ -2,6 +2,7 @@
  * A quorum agent: announces its node under a lease, takes part in controller election, serves the signed
  * RPC API, and reconciles the replicas it should run with what the registry says.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -17,11 +18,15 @@ import { assignSlots } from '../router/slots.js';
 import { BlobStore } from './blobs.js';
 import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
+import type { Driver } from './drivers/driver.js';
 import { ProcessDriver } from './drivers/process.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { InstanceService } from './instances.js';
 import { createRpcApp } from './rpc.js';
+import { Sandbox } from './sandbox/sandbox.js';
+import { describeSupport, probeSandbox, type SandboxPolicyOptions, type SandboxSupport } from './sandbox/support.js';
+import { DEFAULT_UID_RANGE, UidAllocator, type UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
 
@@ -40,6 +45,8 @@ export interface AgentOptions {
   maxArtifactBytes?: number;
   /** DNS server (`host:port`) used to check custom-domain proofs; default: the system's resolver. */
   dnsResolver?: string;
+  /** Who may run unsandboxed when the host cannot sandbox, and the uids replicas get. */
+  sandbox?: SandboxPolicyOptions & { uidRange?: UidRange };
 }
 
 export class Agent {
@@ -54,8 +61,14 @@ export class Agent {
   private record: NodeRecord | null = null;
   private readonly reconciler: SerialPass;
   private stopping = false;
-  /** Artifact versions already unpacked: `${sha256}` → directory. */
+  /** Artifact versions already unpacked: `${instanceId}/${sha256}` → directory (never shared between instances). */
   private readonly prepared = new Map<string, string>();
+  /** Set in start(), once the host's sandboxing support is known. */
+  private driver: ProcessDriver | null = null;
+  private sandboxSupport: SandboxSupport | null = null;
+  /** Instances this node keeps directories or a uid for: destroyed once they leave the cluster view. */
+  private readonly hosted = new Set<string>();
+  private readonly destroying = new Set<string>();
   private readonly fetching = new Set<string>();
 
   constructor(private readonly opts: AgentOptions) {
@@ -67,9 +80,14 @@ export class Agent {
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
     );
+    const driver: Driver = {
+      name: 'process',
+      start: (launch) => this.processDriver().start(launch),
+      destroy: (instanceId) => this.processDriver().destroy(instanceId),
+    };
     this.supervisor = new Supervisor({
       nodeId: this.identity.id,
-      driver: new ProcessDriver(),
+      driver,
       log: opts.log,
       healthIntervalMs: opts.healthIntervalMs ?? 1_000,
       report: (key, record) => void this.publishReplica(key, record),
@@ -78,6 +96,67 @@ export class Agent {
 
   get nodeId(): string {
     return this.identity.id;
+  }
+
+  private processDriver(): ProcessDriver {
+    if (!this.driver) throw new Error('agent not started');
+    return this.driver;
+  }
+
+  /** What the host offers for sandboxing (known after start). */
+  get sandbox(): SandboxSupport | null {
+    return this.sandboxSupport;
+  }
+
+  /**
+   * Finds out whether this host can sandbox replicas, says so in the log, and builds the driver. A host that
+   * cannot (not root, no bubblewrap/socat/setpriv, no namespaces or writable cgroups) runs only what the
+   * operator allowed: trusted owners' instances, or all with --allow-unsandboxed.
+   */
+  private async setUpSandbox(): Promise<void> {
+    const { log } = this.opts;
+    const policy = this.opts.sandbox ?? {};
+    const uidRange = policy.uidRange ?? DEFAULT_UID_RANGE;
+    let support = probeSandbox();
+    let sandbox: Sandbox | undefined;
+    if (support.ok) {
+      try {
+        const uids = new UidAllocator(join(this.opts.dataDir, 'sandbox', 'uids.json'), uidRange);
+        sandbox = new Sandbox(support, join(this.opts.dataDir, 'sandbox'), uids, `allegra-${this.identity.id}`, log);
+        await sandbox.open();
+        for (const id of sandbox.known()) this.hosted.add(id);
+      } catch (err) {
+        support = { ok: false, reason: `cannot set up replica cgroups or uids: ${(err as Error).message}` };
+        sandbox = undefined;
+      }
+    }
+    this.sandboxSupport = support;
+    const trusted = policy.trustedOwners ?? [];
+    if (support.ok) {
+      log.info({ ...describeSupport(support), uids: `${uidRange.first}-${uidRange.first + uidRange.count - 1}` }, 'replicas run sandboxed');
+    } else if (policy.allowUnsandboxed) {
+      log.warn(
+        { reason: support.reason },
+        'THIS NODE CANNOT SANDBOX REPLICAS AND RUNS EVERY INSTANCE UNSANDBOXED (--allow-unsandboxed): tenant code runs as the agent, with access to its files and network',
+      );
+    } else if (trusted.length > 0) {
+      log.warn(
+        { reason: support.reason, trustedOwners: trusted },
+        'this node cannot sandbox replicas: it runs only its trusted owners’ instances, unsandboxed',
+      );
+    } else {
+      log.warn(
+        { reason: support.reason },
+        'this node cannot sandbox replicas and refuses every instance (pass --trusted-owner KEY or --allow-unsandboxed to run some unsandboxed)',
+      );
+    }
+    this.driver = new ProcessDriver({
+      support,
+      sandbox,
+      policy,
+      dataRoot: join(this.opts.dataDir, 'sandbox'),
+      hasSetpriv: hasSetpriv(),
+    });
   }
 
   get rpcUrl(): string {
@@ -104,6 +183,7 @@ export class Agent {
       this.server.once('error', reject);
     });
     await this.view.start();
+    await this.setUpSandbox();
     this.record = {
       id: this.identity.id,
       rpc: this.opts.advertise ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
@@ -212,6 +292,7 @@ export class Agent {
         this.opts.log.warn({ instance: spec.name }, 'instance has no command and none could be inferred from its files');
         continue;
       }
+      this.hosted.add(spec.id);
       for (const { slot } of mine) {
         desired.push({
           instanceId: spec.id,
@@ -221,10 +302,13 @@ export class Agent {
           launch: {
             instanceId: spec.id,
             instanceName: spec.name,
+            owner: spec.owner,
             slot,
             workDir,
             cmd,
             env: spec.env,
+            listenPort: spec.port,
+            limits: spec.limits,
             logFile: join(this.opts.dataDir, 'logs', spec.id, `replica-${slot}.log`),
           },
         });
@@ -232,7 +316,33 @@ export class Agent {
     }
     const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
     this.supervisor.reconcile(desired, stillRunning);
+    this.destroyDeleted();
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
+  }
+
+  /**
+   * Instances deleted from the cluster lose what this node kept for them (replica directories, cgroups,
+   * uid), once their replicas have stopped.
+   */
+  private destroyDeleted(): void {
+    const exists = new Set([...this.view.instances.values()].map((s) => s.id));
+    for (const id of this.hosted) {
+      if (exists.has(id) || this.destroying.has(id)) continue;
+      this.destroying.add(id);
+      void (async () => {
+        try {
+          if (!(await this.supervisor.drained(id))) return;
+          await this.processDriver().destroy(id);
+          this.hosted.delete(id);
+          for (const key of [...this.prepared.keys()]) if (key.startsWith(`${id}/`)) this.prepared.delete(key);
+          this.opts.log.info({ instanceId: id }, 'deleted instance: replica directories, cgroups and uid released');
+        } catch (err) {
+          this.opts.log.warn({ err, instanceId: id }, 'could not release a deleted instance’s resources; retrying on the next pass');
+        } finally {
+          this.destroying.delete(id);
+        }
+      })();
+    }
   }
 
   /** Returns the directory to run `spec` from, fetching and unpacking its artifact when needed. */
@@ -243,7 +353,7 @@ export class Agent {
       return dir;
     }
     const { sha256 } = spec.artifact;
-    const ready = this.prepared.get(sha256);
+    const ready = this.prepared.get(`${spec.id}/${sha256}`);
     if (ready) return ready;
     if (!this.blobs.has(sha256)) {
       this.fetchBlob(spec);
@@ -251,7 +361,7 @@ export class Agent {
     }
     const dir = join(this.opts.dataDir, 'apps', spec.id, sha256.slice(0, 16));
     await this.blobs.unpack(sha256, dir);
-    this.prepared.set(sha256, dir);
+    this.prepared.set(`${spec.id}/${sha256}`, dir);
     return dir;
   }
 
@@ -307,6 +417,7 @@ export class Agent {
     this.reconciler.stop();
     this.controller?.stop();
     await this.supervisor.stopAll();
+    await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
     this.view.close();
     try {
       await this.lease?.revoke();
@@ -319,4 +430,12 @@ export class Agent {
       (this.server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
     });
   }
+}
+
+let setprivAvailable: boolean | undefined;
+function hasSetpriv(): boolean {
+  if (setprivAvailable === undefined) {
+    setprivAvailable = process.platform === 'linux' && spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+  }
+  return setprivAvailable;
 }

@@ -59,6 +59,7 @@ export class InstanceService {
         port: req.port,
         env: req.env,
         replicas,
+        ...(req.limits ? { limits: req.limits } : {}),
       },
       now,
     );

@@ -11,12 +11,13 @@ function fakeDriver(): Driver & { starts: ReplicaLaunch[] } {
   return {
     name: 'process',
     starts,
+    async destroy() {},
     async start(launch) {
       starts.push(launch);
       let exit: (e: ExitInfo) => void = () => {};
       const exited = new Promise<ExitInfo>((r) => (exit = r));
       return {
-        endpoint: `http://127.0.0.1:${launch.port}`,
+        endpoint: `http://127.0.0.1:${3000 + starts.length}`,
         pid: 1000 + starts.length,
         exited,
         health: async () => true,
@@ -31,7 +32,7 @@ const desired = (version: number, cmd = 'node server.js', workDir = '/app/v1'): 
   instanceName: 'app',
   slot: 0,
   version,
-  launch: { instanceId: 'i-1', instanceName: 'app', slot: 0, workDir, cmd, env: {}, logFile: '/dev/null' },
+  launch: { instanceId: 'i-1', instanceName: 'app', owner: 'o', slot: 0, workDir, cmd, env: {}, listenPort: 0, logFile: '/dev/null' },
 });
 
 describe('Supervisor', () => {
