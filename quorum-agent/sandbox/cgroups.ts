@@ -63,7 +63,8 @@ export type CgroupLayout = { version: 1; dirs: Record<Controller, string> } | { 
 /** Joins a mount point and a cgroup path, taking the mount's own root off the path (cgroup namespaces, containers). */
 function underMount(mount: Mount, path: string): string {
   const rel = mount.root !== '/' && (path === mount.root || path.startsWith(`${mount.root}/`)) ? path.slice(mount.root.length) : path;
-  return posix.join(mount.mountPoint, rel);
+  const dir = posix.join(mount.mountPoint, rel);
+  return dir.length > 1 && dir.endsWith('/') ? dir.slice(0, -1) : dir;
 }
 
 /**
