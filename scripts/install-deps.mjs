@@ -17,6 +17,10 @@ const NEEDED = {
   openssl: 'openssl',
   taskset: 'util-linux',
   setpriv: 'util-linux',
+  setsid: 'util-linux',
+  // The replica sandbox: namespaces and the relay socket of each replica.
+  bwrap: 'bubblewrap',
+  socat: 'socat',
 };
 
 const SEARCH_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`;

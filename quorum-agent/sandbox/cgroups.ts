@@ -234,17 +234,45 @@ export class CgroupScope {
     }
   }
 
+  /** CPU shares of the replicas in the scope, which the scope itself gets in sum (see weighScope). */
+  private readonly shares = new Map<string, number>();
+
   /** Creates one replica's cgroup with its limits; returns the `cgroup.procs` files a process joins. */
   create(name: string, limits: Limits): string[] {
     const dirs = replicaDirs(this.layout, this.scope, name);
     for (const dir of dirs) mkdirSync(dir, { recursive: false });
     try {
       for (const [file, value] of limitWrites(this.layout, dirs, limits, existsSync)) writeFileSync(file, value);
+      this.shares.set(name, limits.cpuShares);
+      this.weighScope();
     } catch (err) {
       void this.remove(name);
       throw err;
     }
     return dirs.map((d) => join(d, 'cgroup.procs'));
+  }
+
+  /**
+   * The scope competes with its siblings (the host's other processes) as one group: at the default weight,
+   * all of an agent's replicas together would get the CPU of one process. It weighs the sum of its
+   * replicas' shares instead, so a replica stands as it would on its own.
+   */
+  private weighScope(): void {
+    const sum = Math.min(
+      Math.max(
+        [...this.shares.values()].reduce((a, b) => a + b, 0),
+        1024,
+      ),
+      262_144,
+    );
+    const [, , cpu] = scopeDirs(this.layout, this.scope);
+    const file =
+      this.layout.version === 1 ? join(cpu as string, 'cpu.shares') : join(scopeDirs(this.layout, this.scope)[0] as string, 'cpu.weight');
+    try {
+      writeFileSync(file, String(this.layout.version === 1 ? sum : sharesToWeight(sum)));
+    } catch {
+      /* the default weight stays: slower under contention, still correct */
+    }
   }
 
   pids(name: string): number[] {
@@ -279,6 +307,7 @@ export class CgroupScope {
 
   /** Kills what is left and removes the replica's cgroup directories. Returns false if one stayed busy. */
   async remove(name: string): Promise<boolean> {
+    if (this.shares.delete(name)) this.weighScope();
     this.kill(name);
     let ok = true;
     for (const dir of replicaDirs(this.layout, this.scope, name)) {
