@@ -21,6 +21,8 @@ export interface ReplicaLaunch {
   limits?: ReplicaLimits;
   /** Host Unix sockets offered inside the replica on 127.0.0.1:port (the state API, later features). */
   exposed?: ExposedSocket[];
+  /** ALLEGRA_STATE_URL of the replica, e.g. `http://127.0.0.1:<exposed port>/v1/`. */
+  stateUrl?: string;
   /** File that receives the replica's stdout and stderr. */
   logFile: string;
 }

@@ -69,6 +69,7 @@ export class ProcessDriver implements Driver {
       limits: effectiveLimits(launch.limits),
       logFile: launch.logFile,
       exposed: launch.exposed,
+      stateUrl: launch.stateUrl,
     });
     const client = new Client('http://localhost', { socketPath: proc.socketPath, pipelining: 0 });
     void proc.exited.then(() => client.close().catch(() => {}));

@@ -122,7 +122,7 @@ export function bwrapArgv(c: SandboxCommand): string[] {
     else a.push('--ro-bind', `/${t.name}`, `/${t.name}`);
   }
   for (const dir of c.system.extraRo) a.push('--ro-bind', dir, dir);
-  a.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  a.push('--proc', '/proc', '--dev', '/dev', '--perms', '1777', '--tmpfs', '/tmp');
   a.push('--dir', '/etc');
   // Directories bwrap creates for nested entries (/etc/ssl) would be 0700: unreadable for the replica's uid.
   const parents = new Set(c.system.etc.map((e) => posix.dirname(e)).filter((d) => d !== '/etc'));

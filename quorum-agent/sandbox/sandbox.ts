@@ -10,7 +10,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, closeSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -104,6 +104,12 @@ export class Sandbox {
     writeFileSync(join(runDir, 'passwd'), ids.passwd, { mode: 0o644 });
     writeFileSync(join(runDir, 'group'), ids.group, { mode: 0o644 });
 
+    // An exposed socket serves this instance alone (its state API): its uid gets it, so the relay inside
+    // (running as that uid) may connect, and no other tenant's uid may.
+    for (const e of req.exposed ?? []) {
+      chownSync(e.hostPath, uid, gid);
+      chmodSync(e.hostPath, 0o600);
+    }
     const procs = this.scope.create(name, req.limits);
     const cleanup = async () => {
       if (!(await this.scope.remove(name))) this.log.warn({ cgroup: name }, 'replica cgroup stayed busy after kill');

@@ -16,7 +16,7 @@ import { freePort } from '../../quorum-agent/ports.js';
 import { type CgroupLayout, readLayout, scopeDirs } from '../../quorum-agent/sandbox/cgroups.js';
 import { DOCUMENTED } from '../../quorum-agent/sandbox/env.js';
 import { socketPathFor } from '../../registry/embedded.js';
-import { cliJson, type DevnetInfo, isAlive, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 const HOSTILE_APP = fileURLToPath(new URL('../fixtures/hostile-app/', import.meta.url));
@@ -291,7 +291,7 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
     await cliJson(['stop', 'hostile'], attacker);
     await waitFor(
       () =>
-        pids.every((p) => !isAlive(p)) &&
+        pids.every((p) => !isRunning(p)) &&
         info.agents.every((a) => [...replicaProcesses(a.node).keys()].every((n) => !n.startsWith(`${id}.`))),
       { timeoutMs: 15_000, what: 'hostile replicas, their processes and cgroups gone' },
     );
@@ -320,7 +320,7 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
     expect(comms.filter((c) => c.includes('node server.mjs')).length).toBeGreaterThanOrEqual(2);
     process.kill(agent.pid, 'SIGKILL');
     const killedAt = Date.now();
-    await waitFor(() => procs.every((p) => !isAlive(p)), {
+    await waitFor(() => procs.every((p) => !isRunning(p)), {
       timeoutMs: 3_000,
       intervalMs: 20,
       what: 'every replica process of the killed agent gone',
