@@ -55,8 +55,13 @@ export function systemLayout(execPath = process.execPath): SystemLayout {
   return { topLevel, etc, extraRo };
 }
 
-/** Probes the host. Synchronous and quick (one throwaway sandbox, ~10 ms). */
+/**
+ * Probes the host. Synchronous and quick (one throwaway sandbox, ~10 ms). `ALLEGRA_SANDBOX=off` makes a
+ * host that could sandbox behave as one that cannot (development, and tests of the refusal path): it can
+ * only make a node refuse more, never run a tenant unsandboxed without --trusted-owner/--allow-unsandboxed.
+ */
 export function probeSandbox(): SandboxSupport {
+  if (process.env.ALLEGRA_SANDBOX === 'off') return { ok: false, reason: 'sandboxing turned off by ALLEGRA_SANDBOX=off' };
   if (process.platform !== 'linux') return { ok: false, reason: `sandboxing needs Linux (this is ${process.platform})` };
   if (process.getuid?.() !== 0)
     return { ok: false, reason: 'the agent is not running as root, so it cannot switch replicas to their own uids' };
