@@ -81,10 +81,12 @@ class Runner {
       this.handle = await this.sup.opts.driver.start(this.desired.launch);
     } catch (err) {
       const refused = err instanceof ReplicaRefused;
-      this.lastError = refused ? `refused: ${(err as Error).message}` : `failed to start: ${(err as Error).message}`;
+      const why = refused ? `refused: ${(err as Error).message}` : `failed to start: ${(err as Error).message}`;
       const fields = { instance: this.desired.instanceName, slot: this.desired.slot };
-      if (refused) this.sup.opts.log.warn({ ...fields, reason: (err as Error).message }, 'replica refused');
-      else this.sup.opts.log.error({ ...fields, err }, 'replica failed to start');
+      // A refusal repeats on every retry: said once per runner, not every 10 s.
+      if (refused && why !== this.lastError) this.sup.opts.log.warn({ ...fields, reason: (err as Error).message }, 'replica refused');
+      else if (!refused) this.sup.opts.log.error({ ...fields, err }, 'replica failed to start');
+      this.lastError = why;
       this.sup.publish(this);
       this.scheduleRestart();
       return;
