@@ -24,6 +24,7 @@ import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { InstanceService } from './instances.js';
 import { createRpcApp } from './rpc.js';
+import { scopeName } from './sandbox/cgroups.js';
 import { Sandbox } from './sandbox/sandbox.js';
 import { describeSupport, probeSandbox, type SandboxPolicyOptions, type SandboxSupport } from './sandbox/support.js';
 import { DEFAULT_UID_RANGE, UidAllocator, type UidRange } from './sandbox/uids.js';
@@ -122,7 +123,7 @@ export class Agent {
     if (support.ok) {
       try {
         const uids = new UidAllocator(join(this.opts.dataDir, 'sandbox', 'uids.json'), uidRange);
-        sandbox = new Sandbox(support, join(this.opts.dataDir, 'sandbox'), uids, `allegra-${this.identity.id}`, log);
+        sandbox = new Sandbox(support, join(this.opts.dataDir, 'sandbox'), uids, scopeName(this.identity.id), log);
         await sandbox.open();
         for (const id of sandbox.known()) this.hosted.add(id);
       } catch (err) {

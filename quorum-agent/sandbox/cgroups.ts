@@ -158,6 +158,26 @@ export function readLayout(): CgroupLayout | { error: string } {
   }
 }
 
+/** The scope name of an agent: `allegra-<node>-<pid>`. */
+export function scopeName(nodeId: string, pid = process.pid): string {
+  return `allegra-${nodeId}-${pid}`;
+}
+
+/** The pid of the agent that owns a scope, if `name` is one. */
+export function scopeOwner(name: string): number | undefined {
+  const m = /^allegra-.+-(\d+)$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 function pidsIn(dir: string): number[] {
   try {
     return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
@@ -177,12 +197,45 @@ export class CgroupScope {
     readonly scope: string,
   ) {}
 
-  /** Creates the scope (enabling the v2 controllers on the way) and clears leftovers. */
+  /**
+   * Creates the scope (enabling the v2 controllers on the way) and clears leftovers: its own, and the scopes
+   * of agents on this host that died without removing theirs (a scope is named `allegra-<node>-<pid>`, so
+   * a dead owner is recognisable). Nothing of a SIGKILLed agent's replicas outlives the next agent start.
+   */
   async open(): Promise<void> {
     if (this.layout.version === 2) this.enableV2(this.layout.dir);
+    await this.removeDeadScopes();
     for (const dir of scopeDirs(this.layout, this.scope)) mkdirSync(dir, { recursive: true });
     if (this.layout.version === 2) writeFileSync(join(this.layout.dir, this.scope, 'cgroup.subtree_control'), '+memory +pids +cpu');
     for (const name of this.children()) await this.remove(name);
+  }
+
+  private async removeDeadScopes(): Promise<void> {
+    const parents =
+      this.layout.version === 1 ? CONTROLLERS.map((c) => (this.layout as { dirs: Record<Controller, string> }).dirs[c]) : [this.layout.dir];
+    for (const parent of parents) {
+      let names: string[] = [];
+      try {
+        names = readdirSync(parent, { withFileTypes: true })
+          .filter((d) => d.isDirectory())
+          .map((d) => d.name);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        const owner = scopeOwner(name);
+        if (owner === undefined || name === this.scope || processExists(owner)) continue;
+        const dead = new CgroupScope(this.layout, name);
+        for (const child of dead.children()) await dead.remove(child);
+        for (const dir of scopeDirs(this.layout, name)) {
+          try {
+            rmdirSync(dir);
+          } catch {
+            /* gone, or busy: the next start tries again */
+          }
+        }
+      }
+    }
   }
 
   /**

@@ -13,7 +13,7 @@ import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus, ReplicaRecord } from '../../protocol/types.js';
 import { freePort } from '../../quorum-agent/ports.js';
-import { type CgroupLayout, readLayout, scopeDirs } from '../../quorum-agent/sandbox/cgroups.js';
+import { type CgroupLayout, readLayout, scopeDirs, scopeName } from '../../quorum-agent/sandbox/cgroups.js';
 import { DOCUMENTED } from '../../quorum-agent/sandbox/env.js';
 import { socketPathFor } from '../../registry/embedded.js';
 import { cliJson, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
@@ -49,7 +49,8 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
   const layout = readLayout();
   const cgroupsOf = (nodeId: string): string[] => {
     if ('error' in layout) return [];
-    return scopeDirs(layout as CgroupLayout, `allegra-${nodeId}`);
+    const agent = info.agents.find((a) => a.node === nodeId);
+    return agent ? scopeDirs(layout as CgroupLayout, scopeName(nodeId, agent.pid)) : [];
   };
   /** Every process in the replica cgroups of a node, by cgroup name. */
   const replicaProcesses = (nodeId: string): Map<string, number[]> => {
@@ -232,7 +233,7 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
     expect(res.json.sleeping as number).toBeLessThan(64);
     if (!('error' in layout) && layout.version === 1) {
       const cg = [...replicaProcesses(r.nodeId).keys()].find((n) => n.startsWith(`${hostile.instance.id}.${r.slot}.`));
-      const events = readFileSync(join(layout.dirs.pids, `allegra-${r.nodeId}`, cg as string, 'pids.events'), 'utf8');
+      const events = readFileSync(join(cgroupsOf(r.nodeId)[1] as string, cg as string, 'pids.events'), 'utf8');
       expect(Number(/max (\d+)/.exec(events)?.[1])).toBeGreaterThan(0);
     }
     expect(await gatewayGet('victim.localhost')).toBe(200);
@@ -245,7 +246,7 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
     const cg = [...replicaProcesses(target.nodeId).keys()].find((n) => n.startsWith(`${before.instance.id}.${target.slot}.`));
     expect(cg).toBeDefined();
     if (!('error' in layout) && layout.version === 1) {
-      const limit = readFileSync(join(layout.dirs.memory, `allegra-${target.nodeId}`, cg as string, 'memory.limit_in_bytes'), 'utf8');
+      const limit = readFileSync(join(cgroupsOf(target.nodeId)[0] as string, cg as string, 'memory.limit_in_bytes'), 'utf8');
       expect(Number(limit)).toBe(128 * 1024 * 1024);
     }
     let failures = 0;

@@ -6,6 +6,8 @@ import {
   parseMountinfo,
   parseProcCgroup,
   replicaDirs,
+  scopeName,
+  scopeOwner,
   sharesToWeight,
 } from '../../../quorum-agent/sandbox/cgroups.js';
 
@@ -114,5 +116,12 @@ describe('cgroup path logic', () => {
     expect(sharesToWeight(2)).toBe(1);
     expect(sharesToWeight(262_144)).toBe(10_000);
     expect(sharesToWeight(1024)).toBe(40);
+  });
+
+  it('names an agent’s scope after its node and pid, so a dead agent’s scope is recognisable', () => {
+    expect(scopeName('n-1a2b', 4242)).toBe('allegra-n-1a2b-4242');
+    expect(scopeOwner('allegra-n-1a2b-4242')).toBe(4242);
+    expect(scopeOwner('allegra-n-1a2b')).toBeUndefined();
+    expect(scopeOwner('process_api')).toBeUndefined();
   });
 });
