@@ -2,7 +2,6 @@
  * A quorum agent: announces its node under a lease, takes part in controller election, serves the signed
  * RPC API, and reconciles the replicas it should run with what the registry says.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -19,15 +18,13 @@ import { BlobStore } from './blobs.js';
 import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
 import type { Driver } from './drivers/driver.js';
-import { ProcessDriver } from './drivers/process.js';
+import { openProcessDriver, type ProcessDriver } from './drivers/process.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { InstanceService } from './instances.js';
 import { createRpcApp } from './rpc.js';
-import { scopeName } from './sandbox/cgroups.js';
-import { Sandbox } from './sandbox/sandbox.js';
-import { describeSupport, probeSandbox, type SandboxPolicyOptions, type SandboxSupport } from './sandbox/support.js';
-import { DEFAULT_UID_RANGE, UidAllocator, type UidRange } from './sandbox/uids.js';
+import type { SandboxPolicyOptions, SandboxSupport } from './sandbox/support.js';
+import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
 
@@ -109,55 +106,16 @@ export class Agent {
     return this.sandboxSupport;
   }
 
-  /**
-   * Finds out whether this host can sandbox replicas, says so in the log, and builds the driver. A host that
-   * cannot (not root, no bubblewrap/socat/setpriv, no namespaces or writable cgroups) runs only what the
-   * operator allowed: trusted owners' instances, or all with --allow-unsandboxed.
-   */
   private async setUpSandbox(): Promise<void> {
-    const { log } = this.opts;
-    const policy = this.opts.sandbox ?? {};
-    const uidRange = policy.uidRange ?? DEFAULT_UID_RANGE;
-    let support = probeSandbox();
-    let sandbox: Sandbox | undefined;
-    if (support.ok) {
-      try {
-        const uids = new UidAllocator(join(this.opts.dataDir, 'sandbox', 'uids.json'), uidRange);
-        sandbox = new Sandbox(support, join(this.opts.dataDir, 'sandbox'), uids, scopeName(this.identity.id), log);
-        await sandbox.open();
-        for (const id of sandbox.known()) this.hosted.add(id);
-      } catch (err) {
-        support = { ok: false, reason: `cannot set up replica cgroups or uids: ${(err as Error).message}` };
-        sandbox = undefined;
-      }
-    }
-    this.sandboxSupport = support;
-    const trusted = policy.trustedOwners ?? [];
-    if (support.ok) {
-      log.info({ ...describeSupport(support), uids: `${uidRange.first}-${uidRange.first + uidRange.count - 1}` }, 'replicas run sandboxed');
-    } else if (policy.allowUnsandboxed) {
-      log.warn(
-        { reason: support.reason },
-        'THIS NODE CANNOT SANDBOX REPLICAS AND RUNS EVERY INSTANCE UNSANDBOXED (--allow-unsandboxed): tenant code runs as the agent, with access to its files and network',
-      );
-    } else if (trusted.length > 0) {
-      log.warn(
-        { reason: support.reason, trustedOwners: trusted },
-        'this node cannot sandbox replicas: it runs only its trusted owners’ instances, unsandboxed',
-      );
-    } else {
-      log.warn(
-        { reason: support.reason },
-        'this node cannot sandbox replicas and refuses every instance (pass --trusted-owner KEY or --allow-unsandboxed to run some unsandboxed)',
-      );
-    }
-    this.driver = new ProcessDriver({
-      support,
-      sandbox,
-      policy,
-      dataRoot: join(this.opts.dataDir, 'sandbox'),
-      hasSetpriv: hasSetpriv(),
+    const { driver, support, hosted } = await openProcessDriver({
+      dataDir: this.opts.dataDir,
+      nodeId: this.identity.id,
+      policy: this.opts.sandbox ?? {},
+      log: this.opts.log,
     });
+    this.driver = driver;
+    this.sandboxSupport = support;
+    for (const id of hosted) this.hosted.add(id);
   }
 
   get rpcUrl(): string {
@@ -431,12 +389,4 @@ export class Agent {
       (this.server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
     });
   }
-}
-
-let setprivAvailable: boolean | undefined;
-function hasSetpriv(): boolean {
-  if (setprivAvailable === undefined) {
-    setprivAvailable = process.platform === 'linux' && spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
-  }
-  return setprivAvailable;
 }

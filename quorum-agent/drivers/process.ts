@@ -4,15 +4,18 @@
  * Otherwise only what the node's policy allows runs on the host: in its own process group with PORT set to
  * a free loopback port, a clean environment, and (util-linux `setpriv`) a parent-death signal.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
 import { Client, request } from 'undici';
 import { effectiveLimits } from '../../protocol/schemas.js';
 import { freePort } from '../ports.js';
+import { scopeName } from '../sandbox/cgroups.js';
 import { replicaEnv } from '../sandbox/env.js';
-import { type Sandbox, SIMPLE_COMMAND } from '../sandbox/sandbox.js';
-import { placement, type SandboxPolicyOptions, type SandboxSupport } from '../sandbox/support.js';
+import { Sandbox, SIMPLE_COMMAND } from '../sandbox/sandbox.js';
+import { describeSupport, placement, probeSandbox, type SandboxPolicyOptions, type SandboxSupport } from '../sandbox/support.js';
+import { DEFAULT_UID_RANGE, UidAllocator, type UidRange } from '../sandbox/uids.js';
 import { type Driver, type ExitInfo, type ReplicaHandle, type ReplicaLaunch, ReplicaRefused } from './driver.js';
 
 /**
@@ -165,4 +168,54 @@ export class ProcessDriver implements Driver {
       stop: async (graceMs = 5_000) => stop(graceMs),
     };
   }
+}
+
+/**
+ * Finds out whether this host can sandbox replicas, says so in the log (bubblewrap version, cgroup version
+ * and directories, uid range, or why not and what the node will run instead), and builds the driver. A host
+ * that cannot (not root, no bubblewrap/socat/setpriv, no namespaces or writable cgroups) runs only what the
+ * operator allowed: trusted owners' instances, or all with --allow-unsandboxed. `hosted` lists the
+ * instances the sandbox keeps a uid for (deleted ones are destroyed by the agent).
+ */
+export async function openProcessDriver(o: {
+  dataDir: string;
+  nodeId: string;
+  policy: SandboxPolicyOptions & { uidRange?: UidRange };
+  log: Logger;
+}): Promise<{ driver: ProcessDriver; support: SandboxSupport; hosted: string[] }> {
+  const { log, policy } = o;
+  const root = join(o.dataDir, 'sandbox');
+  const uidRange = policy.uidRange ?? DEFAULT_UID_RANGE;
+  let support = probeSandbox();
+  let sandbox: Sandbox | undefined;
+  if (support.ok) {
+    try {
+      sandbox = new Sandbox(support, root, new UidAllocator(join(root, 'uids.json'), uidRange), scopeName(o.nodeId), log);
+      await sandbox.open();
+    } catch (err) {
+      support = { ok: false, reason: `cannot set up replica cgroups or uids: ${(err as Error).message}` };
+      sandbox = undefined;
+    }
+  }
+  const trusted = policy.trustedOwners ?? [];
+  if (support.ok) {
+    log.info({ ...describeSupport(support), uids: `${uidRange.first}-${uidRange.first + uidRange.count - 1}` }, 'replicas run sandboxed');
+  } else if (policy.allowUnsandboxed) {
+    log.warn(
+      { reason: support.reason },
+      'THIS NODE CANNOT SANDBOX REPLICAS AND RUNS EVERY INSTANCE UNSANDBOXED (--allow-unsandboxed): tenant code runs as the agent, with access to its files and network',
+    );
+  } else if (trusted.length > 0) {
+    log.warn(
+      { reason: support.reason, trustedOwners: trusted },
+      'this node cannot sandbox replicas: it runs only its trusted owners’ instances, unsandboxed',
+    );
+  } else {
+    log.warn(
+      { reason: support.reason },
+      'this node cannot sandbox replicas and refuses every instance (pass --trusted-owner KEY or --allow-unsandboxed to run some unsandboxed)',
+    );
+  }
+  const hasSetpriv = process.platform === 'linux' && spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+  return { driver: new ProcessDriver({ support, sandbox, policy, dataRoot: root, hasSetpriv }), support, hosted: sandbox?.known() ?? [] };
 }
