@@ -16,6 +16,7 @@ import { type GatewayOptions, startGateway } from '../gateway/server.js';
 import type { Registry } from '../protocol/registry.js';
 import { isRole, ROLES, type Role } from '../protocol/roles.js';
 import { Agent } from '../quorum-agent/agent.js';
+import { parseUidRange, type UidRange } from '../quorum-agent/sandbox/uids.js';
 import { TOKEN_ENV } from '../registry/credentials.js';
 import { CREDENTIALS_ENV } from '../registry/etcd-credentials.js';
 import { openRegistry } from '../registry/open.js';
@@ -87,9 +88,21 @@ export async function agentCommand(
     capacity?: string;
     log?: string;
     dnsResolver?: string;
+    uidRange?: string;
+    trustedOwner?: string[];
+    allowUnsandboxed?: boolean;
   },
 ): Promise<void> {
   const listen = parseListen(opts.listen ?? '127.0.0.1:7070');
+  let uidRange: UidRange | undefined;
+  try {
+    uidRange = opts.uidRange ? parseUidRange(opts.uidRange) : undefined;
+  } catch (err) {
+    throw new CliError(`--uid-range: ${(err as Error).message}`, 2);
+  }
+  const trustedOwners = opts.trustedOwner ?? [];
+  const badKey = trustedOwners.find((k) => !/^[0-9a-f]{64}$/.test(k));
+  if (badKey !== undefined) throw new CliError(`--trusted-owner expects a 64-character hex public key (got "${badKey}")`, 2);
   const capacity = opts.capacity === undefined ? 16 : Number(opts.capacity);
   if (!Number.isInteger(capacity) || capacity < 0) throw new CliError(`--capacity expects a whole number (got "${opts.capacity}")`, 2);
   const log = makeLogger('agent', opts.log);
@@ -103,6 +116,7 @@ export async function agentCommand(
     capacity,
     log,
     dnsResolver: opts.dnsResolver,
+    sandbox: { uidRange, trustedOwners, allowUnsandboxed: Boolean(opts.allowUnsandboxed) },
   });
   try {
     await agent.start();
@@ -114,7 +128,20 @@ export async function agentCommand(
     );
   }
   process.send?.({ type: 'ready', role: 'agent', node: agent.nodeId, rpc: agent.rpcUrl });
-  if (!process.send) process.stdout.write(`agent ${agent.nodeId} serving RPC on ${agent.rpcUrl}\n`);
+  if (!process.send) {
+    process.stdout.write(`agent ${agent.nodeId} serving RPC on ${agent.rpcUrl}\n`);
+    const sandbox = agent.sandbox;
+    if (sandbox && !sandbox.ok)
+      process.stderr.write(
+        `agent: this host cannot sandbox replicas (${sandbox.reason}); ${
+          opts.allowUnsandboxed
+            ? 'running EVERY instance unsandboxed (--allow-unsandboxed)'
+            : trustedOwners.length > 0
+              ? `running only ${trustedOwners.length} trusted owner(s)' instances, unsandboxed`
+              : 'refusing every instance'
+        }\n`,
+      );
+  }
   runUntilStopped(log, async () => {
     await agent.stop();
     await registry.close();

@@ -11,6 +11,8 @@ import { keys, PREFIX } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
 import type { Role } from '../protocol/roles.js';
 import type { InstanceSpec, InstanceStatus, NetworkConfig } from '../protocol/types.js';
+import { probeSandbox } from '../quorum-agent/sandbox/support.js';
+import { DEFAULT_UID_RANGE } from '../quorum-agent/sandbox/uids.js';
 import { TOKEN_ENV } from '../registry/credentials.js';
 import { EmbeddedHost } from '../registry/embedded.js';
 import { CREDENTIALS_ENV, credentialsFileOf } from '../registry/etcd-credentials.js';
@@ -114,6 +116,16 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
       : ['--local-ca', caDir];
     await registry.put(keys.network(), JSON.stringify({ baseDomain, quorumSize: 3 } satisfies NetworkConfig));
 
+    // Replicas run sandboxed where the host can; where it can't (no root, no bubblewrap), the agents still
+    // run the developer's own instances, so `npm start` works on a fresh machine.
+    const sandbox = probeSandbox();
+    const trustArgs: string[] = [];
+    if (!sandbox.ok) {
+      trustArgs.push('--trusted-owner', ensureKey(keyPath(opts.key)).keyPair.publicKeyHex);
+      process.stderr.write(
+        `allegra devnet: this host cannot sandbox replicas (${sandbox.reason}); your own instances run unsandboxed, others are refused\n`,
+      );
+    }
     progress.update(`starting ${agentCount} quorum agents`);
     const agentStarts = Array.from({ length: agentCount }, (_, i) =>
       startDaemon(
@@ -128,6 +140,10 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
           join(dataDir, `agent-${i}`),
           '--log',
           join(dataDir, 'logs', `agent-${i}.log`),
+          // Agents on one host need disjoint uid ranges, or two tenants could share a uid.
+          '--uid-range',
+          `${DEFAULT_UID_RANGE.first + i * DEFAULT_UID_RANGE.count}+${DEFAULT_UID_RANGE.count}`,
+          ...trustArgs,
         ],
         undefined,
         undefined,
@@ -233,6 +249,7 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
         agents: agents.map((a) => ({ node: a.ready.node, rpc: a.ready.rpc, pid: a.child.pid })),
         gateway: { pid: gateway.child.pid },
         registry: registryUrl,
+        sandboxed: sandbox.ok,
         data: dataDir,
         ca: localCa ? localCa.rootCertPath : null,
         instances,
@@ -243,6 +260,7 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
           `  gateway   ${http}   (admin http://127.0.0.1:${gateway.ready.admin}/metrics)`,
           `  agents    ${agents.map((a) => a.ready.rpc).join('  ')}`,
           `  registry  ${registryUrl}`,
+          `  replicas  ${sandbox.ok ? `sandboxed (bubblewrap ${sandbox.bwrapVersion}, cgroup v${sandbox.cgroups.version})` : 'unsandboxed (your own instances only)'}`,
           ...instances.flatMap((i) => [
             `  ${i.name.padEnd(8)}  ${i.url}   or: curl -H 'Host: ${i.name}.${baseDomain}' ${http}/`,
             ...(i.https ? [`  ${''.padEnd(8)}  ${i.https}`] : []),

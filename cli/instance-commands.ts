@@ -1,6 +1,7 @@
 /** Instance commands: thin wrappers that sign an RPC, then print its answer for people or scripts. */
 import { RpcClient } from '../protocol/client.js';
-import type { InstanceSpec, InstanceStatus } from '../protocol/types.js';
+import { REPLICA_LIMITS } from '../protocol/schemas.js';
+import type { InstanceSpec, InstanceStatus, ReplicaLimits } from '../protocol/types.js';
 import { bundle } from './bundle.js';
 import { loadKey, resolveRpc } from './config.js';
 import { CliError, type Output, table } from './output.js';
@@ -28,9 +29,38 @@ export function parseReplicas(value: string): { min: number; max: number } {
   return { min, max };
 }
 
+/** `--memory`, `--pids`, `--cpu-shares` → the spec's `limits`, checked against the network's bounds. */
+export function limitsFrom(opts: { memory?: string; pids?: string; cpuShares?: string }): { limits?: ReplicaLimits } {
+  const limits: ReplicaLimits = {};
+  const flags = [
+    ['memory', '--memory', 'memoryMb'],
+    ['pids', '--pids', 'pids'],
+    ['cpuShares', '--cpu-shares', 'cpuShares'],
+  ] as const;
+  for (const [opt, flag, field] of flags) {
+    const raw = opts[opt];
+    if (raw === undefined) continue;
+    const n = Number(raw);
+    const { min, max } = REPLICA_LIMITS[field];
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new CliError(`${flag} expects a whole number from ${min} to ${max} (got "${raw}")`, 2);
+    limits[field] = n;
+  }
+  return Object.keys(limits).length > 0 ? { limits } : {};
+}
+
 export async function createCommand(
   name: string,
-  opts: { driver?: string; replicas?: string; from?: string; cmd?: string; port?: string },
+  opts: {
+    driver?: string;
+    replicas?: string;
+    from?: string;
+    cmd?: string;
+    port?: string;
+    memory?: string;
+    pids?: string;
+    cpuShares?: string;
+  },
   g: GlobalOpts,
   out: Output,
 ): Promise<void> {
@@ -43,6 +73,7 @@ export async function createCommand(
     cmd: opts.cmd ?? '',
     port,
     ...(opts.replicas ? { replicas: parseReplicas(opts.replicas) } : {}),
+    ...limitsFrom(opts),
   };
   const created = await rpc.call<{ instance: InstanceSpec; url: string }>({ method: 'POST', path: '/v1/instances', body: { json: body } });
   let deployed: DeployResult | undefined;
@@ -175,6 +206,7 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
           ]),
         ),
       );
+      for (const r of s.replicas.filter((x) => x.lastError)) lines.push(`  ${r.nodeId} slot ${r.slot}: ${r.lastError}`);
     }
     return lines.join('\n');
   });

@@ -70,6 +70,18 @@ program
   .option('--dns-resolver <host:port>', 'DNS server for custom-domain proofs (default: the system resolver)')
   .option('--registry-role <role>', 'registry role to act as (picks the credential)', 'agent')
   .option('--registry-credentials <file>', 'etcd with auth: credentials file (default: $ALLEGRA_REGISTRY_CREDENTIALS)')
+  .option(
+    '--uid-range <first-last>',
+    'uids (and gids) for sandboxed instances, one each; agents sharing a host need disjoint ranges',
+    '200000-209999',
+  )
+  .option(
+    '--trusted-owner <key>',
+    'if this host cannot sandbox, still run this owner’s instances (unsandboxed); repeatable',
+    (v: string, all: string[]) => [...all, v],
+    [] as string[],
+  )
+  .option('--allow-unsandboxed', 'if this host cannot sandbox, run every instance unsandboxed (tenant code then runs as the agent)')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => agentCommand(o));
 
@@ -138,6 +150,9 @@ program
   .option('--from <path>', 'deploy this directory or file right away')
   .option('--cmd <command>', 'command that starts one replica (PORT is set)')
   .option('--port <port>', 'port the app listens on (default: $PORT)')
+  .option('--memory <MiB>', 'memory limit of each replica (default 512)')
+  .option('--pids <n>', 'process and thread limit of each replica (default 1024)')
+  .option('--cpu-shares <n>', 'relative CPU weight of each replica (default 1024)')
   .action((name, o) => createCommand(name, o, globals(), out()));
 
 program

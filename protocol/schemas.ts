@@ -16,6 +16,32 @@ export const replicasRange = z
   .object({ min: z.number().int().min(0).max(64), max: z.number().int().min(1).max(64) })
   .refine((r) => r.min <= r.max, 'replicas: min must not exceed max');
 
+/** Bounds and defaults of replica cgroup limits: an instance may ask for less or more, never past `max`. */
+export const REPLICA_LIMITS = {
+  memoryMb: { min: 32, max: 16_384, default: 512 },
+  // Relay processes count: one per connection a gateway holds open to the replica (gateways keep up to 256).
+  pids: { min: 64, max: 16_384, default: 1024 },
+  cpuShares: { min: 2, max: 10_000, default: 1024 },
+} as const;
+
+const limit = (b: { min: number; max: number }) => z.number().int().min(b.min).max(b.max).optional();
+export const replicaLimits = z
+  .object({
+    memoryMb: limit(REPLICA_LIMITS.memoryMb),
+    pids: limit(REPLICA_LIMITS.pids),
+    cpuShares: limit(REPLICA_LIMITS.cpuShares),
+  })
+  .strict();
+
+/** The limits a replica runs with: the spec's, else the defaults. */
+export function effectiveLimits(limits: z.infer<typeof replicaLimits> | undefined): Required<z.infer<typeof replicaLimits>> {
+  return {
+    memoryMb: limits?.memoryMb ?? REPLICA_LIMITS.memoryMb.default,
+    pids: limits?.pids ?? REPLICA_LIMITS.pids.default,
+    cpuShares: limits?.cpuShares ?? REPLICA_LIMITS.cpuShares.default,
+  };
+}
+
 export const createInstanceRequest = z.object({
   name: instanceName,
   driver: z.enum(['process', 'wasm', 'vm']).default('process'),
@@ -23,6 +49,7 @@ export const createInstanceRequest = z.object({
   port: z.number().int().min(0).max(65535).default(0),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
   replicas: replicasRange.optional(),
+  limits: replicaLimits.optional(),
 });
 export type CreateInstanceRequest = z.infer<typeof createInstanceRequest>;
 
@@ -67,6 +94,7 @@ export const instanceSpec = z.object({
   port: z.number().int(),
   env: z.record(z.string(), z.string()),
   replicas: z.object({ min: z.number().int(), max: z.number().int() }),
+  limits: replicaLimits.optional(),
   artifact: artifactRef.nullable(),
   state: z.enum(['running', 'stopped']),
   version: z.number().int(),
@@ -86,6 +114,7 @@ export const replicaRecord = z.object({
   version: z.number().int(),
   pid: z.number().int().nullable(),
   restarts: z.number().int(),
+  lastError: z.string().max(1024).optional(),
   updatedAt: z.number(),
   signature: recordSignature.optional(),
 });

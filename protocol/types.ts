@@ -40,6 +40,16 @@ export interface ArtifactRef {
   holders: string[];
 }
 
+/** cgroup limits of one replica. Bounds and defaults: `REPLICA_LIMITS` in schemas.ts. */
+export interface ReplicaLimits {
+  /** Memory (RAM, no swap) in MiB; past it the kernel OOM-kills the replica, which is restarted. */
+  memoryMb?: number;
+  /** Processes and threads, relay processes included (one per open connection from a gateway). */
+  pids?: number;
+  /** Relative CPU weight under contention (cgroup v1 cpu.shares scale; 1024 is an equal share). */
+  cpuShares?: number;
+}
+
 /** The desired state of an instance (`instances/<name>`), versioned by `version`. */
 export interface InstanceSpec {
   id: string;
@@ -55,6 +65,8 @@ export interface InstanceSpec {
   port: number;
   env: Record<string, string>;
   replicas: { min: number; max: number };
+  /** Resource limits of each replica's sandbox; absent fields take the network defaults (`REPLICA_LIMITS`). */
+  limits?: ReplicaLimits;
   artifact: ArtifactRef | null;
   state: DesiredState;
   /** Incremented on every committed change of the spec. */
@@ -72,13 +84,18 @@ export interface ReplicaRecord {
   instanceId: string;
   nodeId: string;
   slot: number;
-  /** Where the gateway sends traffic, e.g. `http://127.0.0.1:41234`. */
+  /**
+   * Where the gateway sends traffic: `unix:/path/http.sock` for a sandboxed replica, `http://127.0.0.1:41234`
+   * for an unsandboxed one; empty while the replica is not running (see `lastError`).
+   */
   endpoint: string;
   healthy: boolean;
   /** Spec version the replica runs. */
   version: number;
   pid: number | null;
   restarts: number;
+  /** Why the replica is not running or not healthy (refused by the node's sandbox policy, start failure, last exit). */
+  lastError?: string;
   updatedAt: number;
   /** Signature of the node that runs the replica (its key is in `nodes/<nodeId>`); gateways ignore unsigned records. */
   signature?: RecordSignature;

@@ -19,12 +19,15 @@ import { type ArtifactLimits, DEFAULT_ARTIFACT_LIMITS } from './artifacts.js';
 import { BlobStore } from './blobs.js';
 import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
-import { ProcessDriver } from './drivers/process.js';
+import type { Driver } from './drivers/driver.js';
+import { openProcessDriver, type ProcessDriver } from './drivers/process.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { InstanceService } from './instances.js';
 import { ArtifactPreparer, type PrepareStatus } from './preparer.js';
 import { createRpcApp } from './rpc.js';
+import type { SandboxPolicyOptions, SandboxSupport } from './sandbox/support.js';
+import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
 
@@ -50,6 +53,8 @@ export interface AgentOptions {
   artifactLimits?: Partial<ArtifactLimits>;
   /** DNS server (`host:port`) used to check custom-domain proofs; default: the system's resolver. */
   dnsResolver?: string;
+  /** Who may run unsandboxed when the host cannot sandbox, and the uids replicas get. */
+  sandbox?: SandboxPolicyOptions & { uidRange?: UidRange };
 }
 
 export class Agent {
@@ -66,9 +71,16 @@ export class Agent {
   private stopping = false;
   private readonly preparer: ArtifactPreparer;
   private readonly artifactLimits: ArtifactLimits;
-  /** Instances seen in the view and their artifact, to notice deletions and clean up after them. */
+  /**
+   * Instances this node holds anything for (code, logs, replica directories, a uid) and their artifact:
+   * once one leaves the cluster view and its replicas have stopped, all of it is removed.
+   */
   private readonly known = new Map<string, string | null>();
+  private readonly destroying = new Set<string>();
   private gcTimer: NodeJS.Timeout | null = null;
+  /** Set in start(), once the host's sandboxing support is known. */
+  private driver: ProcessDriver | null = null;
+  private sandboxSupport: SandboxSupport | null = null;
 
   constructor(private readonly opts: AgentOptions) {
     this.identity = loadOrCreateIdentity(opts.dataDir);
@@ -89,9 +101,14 @@ export class Agent {
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
     );
+    const driver: Driver = {
+      name: 'process',
+      start: (launch) => this.processDriver().start(launch),
+      destroy: (instanceId) => this.processDriver().destroy(instanceId),
+    };
     this.supervisor = new Supervisor({
       nodeId: this.identity.id,
-      driver: new ProcessDriver(),
+      driver,
       log: opts.log,
       healthIntervalMs: opts.healthIntervalMs ?? 1_000,
       report: (key, record) => void this.publishReplica(key, record),
@@ -100,6 +117,28 @@ export class Agent {
 
   get nodeId(): string {
     return this.identity.id;
+  }
+
+  private processDriver(): ProcessDriver {
+    if (!this.driver) throw new Error('agent not started');
+    return this.driver;
+  }
+
+  /** What the host offers for sandboxing (known after start). */
+  get sandbox(): SandboxSupport | null {
+    return this.sandboxSupport;
+  }
+
+  private async setUpSandbox(): Promise<void> {
+    const { driver, support, hosted } = await openProcessDriver({
+      dataDir: this.opts.dataDir,
+      nodeId: this.identity.id,
+      policy: this.opts.sandbox ?? {},
+      log: this.opts.log,
+    });
+    this.driver = driver;
+    this.sandboxSupport = support;
+    for (const id of hosted) if (!this.known.has(id)) this.known.set(id, null);
   }
 
   get rpcUrl(): string {
@@ -127,6 +166,7 @@ export class Agent {
       this.server.once('error', reject);
     });
     await this.view.start();
+    await this.setUpSandbox();
     this.record = {
       id: this.identity.id,
       rpc: this.opts.advertise ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
@@ -251,10 +291,13 @@ export class Agent {
           launch: {
             instanceId: spec.id,
             instanceName: spec.name,
+            owner: spec.owner,
             slot,
             workDir,
             cmd,
             env: spec.env,
+            listenPort: spec.port,
+            limits: spec.limits,
             logFile: join(this.opts.dataDir, 'logs', spec.id, `replica-${slot}.log`),
           },
         });
@@ -262,19 +305,36 @@ export class Agent {
     }
     const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
     this.supervisor.reconcile(desired, stillRunning);
-    for (const id of [...this.known.keys()]) if (!present.has(id)) this.forgetInstance(id);
+    this.destroyDeleted(present);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
   }
 
-  /** An instance was deleted: its replicas are stopping (reconcile); remove its code, logs and status. */
-  private forgetInstance(instanceId: string): void {
-    const sha256 = this.known.get(instanceId);
-    this.known.delete(instanceId);
-    this.preparer.forget(instanceId);
-    rmSync(join(this.opts.dataDir, 'logs', instanceId), { recursive: true, force: true });
-    void this.opts.registry.delete(keys.instanceStatus(instanceId, this.identity.id)).catch(() => {});
-    // The deleted instance's code goes now if nothing else runs it; other strays wait out the grace period.
-    this.collectGarbage(sha256 ? new Set([sha256]) : undefined);
+  /**
+   * An instance deleted from the cluster loses everything this node kept for it, once its replicas have
+   * stopped: replica directories, cgroups and uid (the driver), code, logs and status; its blob goes at
+   * once if nothing else runs it (other unreferenced blobs wait out the grace period).
+   */
+  private destroyDeleted(present: ReadonlySet<string>): void {
+    for (const [id, sha256] of this.known) {
+      if (present.has(id) || this.destroying.has(id)) continue;
+      this.destroying.add(id);
+      void (async () => {
+        try {
+          if (!(await this.supervisor.drained(id))) return;
+          await this.processDriver().destroy(id);
+          this.known.delete(id);
+          this.preparer.forget(id);
+          rmSync(join(this.opts.dataDir, 'logs', id), { recursive: true, force: true });
+          await this.opts.registry.delete(keys.instanceStatus(id, this.identity.id)).catch(() => {});
+          this.collectGarbage(sha256 ? new Set([sha256]) : undefined);
+          this.opts.log.info({ instanceId: id }, 'deleted instance: code, logs, replica directories, cgroups and uid released');
+        } catch (err) {
+          this.opts.log.warn({ err, instanceId: id }, 'could not release a deleted instance’s resources; retrying on the next pass');
+        } finally {
+          this.destroying.delete(id);
+        }
+      })();
+    }
   }
 
   /**
@@ -368,6 +428,7 @@ export class Agent {
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.controller?.stop();
     await this.supervisor.stopAll();
+    await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
     this.view.close();
     try {
       await this.lease?.revoke();

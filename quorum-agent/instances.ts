@@ -67,6 +67,7 @@ export class InstanceService {
         env: req.env,
         replicas,
         createGrant: grant,
+        ...(req.limits ? { limits: req.limits } : {}),
       },
       now,
     );

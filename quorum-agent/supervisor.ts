@@ -7,16 +7,14 @@
  */
 import type { Logger } from 'pino';
 import type { ReplicaRecord } from '../protocol/types.js';
-import type { Driver, ReplicaHandle, ReplicaLaunch } from './drivers/driver.js';
-import { freePort } from './ports.js';
+import { type Driver, type ExitInfo, type ReplicaHandle, type ReplicaLaunch, ReplicaRefused } from './drivers/driver.js';
 
 export interface DesiredReplica {
   instanceId: string;
   instanceName: string;
   slot: number;
   version: number;
-  /** Everything but the port, which the supervisor allocates. */
-  launch: Omit<ReplicaLaunch, 'port'>;
+  launch: ReplicaLaunch;
 }
 
 export interface SupervisorOptions {
@@ -43,6 +41,8 @@ class Runner {
   restarts = 0;
   failures = 0;
   stopped = false;
+  /** Why the replica is not running or not healthy; cleared once it answers. */
+  lastError: string | undefined;
   private timer: NodeJS.Timeout | null = null;
   private backoffMs = 200;
   readonly becameHealthy: Promise<void>;
@@ -55,18 +55,43 @@ class Runner {
     this.becameHealthy = new Promise((r) => {
       this.markHealthy = r;
     });
+    this.done = new Promise((r) => {
+      this.markDone = r;
+    });
   }
 
-  async start(): Promise<void> {
-    if (this.stopped) return;
-    const port = await freePort();
+  /** Resolves once stop() has finished: the replica's process and resources are gone. */
+  readonly done: Promise<void>;
+  private markDone!: () => void;
+
+  /** The start in progress, which stop() waits for so that no replica is started after its runner stopped. */
+  private starting: Promise<void> | null = null;
+
+  start(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    const run = this.startOnce().finally(() => {
+      if (this.starting === run) this.starting = null;
+    });
+    this.starting = run;
+    return run;
+  }
+
+  private async startOnce(): Promise<void> {
     try {
-      this.handle = await this.sup.opts.driver.start({ ...this.desired.launch, port });
+      this.handle = await this.sup.opts.driver.start(this.desired.launch);
     } catch (err) {
-      this.sup.opts.log.error({ err, instance: this.desired.instanceName, slot: this.desired.slot }, 'replica failed to start');
+      const refused = err instanceof ReplicaRefused;
+      const why = refused ? `refused: ${(err as Error).message}` : `failed to start: ${(err as Error).message}`;
+      const fields = { instance: this.desired.instanceName, slot: this.desired.slot };
+      // A refusal repeats on every retry: said once per runner, not every 10 s.
+      if (refused && why !== this.lastError) this.sup.opts.log.warn({ ...fields, reason: (err as Error).message }, 'replica refused');
+      else if (!refused) this.sup.opts.log.error({ ...fields, err }, 'replica failed to start');
+      this.lastError = why;
+      this.sup.publish(this);
       this.scheduleRestart();
       return;
     }
+    if (this.stopped) return; // stop() is waiting for this start and stops the handle.
     const handle = this.handle;
     this.sup.opts.log.info(
       {
@@ -81,6 +106,7 @@ class Runner {
     void handle.exited.then((exit) => {
       if (this.handle !== handle || this.stopped) return;
       this.sup.opts.log.warn({ instance: this.desired.instanceName, slot: this.desired.slot, ...exit }, 'replica exited; restarting');
+      this.lastError = describeExit(exit);
       this.handle = null;
       this.setHealthy(false);
       this.scheduleRestart();
@@ -110,6 +136,7 @@ class Runner {
     if (ok) {
       this.failures = 0;
       this.backoffMs = 200;
+      this.lastError = undefined;
       this.setHealthy(true);
     } else if (!this.healthy) {
       // Still starting: keep probing quickly until it answers.
@@ -127,17 +154,19 @@ class Runner {
     if (changed || healthy) this.sup.publish(this);
   }
 
+  /** The published state: the running replica, or (without one) why there is none, if known. */
   record(): ReplicaRecord | null {
-    if (!this.handle) return null;
+    if (!this.handle && this.lastError === undefined) return null;
     return {
       instanceId: this.desired.instanceId,
       nodeId: this.sup.opts.nodeId,
       slot: this.desired.slot,
-      endpoint: this.handle.endpoint,
-      healthy: this.healthy,
+      endpoint: this.handle?.endpoint ?? '',
+      healthy: this.handle ? this.healthy : false,
       version: this.desired.version,
-      pid: this.handle.pid,
+      pid: this.handle?.pid ?? null,
       restarts: this.restarts,
+      ...(this.lastError === undefined ? {} : { lastError: this.lastError.slice(0, 1024) }),
       updatedAt: Date.now(),
     };
   }
@@ -150,18 +179,29 @@ class Runner {
   async stop(): Promise<void> {
     this.stopped = true;
     this.clearTimer();
-    await this.handle?.stop();
-    this.handle = null;
+    try {
+      await this.starting;
+      await this.handle?.stop();
+    } finally {
+      this.handle = null;
+      this.markDone();
+    }
   }
+}
+
+function describeExit(exit: ExitInfo): string {
+  // 137 = 128 + SIGKILL: what a shell reports for a child the kernel's OOM killer (or a kill -9) ended.
+  if (exit.signal) return `exited on ${exit.signal}`;
+  return exit.code === 137 ? 'exited with code 137 (killed: out of memory or SIGKILL)' : `exited with code ${exit.code}`;
 }
 
 const slotKey = (instanceId: string, slot: number) => `${instanceId}/${slot}`;
 
 /** Whether two desired replicas run the same process: same code (work dir), command and environment. */
 function sameProcess(a: DesiredReplica, b: DesiredReplica): boolean {
-  return (
-    a.launch.workDir === b.launch.workDir && a.launch.cmd === b.launch.cmd && JSON.stringify(a.launch.env) === JSON.stringify(b.launch.env)
-  );
+  const runtime = (d: DesiredReplica) =>
+    JSON.stringify([d.launch.env, d.launch.limits ?? null, d.launch.listenPort, d.launch.exposed ?? []]);
+  return a.launch.workDir === b.launch.workDir && a.launch.cmd === b.launch.cmd && runtime(a) === runtime(b);
 }
 
 export class Supervisor {
@@ -173,6 +213,8 @@ export class Supervisor {
   private readonly published = new Map<string, string>();
   /** Slots no longer wanted here, still serving until their grace period ends. */
   private readonly retiring = new Map<string, NodeJS.Timeout>();
+  /** Runners asked to stop whose replica may still be shutting down. */
+  private readonly stopping = new Set<Runner>();
 
   constructor(readonly opts: SupervisorOptions) {}
 
@@ -213,7 +255,7 @@ export class Supervisor {
     for (const [key, runner] of this.pending) {
       if (!wanted.has(key)) {
         this.pending.delete(key);
-        void runner.stop();
+        this.stopRunner(runner);
       }
     }
     for (const [key, d] of wanted) {
@@ -225,7 +267,7 @@ export class Supervisor {
       } else if (!sameProcess(current.desired, d)) {
         const waiting = this.pending.get(key);
         if (waiting && sameProcess(waiting.desired, d)) continue;
-        if (waiting) void waiting.stop();
+        if (waiting) this.stopRunner(waiting);
         this.rollOut(key, d);
       } else if (current.desired.version !== d.version) {
         // The spec changed in ways the replica does not see (domains, replica bounds…): it now runs the
@@ -248,7 +290,7 @@ export class Supervisor {
       const old = this.active.get(key);
       this.active.set(key, next);
       this.publish(next);
-      if (old) void old.stop();
+      if (old) this.stopRunner(old);
     });
   }
 
@@ -262,7 +304,7 @@ export class Supervisor {
   private retire(runner: Runner, key: string): void {
     this.published.delete(key);
     this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, null);
-    void runner.stop();
+    this.stopRunner(runner);
   }
 
   /** Publishes a runner's record if it is the active one for its slot and something changed. */
@@ -270,7 +312,7 @@ export class Supervisor {
     const key = slotKey(runner.desired.instanceId, runner.desired.slot);
     if (this.active.get(key) !== runner) return;
     const record = runner.record();
-    const fingerprint = record ? `${record.endpoint}|${record.healthy}|${record.version}|${record.pid}` : 'gone';
+    const fingerprint = record ? `${record.endpoint}|${record.healthy}|${record.version}|${record.pid}|${record.lastError ?? ''}` : 'gone';
     if (this.published.get(key) === fingerprint) return;
     this.published.set(key, fingerprint);
     this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, record);
@@ -293,6 +335,23 @@ export class Supervisor {
     const all = [...this.active.values(), ...this.pending.values()];
     this.active.clear();
     this.pending.clear();
-    await Promise.all(all.map((r) => r.stop()));
+    for (const r of all) this.stopRunner(r);
+    await Promise.all([...this.stopping].map((r) => r.done));
+  }
+
+  private stopRunner(runner: Runner): void {
+    this.stopping.add(runner);
+    void runner.stop().finally(() => this.stopping.delete(runner));
+  }
+
+  /**
+   * Resolves true once no replica of `instanceId` runs or is shutting down here (what must hold before its
+   * directories and uid are released); false if one is still wanted.
+   */
+  async drained(instanceId: string): Promise<boolean> {
+    const of = (runners: Iterable<Runner>) => [...runners].filter((r) => r.desired.instanceId === instanceId);
+    if (of(this.active.values()).length > 0 || of(this.pending.values()).length > 0) return false;
+    await Promise.all(of(this.stopping).map((r) => r.done));
+    return true;
   }
 }

@@ -22,6 +22,10 @@ const NEEDED = {
   ethtool: 'ethtool',
   ping: 'iputils-ping',
   python3: 'python3',
+  setsid: 'util-linux',
+  // The replica sandbox: namespaces and the relay socket of each replica.
+  bwrap: 'bubblewrap',
+  socat: 'socat',
 };
 
 const SEARCH_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`;

@@ -3,18 +3,26 @@
  * the registry, quorums or restarts: supervision is shared by all drivers (see supervisor.ts).
  * `process` runs a command; `wasm` (jco) and `vm` (QEMU) slot in behind the same interface.
  */
-import type { DriverName } from '../../protocol/types.js';
+import type { DriverName, ReplicaLimits } from '../../protocol/types.js';
+import type { ExposedSocket } from '../sandbox/bwrap.js';
 
 export interface ReplicaLaunch {
   instanceId: string;
   instanceName: string;
+  /** Owner's public key: the node's sandbox policy may run trusted owners' replicas unsandboxed. */
+  owner: string;
   slot: number;
-  /** Directory holding the unpacked artifact (the working directory of a process replica). */
+  /** Directory holding the unpacked artifact (read-only /app of a sandboxed replica). */
   workDir: string;
   cmd: string;
   env: Record<string, string>;
-  /** Port the replica must listen on (exported as PORT). */
-  port: number;
+  /** The port the app listens on inside its replica (spec.port); 0: the driver's default. Exported as PORT. */
+  listenPort: number;
+  limits?: ReplicaLimits;
+  /** Host Unix sockets offered inside the replica on 127.0.0.1:port (the state API, later features). */
+  exposed?: ExposedSocket[];
+  /** ALLEGRA_STATE_URL of the replica, e.g. `http://127.0.0.1:<exposed port>/v1/`. */
+  stateUrl?: string;
   /** File that receives the replica's stdout and stderr. */
   logFile: string;
 }
@@ -25,10 +33,11 @@ export interface ExitInfo {
 }
 
 export interface ReplicaHandle {
-  /** Base URL the gateway forwards to, e.g. `http://127.0.0.1:41234`. */
+  /** Where the gateway forwards to: `unix:/…/http.sock` (sandboxed) or `http://127.0.0.1:41234`. */
   readonly endpoint: string;
+  /** Host pid that stands for the replica: signalling it reaches the replica (SIGKILL kills all of it). */
   readonly pid: number | null;
-  /** Resolves once the replica has exited, for any reason. */
+  /** Resolves once the replica has exited, for any reason, and its resources are released. */
   readonly exited: Promise<ExitInfo>;
   /** One health probe: true if the replica answers. */
   health(): Promise<boolean>;
@@ -36,7 +45,12 @@ export interface ReplicaHandle {
   stop(graceMs?: number): Promise<void>;
 }
 
+/** A start the node's policy refuses (not a crash): the reason is shown in the replica's status. */
+export class ReplicaRefused extends Error {}
+
 export interface Driver {
   readonly name: DriverName;
   start(launch: ReplicaLaunch): Promise<ReplicaHandle>;
+  /** Releases everything kept for an instance that left this node (directories, ids). Its replicas are stopped first. */
+  destroy(instanceId: string): Promise<void>;
 }

@@ -1,51 +1,103 @@
 /**
- * The `process` driver: runs the instance's command in a shell with PORT set, in its own process group
- * (so stopping it stops whatever it forked) and, where util-linux `setpriv` exists, with a parent-death
- * signal so that a SIGKILLed agent leaves no orphaned replicas behind.
+ * The `process` driver: runs the instance's command. Where the host can sandbox (see sandbox/support.ts),
+ * every replica runs in its own sandbox (sandbox/sandbox.ts) and is reached through its relay socket.
+ * Otherwise only what the node's policy allows runs on the host: in its own process group with PORT set to
+ * a free loopback port, a clean environment, and (util-linux `setpriv`) a parent-death signal.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { request } from 'undici';
-import type { Driver, ExitInfo, ReplicaHandle, ReplicaLaunch } from './driver.js';
+import { chmodSync, closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Logger } from 'pino';
+import { Client, request } from 'undici';
+import { effectiveLimits } from '../../protocol/schemas.js';
+import { freePort } from '../ports.js';
+import { scopeName } from '../sandbox/cgroups.js';
+import { replicaEnv } from '../sandbox/env.js';
+import { Sandbox, SIMPLE_COMMAND } from '../sandbox/sandbox.js';
+import { describeSupport, placement, probeSandbox, type SandboxPolicyOptions, type SandboxSupport } from '../sandbox/support.js';
+import { DEFAULT_UID_RANGE, UidAllocator, type UidRange } from '../sandbox/uids.js';
+import { type Driver, type ExitInfo, type ReplicaHandle, type ReplicaLaunch, ReplicaRefused } from './driver.js';
 
-/** No shell control operators, subshells or command substitution: safe to prefix with `exec`. */
-const SIMPLE_COMMAND = /^[^;&|()`\n]+$/;
-
-let setprivAvailable: boolean | undefined;
-function hasSetpriv(): boolean {
-  if (setprivAvailable === undefined) {
-    setprivAvailable = process.platform === 'linux' && spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
-  }
-  return setprivAvailable;
-}
+/**
+ * PORT of a sandboxed replica whose instance sets none. Every sandbox has its own loopback, so all can use
+ * the same one; 3000 is what the demo app and `allegra expose --port 3000` in the README assume.
+ */
+export const DEFAULT_APP_PORT = 3000;
 
 export interface ProcessDriverOptions {
+  support: SandboxSupport;
+  /** Present when `support.ok`. */
+  sandbox?: Sandbox;
+  policy?: SandboxPolicyOptions;
+  /** Where unsandboxed replicas get their ALLEGRA_DATA_DIR (`<dataRoot>/replicas/<instance>/<slot>/data`). */
+  dataRoot: string;
   /** Path probed by the health check; any HTTP answer below 500 counts as healthy. */
   healthPath?: string;
   healthTimeoutMs?: number;
+  /** Whether util-linux setpriv exists, for the parent-death signal of unsandboxed replicas. */
+  hasSetpriv?: boolean;
 }
 
 export class ProcessDriver implements Driver {
   readonly name = 'process' as const;
-  constructor(private readonly opts: ProcessDriverOptions = {}) {}
+  constructor(private readonly opts: ProcessDriverOptions) {}
 
   async start(launch: ReplicaLaunch): Promise<ReplicaHandle> {
+    const where = placement(this.opts.support, this.opts.policy ?? {}, launch.owner);
+    if (where.mode === 'refuse') throw new ReplicaRefused(where.reason);
     mkdirSync(dirname(launch.logFile), { recursive: true });
+    return where.mode === 'sandbox' && this.opts.sandbox ? this.startSandboxed(launch, this.opts.sandbox) : this.startOnHost(launch);
+  }
+
+  /** After every replica stopped (agent shutdown). */
+  async close(): Promise<void> {
+    await this.opts.sandbox?.close();
+  }
+
+  async destroy(instanceId: string): Promise<void> {
+    if (this.opts.sandbox) await this.opts.sandbox.destroy(instanceId);
+    // Unsandboxed replicas' data dirs are the only per-instance state kept without a sandbox.
+    else rmSync(join(this.opts.dataRoot, 'replicas', instanceId), { recursive: true, force: true });
+  }
+
+  private async startSandboxed(launch: ReplicaLaunch, sandbox: Sandbox): Promise<ReplicaHandle> {
+    const proc = await sandbox.start({
+      instanceId: launch.instanceId,
+      instanceName: launch.instanceName,
+      slot: launch.slot,
+      artifactDir: launch.workDir,
+      cmd: launch.cmd,
+      env: launch.env,
+      port: launch.listenPort || DEFAULT_APP_PORT,
+      limits: effectiveLimits(launch.limits),
+      logFile: launch.logFile,
+      exposed: launch.exposed,
+      stateUrl: launch.stateUrl,
+    });
+    const client = new Client('http://localhost', { socketPath: proc.socketPath, pipelining: 0 });
+    void proc.exited.then(() => client.close().catch(() => {}));
+    return this.handle(proc.endpoint, proc.pid, proc.exited, (graceMs) => proc.stop(graceMs), client);
+  }
+
+  private async startOnHost(launch: ReplicaLaunch): Promise<ReplicaHandle> {
+    const port = await freePort();
+    const dataDir = join(this.opts.dataRoot, 'replicas', launch.instanceId, String(launch.slot), 'data');
+    mkdirSync(dataDir, { recursive: true });
+    chmodSync(dataDir, 0o700);
+    const env = replicaEnv({
+      env: launch.env,
+      port,
+      instanceName: launch.instanceName,
+      instanceId: launch.instanceId,
+      slot: launch.slot,
+      dataDir,
+      path: process.env.PATH,
+    });
     const log = openSync(launch.logFile, 'a');
-    const env = {
-      ...process.env,
-      ...launch.env,
-      PORT: String(launch.port),
-      HOST: '127.0.0.1',
-      ALLEGRA_INSTANCE: launch.instanceName,
-      ALLEGRA_INSTANCE_ID: launch.instanceId,
-      ALLEGRA_REPLICA: String(launch.slot),
-    };
     // A simple command replaces the shell (exec), so the replica's pid is the app itself and the
     // parent-death signal applies to the app; compound commands keep the shell as the group leader.
     const script = SIMPLE_COMMAND.test(launch.cmd) ? `exec ${launch.cmd}` : launch.cmd;
-    const argv = hasSetpriv() ? ['setpriv', '--pdeathsig', 'KILL', '--', 'sh', '-c', script] : ['sh', '-c', script];
+    const argv = this.opts.hasSetpriv ? ['setpriv', '--pdeathsig', 'KILL', '--', 'sh', '-c', script] : ['sh', '-c', script];
     const child = spawn(argv[0] as string, argv.slice(1), { cwd: launch.workDir, env, stdio: ['ignore', log, log], detached: true });
     closeSync(log);
     const exited = new Promise<ExitInfo>((resolve) => {
@@ -56,11 +108,7 @@ export class ProcessDriver implements Driver {
     void exited.then(() => {
       done = true;
     });
-    const endpoint = `http://127.0.0.1:${launch.port}`;
-    const healthPath = this.opts.healthPath ?? '/';
-    const timeout = this.opts.healthTimeoutMs ?? 1_000;
     const pid = child.pid ?? null;
-
     const signalGroup = (signal: NodeJS.Signals, evenAfterExit = false) => {
       if (pid === null || (done && !evenAfterExit)) return;
       try {
@@ -73,7 +121,30 @@ export class ProcessDriver implements Driver {
         }
       }
     };
+    return this.handle(`http://127.0.0.1:${port}`, pid, exited, async (graceMs) => {
+      if (done) return;
+      signalGroup('SIGTERM');
+      const timer = setTimeout(() => signalGroup('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+      // Children of the shell that ignored SIGTERM must not outlive their replica.
+      signalGroup('SIGKILL', true);
+    });
+  }
 
+  private handle(
+    endpoint: string,
+    pid: number | null,
+    exited: Promise<ExitInfo>,
+    stop: (graceMs: number) => Promise<void>,
+    dispatcher?: Client,
+  ): ReplicaHandle {
+    let done = false;
+    void exited.then(() => {
+      done = true;
+    });
+    const url = `${dispatcher ? 'http://localhost' : endpoint}${this.opts.healthPath ?? '/'}`;
+    const timeout = this.opts.healthTimeoutMs ?? 1_000;
     return {
       endpoint,
       pid,
@@ -81,11 +152,12 @@ export class ProcessDriver implements Driver {
       health: async () => {
         if (done) return false;
         try {
-          const res = await request(`${endpoint}${healthPath}`, {
+          const res = await request(url, {
             method: 'GET',
             headersTimeout: timeout,
             bodyTimeout: timeout,
             headers: { 'user-agent': 'allegra-health' },
+            ...(dispatcher ? { dispatcher } : {}),
           });
           await res.body.dump();
           return res.statusCode < 500;
@@ -93,15 +165,57 @@ export class ProcessDriver implements Driver {
           return false;
         }
       },
-      stop: async (graceMs = 5_000) => {
-        if (done) return;
-        signalGroup('SIGTERM');
-        const timer = setTimeout(() => signalGroup('SIGKILL'), graceMs);
-        await exited;
-        clearTimeout(timer);
-        // Children of the shell that ignored SIGTERM must not outlive their replica.
-        signalGroup('SIGKILL', true);
-      },
+      stop: async (graceMs = 5_000) => stop(graceMs),
     };
   }
+}
+
+/**
+ * Finds out whether this host can sandbox replicas, says so in the log (bubblewrap version, cgroup version
+ * and directories, uid range, or why not and what the node will run instead), and builds the driver. A host
+ * that cannot (not root, no bubblewrap/socat/setpriv, no namespaces or writable cgroups) runs only what the
+ * operator allowed: trusted owners' instances, or all with --allow-unsandboxed. `hosted` lists the
+ * instances the sandbox keeps a uid for (deleted ones are destroyed by the agent).
+ */
+export async function openProcessDriver(o: {
+  dataDir: string;
+  nodeId: string;
+  policy: SandboxPolicyOptions & { uidRange?: UidRange };
+  log: Logger;
+}): Promise<{ driver: ProcessDriver; support: SandboxSupport; hosted: string[] }> {
+  const { log, policy } = o;
+  const root = join(o.dataDir, 'sandbox');
+  const uidRange = policy.uidRange ?? DEFAULT_UID_RANGE;
+  let support = probeSandbox();
+  let sandbox: Sandbox | undefined;
+  if (support.ok) {
+    try {
+      sandbox = new Sandbox(support, root, new UidAllocator(join(root, 'uids.json'), uidRange), scopeName(o.nodeId), log);
+      await sandbox.open();
+    } catch (err) {
+      support = { ok: false, reason: `cannot set up replica cgroups or uids: ${(err as Error).message}` };
+      sandbox = undefined;
+    }
+  }
+  const trusted = policy.trustedOwners ?? [];
+  if (support.ok) {
+    log.info({ ...describeSupport(support), uids: `${uidRange.first}-${uidRange.first + uidRange.count - 1}` }, 'replicas run sandboxed');
+  } else if (policy.allowUnsandboxed) {
+    log.warn(
+      { reason: support.reason },
+      'THIS NODE CANNOT SANDBOX REPLICAS AND RUNS EVERY INSTANCE UNSANDBOXED (--allow-unsandboxed): tenant code runs as the agent, with access to its files and network',
+    );
+  } else if (trusted.length > 0) {
+    log.warn(
+      { reason: support.reason, trustedOwners: trusted },
+      'this node cannot sandbox replicas: it runs only its trusted owners’ instances, unsandboxed',
+    );
+  } else {
+    log.warn(
+      { reason: support.reason },
+      'this node cannot sandbox replicas and refuses every instance (pass --trusted-owner KEY or --allow-unsandboxed to run some unsandboxed)',
+    );
+  }
+  const hasSetpriv = process.platform === 'linux' && spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+  return { driver: new ProcessDriver({ support, sandbox, policy, dataRoot: root, hasSetpriv }), support, hosted: sandbox?.known() ?? [] };
 }

@@ -1,7 +1,7 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ReplicaRecord } from '../../../protocol/types.js';
-import type { Driver, ExitInfo, ReplicaLaunch } from '../../../quorum-agent/drivers/driver.js';
+import { type Driver, type ExitInfo, type ReplicaLaunch, ReplicaRefused } from '../../../quorum-agent/drivers/driver.js';
 import { type DesiredReplica, Supervisor } from '../../../quorum-agent/supervisor.js';
 import { waitFor } from '../../helpers/tmp.js';
 
@@ -11,12 +11,13 @@ function fakeDriver(): Driver & { starts: ReplicaLaunch[] } {
   return {
     name: 'process',
     starts,
+    async destroy() {},
     async start(launch) {
       starts.push(launch);
       let exit: (e: ExitInfo) => void = () => {};
       const exited = new Promise<ExitInfo>((r) => (exit = r));
       return {
-        endpoint: `http://127.0.0.1:${launch.port}`,
+        endpoint: `http://127.0.0.1:${3000 + starts.length}`,
         pid: 1000 + starts.length,
         exited,
         health: async () => true,
@@ -31,7 +32,7 @@ const desired = (version: number, cmd = 'node server.js', workDir = '/app/v1'): 
   instanceName: 'app',
   slot: 0,
   version,
-  launch: { instanceId: 'i-1', instanceName: 'app', slot: 0, workDir, cmd, env: {}, logFile: '/dev/null' },
+  launch: { instanceId: 'i-1', instanceName: 'app', owner: 'o', slot: 0, workDir, cmd, env: {}, listenPort: 0, logFile: '/dev/null' },
 });
 
 describe('Supervisor', () => {
@@ -57,5 +58,41 @@ describe('Supervisor', () => {
     expect(driver.starts).toHaveLength(2);
     expect(driver.starts[1]?.workDir).toBe('/app/v3');
     await sup.stopAll();
+  });
+
+  it('publishes why a refused replica does not run, and drains an instance only once its replicas stopped', async () => {
+    const records: Array<ReplicaRecord | null> = [];
+    let refuse = true;
+    const ok = fakeDriver();
+    const driver: Driver = {
+      name: 'process',
+      destroy: async () => {},
+      start: async (launch) => {
+        if (refuse) throw new ReplicaRefused('this node cannot sandbox replicas (test)');
+        return ok.start(launch);
+      },
+    };
+    const sup = new Supervisor({
+      nodeId: 'n-1',
+      driver,
+      log: pino({ level: 'silent' }),
+      report: (_k, r) => records.push(r),
+      healthIntervalMs: 20,
+    });
+    sup.reconcile([desired(1)]);
+    await waitFor(() => records.at(-1)?.lastError, { what: 'refusal published' });
+    expect(records.at(-1)).toMatchObject({
+      endpoint: '',
+      healthy: false,
+      pid: null,
+      lastError: 'refused: this node cannot sandbox replicas (test)',
+    });
+    expect(await sup.drained('i-1')).toBe(false);
+    refuse = false;
+    await waitFor(() => records.at(-1)?.healthy, { timeoutMs: 5_000, what: 'started after the refusal ended' });
+    expect(records.at(-1)?.lastError).toBeUndefined();
+    sup.reconcile([]);
+    expect(await sup.drained('i-1')).toBe(true);
+    expect(records.at(-1)).toBeNull();
   });
 });
