@@ -6,6 +6,7 @@
  * the keys of registered nodes. Uploads stream to a temporary file and become a blob only once they hash
  * to the signed value.
  */
+import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { type Context, Hono } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
@@ -83,8 +84,7 @@ export function createRpcApp(deps: RpcDeps): Hono {
 
   app.onError((err, c) => {
     if (err instanceof AllegraError) {
-      // The body of a refused request may still be on its way: do not read it, close the connection.
-      if (err.status === 401 || err.status === 413) c.header('connection', 'close');
+      if (err.status === 401 || err.status === 413 || err.status === 400) lingerThenClose(c);
       return c.json({ error: { code: err.code, message: err.message } }, err.status as ContentfulStatusCode);
     }
     deps.log.error({ err }, 'rpc handler failed');
@@ -191,6 +191,24 @@ export function createRpcApp(deps: RpcDeps): Hono {
 
   return app;
 }
+
+/**
+ * A refused request's body may still be on its way. Closing at once would make the kernel answer the
+ * unread bytes with a reset that destroys our own answer before the client reads it; reading the rest
+ * would let a client keep us busy. So: answer, let Node discard what arrives (never buffered), and cut
+ * the connection if the body is still coming after a short linger.
+ */
+function lingerThenClose(c: Context): void {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  if (!incoming || incoming.complete) return;
+  const timer = setTimeout(() => {
+    if (!incoming.complete) incoming.socket.destroy();
+  }, LINGER_MS);
+  timer.unref();
+  incoming.once('end', () => clearTimeout(timer));
+}
+
+const LINGER_MS = 2_000;
 
 /** Streams an upload into the blob store; it is kept only if it hashes to `expected`. */
 async function receiveBlob(deps: RpcDeps, source: Readable, expected: string): Promise<{ sha256: string; size: number }> {
