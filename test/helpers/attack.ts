@@ -11,12 +11,21 @@ import { agentFrom } from './clients.js';
 
 export const ATTACKS = fileURLToPath(new URL('../fixtures/attacks/', import.meta.url));
 
+/**
+ * Attackers run at the lowest CPU priority: on a real network their CPU is their own machine's, not the
+ * gateway's, but here they share two cores with the gateway, its replicas and the probe. `nice` keeps the
+ * attack's own cost from being counted as the gateway's, while every byte of the attack still arrives.
+ */
+const NICE = ['nice', '-n', '19'];
+
 /** Live attacker processes, killed by `stopAttackers` (also when a test fails). */
 const attackers = new Set<ChildProcess>();
 
 /** Runs an attacker script to completion (it stops itself) and returns its JSON summary. */
 export function runAttacker(script: string, args: string[], timeoutMs: number): Promise<Record<string, number>> {
-  const child = spawn(process.execPath, [`${ATTACKS}${script}`, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(NICE[0] as string, [...NICE.slice(1), process.execPath, `${ATTACKS}${script}`, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   attackers.add(child);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -36,7 +45,7 @@ export function runAttacker(script: string, args: string[], timeoutMs: number): 
 
 /** Runs a command (h2load, curl…) as an attacker, bounded by its own options and by `timeoutMs`. */
 export function runTool(cmd: string, args: string[], timeoutMs: number): Promise<string> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(NICE[0] as string, [...NICE.slice(1), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   attackers.add(child);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
