@@ -21,6 +21,7 @@ import { TOKEN_ENV } from '../registry/credentials.js';
 import { CREDENTIALS_ENV } from '../registry/etcd-credentials.js';
 import { openRegistry } from '../registry/open.js';
 import { makeLogger } from './log.js';
+import { machineId } from './machine.js';
 import { CliError } from './output.js';
 
 export function parseListen(value: string): { host: string; port: number } {
@@ -91,6 +92,8 @@ export async function agentCommand(
     uidRange?: string;
     trustedOwner?: string[];
     allowUnsandboxed?: boolean;
+    advertise?: string;
+    ingressPort?: string;
   },
 ): Promise<void> {
   const listen = parseListen(opts.listen ?? '127.0.0.1:7070');
@@ -117,6 +120,9 @@ export async function agentCommand(
     log,
     dnsResolver: opts.dnsResolver,
     sandbox: { uidRange, trustedOwners, allowUnsandboxed: Boolean(opts.allowUnsandboxed) },
+    advertise: opts.advertise,
+    ingressPort: parsePort(opts.ingressPort, '--ingress-port', 0),
+    machineId: machineId(),
   });
   try {
     await agent.start();
@@ -215,6 +221,7 @@ export async function gatewayCommand(opts: GatewayCliOptions): Promise<void> {
       ...fileConfig,
       registry,
       log,
+      machineId: machineId(),
       host: opts.host ?? '127.0.0.1',
       httpPort: parsePort(opts.http, '--http', 8080),
       httpsPort: parsePort(opts.https, '--https', 8443),

@@ -64,6 +64,8 @@ program
   .description('run one quorum agent')
   .requiredOption('--registry <url>', 'embedded:DIR or etcd://host:port[,host:port…]')
   .option('--listen <host:port>', 'RPC listen address', '127.0.0.1:7070')
+  .option('--advertise <host>', 'host other machines reach this node at (RPC and ingress; default: the --listen host)')
+  .option('--ingress-port <port>', 'node ingress port on the listen host, for gateways on other machines (0: any free port)', '0')
   .option('--data <dir>', 'data directory', '.allegra/agent')
   .option('--region <region>', 'region label used to spread quorums', 'local')
   .option('--capacity <n>', 'replica slots offered', '16')

@@ -18,7 +18,7 @@ import type { RouteRecord } from '../protocol/types.js';
 import type { Balancer } from '../router/balancer.js';
 import type { AccessLog } from './access-log.js';
 import { BodyRateGuard } from './body-rate.js';
-import { upstreamAddress } from './dial.js';
+import { undiciConnect, upstreamAddress } from './dial.js';
 import { Exchange, sendError } from './exchange.js';
 import { type Decision, type QueuedAdmission, RetryBudget, RouteGate, type RouteLimits } from './gates.js';
 import { GrpcCall, GrpcUpstreams, isGrpc } from './grpc.js';
@@ -95,15 +95,13 @@ export class Forwarder {
   pool(endpoint: string): Pool {
     let pool = this.pools.get(endpoint);
     if (!pool) {
-      const addr = upstreamAddress(endpoint);
-      pool = new Pool(addr.origin, {
-        ...(addr.socketPath ? { socketPath: addr.socketPath } : {}),
+      pool = new Pool(upstreamAddress(endpoint).origin, {
         connections: this.opts.connectionsPerReplica ?? 256,
         pipelining: 1,
         keepAliveTimeout: 30_000,
         headersTimeout: this.policy.tryTimeoutMs,
         bodyTimeout: 0,
-        connect: { timeout: 2_000 },
+        connect: undiciConnect(endpoint),
       });
       this.pools.set(endpoint, pool);
     }

@@ -13,8 +13,9 @@ import {
   type Http2ServerResponse,
   type IncomingHttpHeaders,
 } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { dialUpstream, upstreamAddress } from './dial.js';
+import { openUpstream, upstreamAddress } from './dial.js';
 import { sendError } from './exchange.js';
 import type { Forwarder, ForwardTarget } from './forwarder.js';
 import type { QueuedAdmission, Refusal } from './gates.js';
@@ -38,14 +39,26 @@ export function isGrpc(contentType: string | undefined): boolean {
 
 export class GrpcUpstreams {
   private readonly sessions = new Map<string, ClientHttp2Session>();
+  /** Sessions whose connection is still being opened (the ingress accepts before HTTP/2 may start). */
+  private readonly opening = new Map<string, Promise<ClientHttp2Session>>();
 
   constructor(private readonly log: Logger) {}
 
-  private session(endpoint: string): ClientHttp2Session {
-    let s = this.sessions.get(endpoint);
+  /** The HTTP/2 session to a replica: at once when one is open, else once its connection is ready. */
+  private session(endpoint: string): ClientHttp2Session | Promise<ClientHttp2Session> {
+    const s = this.sessions.get(endpoint);
     if (s && !s.closed && !s.destroyed) return s;
-    s = connect(upstreamAddress(endpoint).origin, { createConnection: () => dialUpstream(endpoint) });
-    const session = s;
+    const pending = this.opening.get(endpoint);
+    if (pending) return pending;
+    const opened = openUpstream(endpoint).then((socket) => this.adopt(endpoint, socket));
+    this.opening.set(endpoint, opened);
+    const done = () => this.opening.delete(endpoint);
+    opened.then(done, done);
+    return opened;
+  }
+
+  private adopt(endpoint: string, socket: Duplex): ClientHttp2Session {
+    const session = connect(upstreamAddress(endpoint).origin, { createConnection: () => socket });
     const forget = () => {
       if (this.sessions.get(endpoint) === session) this.sessions.delete(endpoint);
     };
@@ -99,19 +112,14 @@ export class GrpcUpstreams {
       if (stream && !stream.closed) stream.close(constants.NGHTTP2_CANCEL);
       finish(reason);
     };
-    let session: ClientHttp2Session;
-    try {
-      session = this.session(endpoint);
-    } catch (err) {
-      finish(err as Error);
-      return cancel;
-    }
-    const open = () => {
-      if (!finished) stream = this.open(session, req, res, h2headers, (s) => (status = s), finish);
-    };
     // Open the stream only on a connected session: a replica that is gone then fails the call before any
     // byte of the request is read, so it can be retried elsewhere.
-    if (session.connecting) {
+    const proceed = (session: ClientHttp2Session) => {
+      if (finished) return;
+      const open = () => {
+        if (!finished) stream = this.open(session, req, res, h2headers, (s) => (status = s), finish);
+      };
+      if (!session.connecting) return open();
       const onConnect = () => {
         session.off('error', onError);
         open();
@@ -122,9 +130,10 @@ export class GrpcUpstreams {
       };
       session.once('connect', onConnect);
       session.once('error', onError);
-      return cancel;
-    }
-    open();
+    };
+    const got = this.session(endpoint);
+    if (got instanceof Promise) got.then(proceed, (err: Error) => finish(err));
+    else proceed(got);
     return cancel;
   }
 

@@ -5,7 +5,7 @@
  * that a replica is unreachable from where the traffic comes from.
  */
 import { Agent, request } from 'undici';
-import { upstreamAddress } from './dial.js';
+import { undiciConnect, upstreamAddress } from './dial.js';
 
 export interface HealthCheckOptions {
   intervalMs: number;
@@ -27,7 +27,7 @@ interface Probe {
 export class ActiveHealthChecker {
   private readonly probes = new Map<string, Probe>();
   private readonly agent = new Agent({ connections: 2, keepAliveTimeout: 5_000, connect: { timeout: 2_000 } });
-  /** Unix-socket endpoints need an agent bound to their socket. */
+  /** Unix-socket and ingress endpoints need an agent of their own that dials them. */
   private readonly socketAgents = new Map<string, Agent>();
   private stopped = false;
 
@@ -66,10 +66,10 @@ export class ActiveHealthChecker {
     void agent?.close().catch(() => {});
   }
 
-  private socketAgent(endpoint: string, socketPath: string): Agent {
+  private socketAgent(endpoint: string): Agent {
     let agent = this.socketAgents.get(endpoint);
     if (!agent) {
-      agent = new Agent({ connections: 1, keepAliveTimeout: 5_000, connect: { timeout: 2_000, socketPath } });
+      agent = new Agent({ connections: 1, keepAliveTimeout: 5_000, connect: undiciConnect(endpoint) });
       this.socketAgents.set(endpoint, agent);
     }
     return agent;
@@ -80,7 +80,7 @@ export class ActiveHealthChecker {
     try {
       const addr = upstreamAddress(endpoint);
       const res = await request(`${addr.origin}${this.opts.path}`, {
-        dispatcher: addr.socketPath ? this.socketAgent(endpoint, addr.socketPath) : this.agent,
+        dispatcher: addr.socketPath || addr.custom ? this.socketAgent(endpoint) : this.agent,
         headersTimeout: this.opts.timeoutMs,
         bodyTimeout: this.opts.timeoutMs,
         headers: { 'user-agent': 'allegra-gateway-health' },

@@ -13,6 +13,7 @@ import { ClusterView } from '../registry/cluster-view.js';
 import { jsonRecord, Mirror } from '../registry/mirror.js';
 import { Balancer } from '../router/balancer.js';
 import { RouteTable } from '../router/route-table.js';
+import { ingressEndpoint } from './dial.js';
 
 export interface Upstream {
   /** Stable id of the replica slot: `${nodeId}.${slot}@${endpoint}`. */
@@ -44,6 +45,8 @@ export interface RoutingEvents {
   onUpstreamGone?: (endpoint: string) => void;
   /** Active health checks: endpoints for which this returns true are kept out of rotation. */
   isDown?: (endpoint: string) => boolean;
+  /** This gateway's machine id: replicas of nodes on other machines are reached through their ingress. */
+  localMachine?: string;
 }
 
 export class RoutingCore {
@@ -187,7 +190,10 @@ export class RoutingCore {
       if (!members.has(r.nodeId)) outside++;
       else if (!this.isTrusted(r)) unsigned++;
       else if (!r.healthy) unhealthy++;
-      else candidates.push({ id: `${r.nodeId}.${r.slot}@${r.endpoint}`, endpoint: r.endpoint, nodeId: r.nodeId });
+      else {
+        const endpoint = this.reachableEndpoint(r);
+        candidates.push({ id: `${r.nodeId}.${r.slot}@${endpoint}`, endpoint, nodeId: r.nodeId });
+      }
     }
     // Replicas failing the gateway's own health checks leave rotation, unless all of them fail: then the
     // checks are more likely wrong than every replica, and trying them beats refusing (panic routing).
@@ -233,6 +239,16 @@ export class RoutingCore {
               ? 'replicas are moving between quorums'
               : 'instance has no running replica',
     );
+  }
+
+  /**
+   * How this gateway reaches a replica: by the endpoint its node published when the node is on this machine
+   * (a local socket), else through that node's ingress on its advertised address.
+   */
+  private reachableEndpoint(r: ReplicaRecord): string {
+    const node = this.view.node(r.nodeId);
+    if (!node?.machine || !node.ingress || node.machine === this.events.localMachine) return r.endpoint;
+    return ingressEndpoint(r.nodeId, r.instanceId, r.slot);
   }
 
   /** Whether a replica record is signed by the node it names (whose key the node record holds). */

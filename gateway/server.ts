@@ -24,12 +24,14 @@ import { keys } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
 import { accessLogFor } from './access-log.js';
 import { createAdminApp, createFallbackApp } from './app.js';
+import { parseIngressEndpoint } from './dial.js';
 import { type ClientRequest, type ClientResponse, Forwarder, sendError } from './forwarder.js';
 import { DEFAULT_H2_LIMITS, guardSession, type H2Limits, h2ServerSettings } from './h2-guard.js';
 import { makeTrustCheck } from './headers.js';
 import { ActiveHealthChecker, type HealthCheckOptions } from './health.js';
 import { proxiedClient, sniffingAcceptor } from './listeners.js';
 import { GatewayMetrics } from './metrics.js';
+import { NodeLink } from './node-link.js';
 import { PenaltyBox } from './penalty-box.js';
 import type { GatewayPolicy } from './policy.js';
 import { RoutingCore } from './routing.js';
@@ -91,6 +93,8 @@ export interface GatewayOptions {
   drainMs?: number;
   /** Certificates shared through the registry (ACME or local CA); enables HTTPS for exposed routes. */
   certs?: CertManager;
+  /** This machine's id: replicas of nodes on other machines are reached through their node ingress. */
+  machineId?: string;
   /** Offer TLS 1.3 only (default: TLS 1.2 with AEAD suites, and 1.3). */
   tls13Only?: boolean;
   /** Per-connection HTTP/2 limits (h2-guard.ts). */
@@ -160,15 +164,37 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     policy: opts.policy,
   });
   let health: ActiveHealthChecker | null = null;
+  // Replicas on other machines: reached through their node's ingress, which admits this gateway's key.
+  const link: NodeLink = new NodeLink({
+    registry: opts.registry,
+    log,
+    machineId: opts.machineId,
+    nodeOf: (nodeId) => {
+      const node = core.view.node(nodeId);
+      return node?.ingress ? { ingress: node.ingress, publicKey: node.publicKey } : undefined;
+    },
+    onNodeChange: () => core.refresh(),
+  });
+  const nodeOfEndpoint = (endpoint: string) => parseIngressEndpoint(endpoint)?.nodeId;
   const core = new RoutingCore(
     opts.registry,
     {
-      onUpstreamAdded: (endpoint) => health?.add(endpoint),
+      onUpstreamAdded: (endpoint) => {
+        health?.add(endpoint);
+        const node = nodeOfEndpoint(endpoint);
+        if (node) link.track(node);
+      },
       onUpstreamGone: (endpoint) => {
         health?.remove(endpoint);
         forwarder.release(endpoint);
+        const node = nodeOfEndpoint(endpoint);
+        if (node) link.untrack(node);
       },
-      isDown: (endpoint) => health?.isDown(endpoint) ?? false,
+      isDown: (endpoint) => {
+        const node = nodeOfEndpoint(endpoint);
+        return (node !== undefined && link.isDown(node)) || (health?.isDown(endpoint) ?? false);
+      },
+      localMachine: opts.machineId,
     },
     (host, reason) => log.warn({ host, reason }, 'route not served: its grants do not check out'),
   );
@@ -186,6 +212,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       },
     });
   }
+  await link.start();
   await core.start();
 
   const isTrusted = makeTrustCheck(opts.trustedProxies ?? []);
@@ -426,6 +453,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         admin.closeAllConnections();
         await Promise.race([Promise.all([closing, closeServer(admin)]), new Promise((r) => setTimeout(r, 1_000).unref())]);
         core.close();
+        await link.stop();
         registryProbe.close();
         await certs?.stop();
         await health?.close();

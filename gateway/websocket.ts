@@ -15,7 +15,7 @@ import { request as httpRequest, type IncomingMessage, type ClientRequest as Ups
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { dialUpstream } from './dial.js';
+import { openUpstream } from './dial.js';
 import type { Forwarder, ForwardTarget } from './forwarder.js';
 import type { QueuedAdmission, Refusal } from './gates.js';
 import { upstreamRequestHeaders } from './headers.js';
@@ -215,10 +215,16 @@ class Handshake {
       path: this.id.path,
       headers: this.headers,
       setHost: false,
-      createConnection: () => {
-        const s = dialUpstream(upstream.endpoint);
-        s.once('connect', () => (connected = true));
-        return s;
+      // Node calls back with the socket when the connection is ready (for the ingress: accepted).
+      createConnection: (_opts, oncreate) => {
+        openUpstream(upstream.endpoint).then(
+          (s) => {
+            connected = true;
+            oncreate(null, s);
+          },
+          (err: Error) => oncreate(err, undefined as unknown as Duplex),
+        );
+        return undefined;
       },
     });
     this.current = up;

@@ -32,6 +32,7 @@ export const PREFIX = {
 
 export const keys = {
   node: (id: string) => `${PREFIX.nodes}${id}`,
+  gateway: (id: string) => `${PREFIX.gateways}${id}`,
   quorum: (id: string) => `${PREFIX.quorums}${id}`,
   instance: (name: string) => `${PREFIX.instances}${name}`,
   replicasOf: (instanceId: string) => `${PREFIX.replicas}${instanceId}/`,

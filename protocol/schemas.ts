@@ -74,6 +74,18 @@ export const nodeRecord = z.object({
   capacity: z.number().int().min(0),
   load: z.number().int().min(0),
   startedAt: z.number(),
+  ingress: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/)
+    .optional(),
+  machine: z.string().max(128).optional(),
+});
+
+export const gatewayRecord = z.object({
+  id: z.string().min(1).max(128),
+  publicKey: hexKey,
+  machine: z.string().max(128).optional(),
+  startedAt: z.number(),
 });
 
 export const quorumRecord = z.object({ id: z.string().min(1), members: z.array(z.string()), capacity: z.number().min(0).optional() });

@@ -19,6 +19,19 @@ export interface NodeRecord {
   /** Replicas currently running on the node. */
   load: number;
   startedAt: number;
+  /** `host:port` of the node ingress (mutual TLS), where gateways on other machines reach its replicas. */
+  ingress?: string;
+  /** Identifies the machine: gateways on the same machine reach replicas through their local sockets. */
+  machine?: string;
+}
+
+/** A gateway's identity (`gateways/<id>`, under its lease): node ingresses admit only these keys. */
+export interface GatewayRecord {
+  id: string;
+  /** Hex Ed25519 key of the gateway's TLS client certificate. */
+  publicKey: string;
+  machine?: string;
+  startedAt: number;
 }
 
 /** A group of nodes that jointly own the instances hashed to it (`quorums/<id>`). */

@@ -9,6 +9,7 @@ import { type ServerType, serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
 import { keys, PREFIX } from '../protocol/keys.js';
+import { identityCert } from '../protocol/identity-cert.js';
 import { signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
 import { RequestVerifier } from '../protocol/signing.js';
@@ -23,6 +24,7 @@ import type { Driver } from './drivers/driver.js';
 import { openProcessDriver, type ProcessDriver } from './drivers/process.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
+import { NodeIngress } from './ingress.js';
 import { InstanceService } from './instances.js';
 import { ArtifactPreparer, type PrepareStatus } from './preparer.js';
 import { createRpcApp } from './rpc.js';
@@ -42,8 +44,15 @@ export interface AgentOptions {
   dataDir: string;
   host?: string;
   port?: number;
-  /** Address peers and the CLI use to reach this agent, if different from the listen address. */
+  /**
+   * Host (name or address) other machines use to reach this agent: its RPC, and its node ingress for
+   * gateways. Default: the listen host, which must then not be a wildcard address.
+   */
   advertise?: string;
+  /** Port of the node ingress (mutual TLS) on the listen host; 0: any free port. Default 0. */
+  ingressPort?: number;
+  /** Identifies this machine to gateways: one on the same machine reaches replicas by their local sockets. */
+  machineId?: string;
   region?: string;
   capacity?: number;
   log: Logger;
@@ -78,6 +87,7 @@ export class Agent {
   private readonly known = new Map<string, string | null>();
   private readonly destroying = new Set<string>();
   private gcTimer: NodeJS.Timeout | null = null;
+  private ingress: NodeIngress | null = null;
   /** Set in start(), once the host's sandboxing support is known. */
   private driver: ProcessDriver | null = null;
   private sandboxSupport: SandboxSupport | null = null;
@@ -167,14 +177,30 @@ export class Agent {
     });
     await this.view.start();
     await this.setUpSandbox();
+    const advertised = this.opts.advertise ?? host;
+    if (/^(0\.0\.0\.0|::|\[::\])$/.test(advertised))
+      throw new Error(`listening on ${host} needs --advertise HOST: the address other machines reach this node at`);
+    const bracketed = advertised.includes(':') && !advertised.startsWith('[') ? `[${advertised}]` : advertised;
+    // Gateways on other machines reach replicas only through here, authenticated both ways by registry keys.
+    this.ingress = new NodeIngress({
+      host,
+      port: this.opts.ingressPort ?? 0,
+      cert: await identityCert(this.identity.keyPair, this.identity.id),
+      isGateway: (key) => this.view.isGatewayKey(key),
+      replicaEndpoint: (instanceId, slot) => this.supervisor.endpointOf(instanceId, slot),
+      log,
+    });
+    const ingressPort = await this.ingress.start();
     this.record = {
       id: this.identity.id,
-      rpc: this.opts.advertise ?? `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+      rpc: `http://${bracketed}:${port}`,
       publicKey: this.identity.keyPair.publicKeyHex,
       region: this.opts.region ?? 'local',
       capacity: this.opts.capacity ?? 16,
       load: 0,
       startedAt: Date.now(),
+      ingress: `${bracketed}:${ingressPort}`,
+      ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
     };
     await this.announce();
     this.controller = new Controller(this.opts.registry, this.view, this.identity.id, () => this.lease?.id ?? '', log);
@@ -183,7 +209,7 @@ export class Agent {
     this.reconcile();
     this.gcTimer = setInterval(() => this.collectGarbage(), 30_000);
     this.gcTimer.unref();
-    log.info({ node: this.identity.id, rpc: this.record.rpc }, 'agent started');
+    log.info({ node: this.identity.id, rpc: this.record.rpc, ingress: this.record.ingress }, 'agent started');
     return this;
   }
 
@@ -428,6 +454,7 @@ export class Agent {
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.controller?.stop();
     await this.supervisor.stopAll();
+    await this.ingress?.stop();
     await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
     this.view.close();
     try {

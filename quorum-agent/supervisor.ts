@@ -318,6 +318,12 @@ export class Supervisor {
     this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, record);
   }
 
+  /** Where the replica published for `instanceId`.`slot` listens, while it runs here (for the node ingress). */
+  endpointOf(instanceId: string, slot: number): string | undefined {
+    const handle = this.active.get(slotKey(instanceId, slot))?.handle;
+    return handle?.endpoint || undefined;
+  }
+
   /** Whether a replica of `instanceId` in `slot` is running (or starting) here. */
   runs(instanceId: string, slot: number): boolean {
     return this.active.has(slotKey(instanceId, slot));

@@ -5,8 +5,8 @@
  */
 import { keys, PREFIX } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
-import { instanceSpec, networkConfig, nodeRecord, quorumRecord } from '../protocol/schemas.js';
-import type { InstanceSpec, NetworkConfig, NodeRecord, QuorumRecord } from '../protocol/types.js';
+import { gatewayRecord, instanceSpec, networkConfig, nodeRecord, quorumRecord } from '../protocol/schemas.js';
+import type { GatewayRecord, InstanceSpec, NetworkConfig, NodeRecord, QuorumRecord } from '../protocol/types.js';
 import { Placement } from '../router/placement.js';
 import { jsonRecord, Mirror } from './mirror.js';
 
@@ -17,6 +17,8 @@ export class ClusterView {
   readonly quorums: Mirror<QuorumRecord>;
   readonly instances: Mirror<InstanceSpec>;
   readonly config: Mirror<NetworkConfig>;
+  /** Live gateways and their keys (node ingresses admit only these). */
+  readonly gateways: Mirror<GatewayRecord>;
   private placement: Placement = new Placement([]);
   private readonly listeners: Array<() => void> = [];
 
@@ -25,6 +27,7 @@ export class ClusterView {
     this.quorums = new Mirror(registry, PREFIX.quorums, jsonRecord(quorumRecord));
     this.instances = new Mirror(registry, PREFIX.instances, jsonRecord(instanceSpec));
     this.config = new Mirror(registry, PREFIX.config, (raw, key) => (key === keys.network() ? jsonRecord(networkConfig)(raw) : undefined));
+    this.gateways = new Mirror(registry, PREFIX.gateways, jsonRecord(gatewayRecord));
   }
 
   async start(): Promise<this> {
@@ -40,7 +43,7 @@ export class ClusterView {
     });
     this.nodes.onChange(() => this.changed());
     this.config.onChange(() => this.changed());
-    await Promise.all([this.nodes.start(), this.quorums.start(), this.instances.start(), this.config.start()]);
+    await Promise.all([this.nodes.start(), this.quorums.start(), this.instances.start(), this.config.start(), this.gateways.start()]);
     this.rebuildPlacement();
     return this;
   }
@@ -78,6 +81,12 @@ export class ClusterView {
     return this.nodes.get(keys.node(id));
   }
 
+  /** Whether a live gateway of the network holds this key. */
+  isGatewayKey(publicKey: string): boolean {
+    for (const g of this.gateways.values()) if (g.publicKey === publicKey) return true;
+    return false;
+  }
+
   nodeByKey(publicKey: string): NodeRecord | undefined {
     for (const n of this.nodes.values()) if (n.publicKey === publicKey) return n;
     return undefined;
@@ -93,6 +102,6 @@ export class ClusterView {
   }
 
   close(): void {
-    for (const m of [this.nodes, this.quorums, this.instances, this.config]) m.close();
+    for (const m of [this.nodes, this.quorums, this.instances, this.config, this.gateways]) m.close();
   }
 }
