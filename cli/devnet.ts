@@ -18,10 +18,10 @@ import { EmbeddedHost } from '../registry/embedded.js';
 import { CREDENTIALS_ENV, credentialsFileOf } from '../registry/etcd-credentials.js';
 import { openRegistry } from '../registry/open.js';
 import { bundle } from './bundle.js';
-import { type Daemon, startDaemon, stopDaemon } from './children.js';
 import { allegraHome, ensureKey, keyPath, writeConfig } from './config.js';
 import { parsePort } from './daemon-commands.js';
 import { CliError, type Output } from './output.js';
+import { SupervisedDaemon, withArg } from './supervise.js';
 
 export interface DevnetOptions {
   agents?: string;
@@ -91,11 +91,11 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
   const progress = out.progress('starting registry');
 
   const { registry, childEnv } = await openDevnetRegistry(registryUrl, opts.registryCredentials);
-  const daemons: Daemon[] = [];
+  const daemons: SupervisedDaemon[] = [];
   let stopping = false;
   const stopAll = async () => {
     stopping = true;
-    await Promise.allSettled(daemons.map((d) => stopDaemon(d)));
+    await Promise.allSettled(daemons.map((d) => d.stop()));
     await registry.close().catch(() => {});
   };
   const onSignal = (signal: NodeJS.Signals) => {
@@ -127,64 +127,63 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
       );
     }
     progress.update(`starting ${agentCount} quorum agents`);
-    const agentStarts = Array.from({ length: agentCount }, (_, i) =>
-      startDaemon(
-        `agent-${i}`,
-        [
-          'agent',
-          '--registry',
-          registryUrl,
-          '--listen',
-          `127.0.0.1:${rpcBase === 0 ? 0 : rpcBase + i}`,
-          '--data',
-          join(dataDir, `agent-${i}`),
-          '--log',
-          join(dataDir, 'logs', `agent-${i}.log`),
-          // Agents on one host need disjoint uid ranges, or two tenants could share a uid.
-          '--uid-range',
-          `${DEFAULT_UID_RANGE.first + i * DEFAULT_UID_RANGE.count}+${DEFAULT_UID_RANGE.count}`,
-          ...trustArgs,
-        ],
-        undefined,
-        undefined,
-        childEnv('agent'),
-      ),
-    );
-    const gatewayStart = startDaemon(
-      'gateway',
-      [
-        'gateway',
+    // Every daemon is supervised: one that dies is restarted (same ports, same data dir) and reported.
+    const report = (line: string) => {
+      if (!stopping) process.stderr.write(`allegra devnet: ${line}; logs in ${join(dataDir, 'logs')}\n`);
+    };
+    const agentStarts = Array.from({ length: agentCount }, (_, i) => {
+      const args = [
+        'agent',
         '--registry',
         registryUrl,
-        '--http',
-        String(httpPort),
-        '--https',
-        String(httpsPortWanted),
-        '--admin',
-        String(adminPort),
+        '--listen',
+        `127.0.0.1:${rpcBase === 0 ? 0 : rpcBase + i}`,
+        '--data',
+        join(dataDir, `agent-${i}`),
         '--log',
-        join(dataDir, 'logs', 'gateway.log'),
-        ...issuerArgs,
-      ],
-      undefined,
-      undefined,
-      childEnv('gateway'),
-    );
+        join(dataDir, 'logs', `agent-${i}.log`),
+        // Agents on one host need disjoint uid ranges, or two tenants could share a uid.
+        '--uid-range',
+        `${DEFAULT_UID_RANGE.first + i * DEFAULT_UID_RANGE.count}+${DEFAULT_UID_RANGE.count}`,
+        ...trustArgs,
+      ];
+      return new SupervisedDaemon(`agent-${i}`, args, {
+        env: childEnv('agent'),
+        report,
+        restartArgs: (ready) => withArg(args, '--listen', `127.0.0.1:${new URL(String(ready.rpc)).port}`),
+      }).start();
+    });
+    const gatewayArgs = [
+      'gateway',
+      '--registry',
+      registryUrl,
+      '--http',
+      String(httpPort),
+      '--https',
+      String(httpsPortWanted),
+      '--admin',
+      String(adminPort),
+      '--log',
+      join(dataDir, 'logs', 'gateway.log'),
+      ...issuerArgs,
+    ];
+    const gatewayStart = new SupervisedDaemon('gateway', gatewayArgs, {
+      env: childEnv('gateway'),
+      report,
+      restartArgs: (ready) =>
+        withArg(
+          withArg(withArg(gatewayArgs, '--http', String(ready.http)), '--https', String(ready.https)),
+          '--admin',
+          String(ready.admin),
+        ),
+    }).start();
     const started = await Promise.allSettled([...agentStarts, gatewayStart]);
     for (const s of started) if (s.status === 'fulfilled') daemons.push(s.value);
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) throw new CliError(`devnet: ${(failed.reason as Error).message}`);
-    for (const d of daemons) {
-      d.child.once('exit', (code, signal) => {
-        if (!stopping)
-          process.stderr.write(
-            `allegra devnet: ${d.name} exited unexpectedly (${signal ?? `code ${code}`}); see ${join(dataDir, 'logs')}\n`,
-          );
-      });
-    }
 
     const agents = daemons.filter((d) => d.ready.role === 'agent');
-    const gateway = daemons.find((d) => d.ready.role === 'gateway') as Daemon;
+    const gateway = daemons.find((d) => d.ready.role === 'gateway') as SupervisedDaemon;
     const nodeIds = agents.map((a) => String(a.ready.node));
     const rpcUrl = String(agents[0]?.ready.rpc);
     const http = `http://127.0.0.1:${gateway.ready.http}`;
@@ -246,8 +245,8 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
         https,
         rpc: rpcUrl,
         admin: `http://127.0.0.1:${gateway.ready.admin}`,
-        agents: agents.map((a) => ({ node: a.ready.node, rpc: a.ready.rpc, pid: a.child.pid })),
-        gateway: { pid: gateway.child.pid },
+        agents: agents.map((a) => ({ node: a.ready.node, rpc: a.ready.rpc, pid: a.pid })),
+        gateway: { pid: gateway.pid },
         registry: registryUrl,
         sandboxed: sandbox.ok,
         data: dataDir,
@@ -269,6 +268,10 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
           ...(localCa ? [`  trust it  ${localCa.trustHint()}`] : []),
           `  logs      ${join(dataDir, 'logs')}`,
           '  CLI       configured for this devnet: try `allegra list`',
+          `  failures  kill -9 ${agents[0]?.pid ?? '<pid>'} (agent-0; others: ${agents
+            .slice(1)
+            .map((a) => a.pid)
+            .join(', ')}; gateway: ${gateway.pid}): the devnet restarts it, traffic and the CLI carry on`,
           'Press Ctrl-C to stop.',
         ].join('\n'),
     );
