@@ -173,7 +173,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       const node = core.view.node(nodeId);
       return node?.ingress ? { ingress: node.ingress, publicKey: node.publicKey } : undefined;
     },
-    onNodeChange: () => core.refresh(),
+    onNodeChange: (nodeId, down) => {
+      if (down) forwarder.sever((endpoint) => parseIngressEndpoint(endpoint)?.nodeId === nodeId);
+      core.refresh();
+    },
   });
   const nodeOfEndpoint = (endpoint: string) => parseIngressEndpoint(endpoint)?.nodeId;
   const core = new RoutingCore(
