@@ -1,0 +1,52 @@
+/** Messages between the wasm host's main thread and one replica's worker thread. */
+
+export type InstantiateMode = 'per-replica' | 'per-request';
+
+export interface WorkerInit {
+  type: 'init';
+  /** file: URL of the jco bindings (app.js) of the compiled artifact. */
+  bindingsUrl: string;
+  /** Compiled core modules by file name; sharing a WebAssembly.Module with a worker shares its machine code. */
+  modules: Record<string, WebAssembly.Module>;
+  env: [string, string][];
+  logFile: string;
+  maxLogBytes: number;
+  memoryLimitBytes: number;
+  mode: InstantiateMode;
+  /** Instantiate now (true) or at the first request (false). */
+  eager: boolean;
+}
+
+/** Sent to spare workers: load these bindings and instantiate once, so the JS glue is compiled before a replica needs it. */
+export interface WorkerWarmup {
+  type: 'warmup';
+  bindingsUrl: string;
+  modules: Record<string, WebAssembly.Module>;
+}
+
+export interface WireRequest {
+  type: 'request';
+  id: number;
+  method: string;
+  url: string;
+  headers: [string, string][];
+  body: Uint8Array;
+}
+
+export type FailureKind = 'memory' | 'trap' | 'instantiate' | 'internal';
+
+export type WorkerMessage =
+  | { type: 'booted' }
+  | { type: 'ready'; instantiateMs: number | null }
+  | { type: 'init-failed'; message: string }
+  | {
+      type: 'response';
+      id: number;
+      status: number;
+      headers: [string, string][];
+      body: Uint8Array;
+      /** ms spent instantiating for this request (0 when the instance was warm). */
+      instantiateMs: number;
+      memoryBytes: number;
+    }
+  | { type: 'failure'; id: number; kind: FailureKind; message: string; memoryBytes: number };
