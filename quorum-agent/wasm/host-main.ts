@@ -14,6 +14,11 @@ if (!process.send) {
   process.exit(2);
 }
 
+function describeIssue(issue: { path: PropertyKey[]; message: string } | undefined): string {
+  if (!issue) return 'invalid';
+  return issue.path.length ? `${issue.path.map(String).join('.')}: ${issue.message}` : issue.message;
+}
+
 function reply(msg: ControlReply): void {
   process.send?.(msg);
 }
@@ -22,7 +27,7 @@ process.on('message', async (raw: unknown) => {
   const parsed = controlRequestSchema.safeParse(raw);
   if (!parsed.success) {
     const id = typeof (raw as { id?: unknown })?.id === 'number' ? (raw as { id: number }).id : -1;
-    reply({ id, ok: false, code: 'bad-request', error: `bad control message: ${parsed.error.issues[0]?.message ?? 'invalid'}` });
+    reply({ id, ok: false, code: 'bad-request', error: `bad control message: ${describeIssue(parsed.error.issues[0])}` });
     return;
   }
   const req = parsed.data;

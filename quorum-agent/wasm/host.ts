@@ -3,8 +3,8 @@
  * endpoint and worker thread. It shares compiled modules between replicas of the same artifact and
  * keeps spare workers booted, so loading a replica costs an instantiation, not a process start.
  */
-import { existsSync } from 'node:fs';
-import { isAbsolute, join } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, isAbsolute, join } from 'node:path';
 import type { Logger } from 'pino';
 import { ArtifactCache } from './artifact-cache.js';
 import { type ReplicaLimits, resolveLimits } from './limits.js';
@@ -92,6 +92,7 @@ export class WasmHost {
     }
     this.loading.add(req.replicaId);
     try {
+      mkdirSync(dirname(req.logFile), { recursive: true });
       let artifact: Awaited<ReturnType<ArtifactCache['acquire']>>;
       try {
         artifact = await this.artifacts.acquire(req.artifactDir, limits.memoryBytes);
