@@ -43,6 +43,8 @@ export interface HostStats {
   replicas: ReplicaStats[];
   artifactsLoaded: number;
   workersBooted: number;
+  /** Spare workers booted and warmed, ready to take a replica. */
+  readySpares: number;
   memory: NodeJS.MemoryUsage;
 }
 
@@ -155,6 +157,7 @@ export class WasmHost {
       replicas: [...this.replicas.values()].map((e) => e.replica.stats()),
       artifactsLoaded: this.artifacts.size,
       workersBooted: this.workers.booted,
+      readySpares: this.workers.readySpares,
       memory: process.memoryUsage(),
     };
   }

@@ -148,6 +148,7 @@ port.on('message', async (msg: WorkerInit | WorkerWarmup | WireRequest | { type:
     } catch {
       /* the real init reports any problem */
     }
+    post({ type: 'warmed', bindingsUrl: msg.bindingsUrl });
   } else if (msg.type === 'init') {
     init = msg;
     try {

@@ -183,6 +183,7 @@ export class WasmReplica {
       return;
     }
     this.worker = worker;
+    worker.removeAllListeners('message');
     worker.ref();
     const { artifact, limits } = this.opts;
     const init: WorkerInit = {

@@ -17,6 +17,9 @@ const WORKER_LIMITS = { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 1
 
 export class WorkerPool {
   private readonly spares: Promise<Worker>[] = [];
+  /** Spares that finished warming for the current bindings. */
+  private readonly warm = new WeakMap<Worker, string>();
+  private readonly ready = new Set<Worker>();
   private closed = false;
   private warmup: WorkerWarmup | undefined;
   booted = 0;
@@ -39,7 +42,17 @@ export class WorkerPool {
   take(): Promise<Worker> {
     const w = this.spares.shift() ?? this.boot();
     this.topUp();
-    return w;
+    return w.then((worker) => {
+      this.ready.delete(worker);
+      return worker;
+    });
+  }
+
+  /** Spares booted and, when there is an artifact to warm for, warmed for it. */
+  get readySpares(): number {
+    let n = 0;
+    for (const w of this.ready) if (!this.warmup || this.warm.get(w) === this.warmup.bindingsUrl) n++;
+    return n;
   }
 
   private topUp(): void {
@@ -55,10 +68,15 @@ export class WorkerPool {
       const w = new Worker(WORKER_URL, { resourceLimits: WORKER_LIMITS, stdout: false, stderr: false });
       // Spares must not keep the host alive on their own.
       w.unref();
+      const onWarmed = (m: WorkerMessage) => {
+        if (m.type === 'warmed') this.warm.set(w, m.bindingsUrl);
+      };
       const onMessage = (m: WorkerMessage) => {
         if (m.type !== 'booted') return;
         w.off('message', onMessage);
         w.off('error', reject);
+        w.on('message', onWarmed);
+        this.ready.add(w);
         this.booted++;
         if (this.warmup) w.postMessage(this.warmup);
         resolve(w);

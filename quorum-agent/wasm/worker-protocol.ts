@@ -37,6 +37,7 @@ export type FailureKind = 'memory' | 'trap' | 'instantiate' | 'internal';
 
 export type WorkerMessage =
   | { type: 'booted' }
+  | { type: 'warmed'; bindingsUrl: string }
   | { type: 'ready'; instantiateMs: number | null }
   | { type: 'init-failed'; message: string }
   | {
