@@ -42,12 +42,14 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '3' },
     connections: { type: 'string', default: '10' },
     json: { type: 'string' },
+    'host-flags': { type: 'string', default: '' },
   },
 });
 const RUNS = Number(args.runs);
 const SECONDS = Number(args.seconds);
 const ROUNDS = Number(args.rounds);
 const CONNECTIONS = Number(args.connections);
+const HOST_FLAGS = args['host-flags'] ? args['host-flags'].split(' ').filter(Boolean) : undefined;
 
 const log = (m: string) => process.stdout.write(`${m}\n`);
 
@@ -109,7 +111,7 @@ async function main(): Promise<void> {
     // The first load of an artifact in a new host also compiles its WebAssembly.Modules: measured apart.
     const firstLoads: number[] = [];
     for (let i = 0; i < 3; i++) {
-      const h = await WasmHostClient.start({ logFile: join(work, `host-${i}.log`) });
+      const h = await WasmHostClient.start({ logFile: join(work, `host-${i}.log`), execArgv: HOST_FLAGS });
       const sock = join(work, 's', `first-${i}.sock`);
       const t = performance.now();
       await h.load({ replicaId: `first-${i}`, artifactDir: compiled.dir, socketPath: sock, logFile: join(work, 'guest.log') });
@@ -120,7 +122,7 @@ async function main(): Promise<void> {
       await h.stop();
     }
 
-    host = await WasmHostClient.start({ logFile: join(work, 'host.log') });
+    host = await WasmHostClient.start({ logFile: join(work, 'host.log'), execArgv: HOST_FLAGS });
     // Warm the host's module cache and the spare workers for this artifact, as a running agent would be.
     await host.load({
       replicaId: 'warm',
@@ -143,6 +145,8 @@ async function main(): Promise<void> {
       }
     };
     const fresh: number[] = [];
+    const freshLoadCall: number[] = [];
+    let adopted = 0;
     const lazy: number[] = [];
     const lazyInstantiate: number[] = [];
     const nodeCold: number[] = [];
@@ -151,7 +155,9 @@ async function main(): Promise<void> {
       const sock = join(work, 's', `f${i}.sock`);
       await sparesReady();
       let t = performance.now();
-      await host.load({ replicaId: `f${i}`, artifactDir: compiled.dir, socketPath: sock, logFile: join(work, 'guest.log') });
+      const loaded = await host.load({ replicaId: `f${i}`, artifactDir: compiled.dir, socketPath: sock, logFile: join(work, 'guest.log') });
+      if (loaded.adopted) adopted++;
+      freshLoadCall.push(performance.now() - t);
       let a = new Agent({ connect: { socketPath: sock } });
       await firstByte(a, 'http://localhost');
       fresh.push(performance.now() - t);
@@ -216,6 +222,7 @@ async function main(): Promise<void> {
 
     const rows = [
       ['wasm: fresh load of a replica (load → instantiate → first byte)', pct(fresh)],
+      ['… of which the load call (control IPC, worker init, socket)', pct(freshLoadCall)],
       ['wasm: loaded, not instantiated (first request instantiates)', pct(lazy)],
       ['… of which instantiation inside the worker', pct(lazyInstantiate)],
       ['node process started fresh (spawn → first byte)', pct(nodeCold)],
@@ -243,7 +250,7 @@ async function main(): Promise<void> {
       .map((x) => x.toFixed(2))
       .join(' ');
     const out = [
-      `Node ${process.version}, ${cpus().length} cores, load average at the end ${la}; runs ${RUNS} (spares not warm before ${notWarm} loads), rounds ${ROUNDS} × ${SECONDS} s, ${CONNECTIONS} connections.`,
+      `Node ${process.version}, ${cpus().length} cores, host flags '${HOST_FLAGS?.join(' ') ?? 'default'}', load average at the end ${la}; runs ${RUNS} (spares not warm before ${notWarm} loads; ${adopted} fresh loads took over a prepared instance), rounds ${ROUNDS} × ${SECONDS} s, ${CONNECTIONS} connections.`,
       '',
       coldTable,
       '',

@@ -12,6 +12,8 @@ import type { CompiledManifest } from './compile.js';
 import { WASM_PAGE, withMemoryMaximum } from './wasm-binary.js';
 
 export interface LoadedArtifact {
+  /** Artifact directory and memory limit: what makes two loads interchangeable. */
+  key: string;
   dir: string;
   bindingsUrl: string;
   modules: Record<string, WebAssembly.Module>;
@@ -77,6 +79,7 @@ async function load(dir: string, memoryLimitBytes: number): Promise<LoadedArtifa
     throw new Error(`memory limit ${memoryLimitBytes} bytes is below the ${initialPages * WASM_PAGE} bytes the app needs to start`);
   }
   return {
+    key: `${dir}\0${memoryLimitBytes}`,
     dir,
     bindingsUrl: pathToFileURL(join(dir, manifest.bindings)).href,
     modules,

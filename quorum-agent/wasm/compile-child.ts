@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { componentize } from '@bytecodealliance/componentize-js';
 import { transpileBytes } from '@bytecodealliance/jco-transpile';
 import { bundleApp, CompileError } from './bundle.js';
+import { tuneBindings } from './tune-bindings.js';
 import { WORLD_NAME, WORLD_WIT } from './world.js';
 
 export interface CompileJob {
@@ -91,7 +92,7 @@ async function run(job: CompileJob): Promise<CompileChildMessage> {
   const coreModules: string[] = [];
   for (const [name, bytes] of Object.entries(files)) {
     if (name.includes('/') || name.includes('..')) continue; // only the flat outputs: app.js and app.core*.wasm
-    writeFileSync(join(job.outDir, name), bytes);
+    writeFileSync(join(job.outDir, name), name === 'app.js' ? tuneBindings(Buffer.from(bytes).toString('utf8')).js : bytes);
     if (name.endsWith('.wasm')) coreModules.push(name);
   }
   return {

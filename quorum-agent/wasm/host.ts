@@ -34,6 +34,8 @@ export interface LoadResult {
   socketPath: string;
   /** Instantiation time at load (null when deferred to the first request). */
   instantiateMs: number | null;
+  /** The replica took over an instance a spare worker had made ahead of need (then instantiateMs is null). */
+  adopted: boolean;
   loadMs: number;
 }
 
@@ -101,7 +103,7 @@ export class WasmHost {
       } catch (err) {
         throw new WasmHostError('load-failed', (err as Error).message);
       }
-      this.workers.warmFor(artifact.bindingsUrl, artifact.modules);
+      this.workers.warmFor(artifact.key, artifact.bindingsUrl, artifact.modules);
       let replica: WasmReplica;
       try {
         replica = await WasmReplica.start({
@@ -129,6 +131,7 @@ export class WasmHost {
         endpoint: replica.endpoint,
         socketPath: req.socketPath,
         instantiateMs: stats.lastInstantiateMs,
+        adopted: stats.adoptedInstances > 0,
         loadMs,
       };
     } finally {

@@ -44,6 +44,8 @@ let logFd = -1;
 let logged = 0;
 let logCapped = false;
 let current: { app: AppExports; memory: WebAssembly.Memory | undefined } | undefined;
+/** A spare's instance made ahead of need (warm-up), with the artifact it belongs to; never used by a request before it is adopted. */
+let prepared: { artifactKey: string; instance: { app: AppExports; memory: WebAssembly.Memory | undefined } } | undefined;
 
 function post(msg: WorkerMessage): void {
   if (msg.type === 'response') port.postMessage(msg, [msg.body.buffer as ArrayBuffer]);
@@ -61,10 +63,7 @@ function writeLog(bytes: Uint8Array): void {
   writeSync(logFd, bytes);
 }
 
-function makeInstance(
-  modules = init.modules,
-  sinks = { stdout: writeLog, stderr: writeLog },
-): { app: AppExports; memory: WebAssembly.Memory | undefined } {
+function makeInstance(modules = init.modules): { app: AppExports; memory: WebAssembly.Memory | undefined } {
   let memory: WebAssembly.Memory | undefined;
   const app = instantiate(
     (name) => {
@@ -72,7 +71,8 @@ function makeInstance(
       if (!m) throw new Error(`compiled artifact lacks ${name}`);
       return m;
     },
-    wasiImports(sinks),
+    // writeLog drops output until the replica's log is open, so a prepared instance writes nowhere.
+    wasiImports({ stdout: writeLog, stderr: writeLog }),
     (module, imports) => {
       const instance = new WebAssembly.Instance(module, imports);
       const mem = (instance.exports as Record<string, unknown>)['memory'];
@@ -82,6 +82,16 @@ function makeInstance(
   );
   if (modules === init?.modules) app.configure(init.env);
   return { app, memory };
+}
+
+/** Takes over the spare's prepared instance if it is of this replica's artifact (same modules, same memory limit). */
+function adoptPrepared(): boolean {
+  const p = prepared;
+  prepared = undefined;
+  if (!p || p.artifactKey !== init.artifactKey) return false;
+  p.instance.app.configure(init.env);
+  current = p.instance;
+  return true;
 }
 
 function memoryBytes(): number {
@@ -137,30 +147,39 @@ function handle(req: WireRequest): void {
   }
 }
 
-const discard = (): void => {};
-
 port.on('message', async (msg: WorkerInit | WorkerWarmup | WireRequest | { type: 'close' }) => {
   if (msg.type === 'warmup') {
-    // A spare compiles the bindings' JS and runs one throwaway instantiation (no request, no output).
+    // A spare compiles the bindings' JS and instantiates the artifact ahead of need; no request ever
+    // reaches this instance unless a replica of the same artifact adopts it.
     try {
       ({ instantiate } = (await import(msg.bindingsUrl)) as { instantiate: Instantiate });
-      makeInstance(msg.modules, { stdout: discard, stderr: discard });
+      if (msg.request) {
+        const throwaway = makeInstance(msg.modules);
+        throwaway.app.handle({ method: 'GET', url: 'http://warmup.invalid/', headers: [], body: new Uint8Array(0) });
+      }
+      prepared = { artifactKey: msg.artifactKey, instance: makeInstance(msg.modules) };
     } catch {
-      /* the real init reports any problem */
+      prepared = undefined; // the real init reports any problem
     }
-    post({ type: 'warmed', bindingsUrl: msg.bindingsUrl });
+    post({ type: 'warmed', artifactKey: msg.artifactKey });
   } else if (msg.type === 'init') {
     init = msg;
     try {
       logFd = openSync(msg.logFile, 'a');
       ({ instantiate } = (await import(msg.bindingsUrl)) as { instantiate: Instantiate });
       let instantiateMs: number | null = null;
+      let adopted = false;
       if (msg.eager && msg.mode === 'per-replica') {
-        const t = performance.now();
-        current = makeInstance();
-        instantiateMs = performance.now() - t;
+        adopted = adoptPrepared();
+        if (!adopted) {
+          const t = performance.now();
+          current = makeInstance();
+          instantiateMs = performance.now() - t;
+        }
       }
-      post({ type: 'ready', instantiateMs });
+      // A lazy or per-request replica instantiates when a request comes, as it was asked to.
+      prepared = undefined;
+      post({ type: 'ready', instantiateMs, adopted });
     } catch (err) {
       post({ type: 'init-failed', message: String((err as Error)?.message ?? err).split('\n')[0] ?? 'init failed' });
     }

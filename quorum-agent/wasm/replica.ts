@@ -43,6 +43,7 @@ export interface ReplicaStats {
   refused: Record<string, number>;
   workerRestarts: number;
   instantiations: number;
+  adoptedInstances: number;
   lastInstantiateMs: number | null;
   memoryBytes: number;
   memoryLimitBytes: number;
@@ -84,6 +85,7 @@ const HOP = new Set([
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const MAX_RESPONSE_HEADERS = 200;
+const INIT_TIMEOUT_MS = 30_000;
 
 export class WasmReplica {
   readonly endpoint: string;
@@ -100,6 +102,8 @@ export class WasmReplica {
     responses: 0,
     workerRestarts: 0,
     instantiations: 0,
+    /** Instances taken over from a spare that had instantiated the artifact ahead of need. */
+    adopted: 0,
     lastInstantiateMs: null as number | null,
     memoryBytes: 0,
   };
@@ -112,8 +116,8 @@ export class WasmReplica {
   static async start(opts: ReplicaOptions): Promise<WasmReplica> {
     const r = new WasmReplica(opts);
     try {
-      await r.attachWorker();
-      await r.listen();
+      // The socket listens while the worker starts: a request arriving early waits in the queue.
+      await Promise.all([r.attachWorker(), r.listen()]);
     } catch (err) {
       await r.stop();
       throw err;
@@ -146,6 +150,7 @@ export class WasmReplica {
       refused: { ...this.refused },
       workerRestarts: this.counters.workerRestarts,
       instantiations: this.counters.instantiations,
+      adoptedInstances: this.counters.adopted,
       lastInstantiateMs: this.counters.lastInstantiateMs,
       memoryBytes: this.counters.memoryBytes,
       memoryLimitBytes: this.opts.artifact.memoryLimitBytes,
@@ -183,11 +188,11 @@ export class WasmReplica {
       return;
     }
     this.worker = worker;
-    worker.removeAllListeners('message');
     worker.ref();
     const { artifact, limits } = this.opts;
     const init: WorkerInit = {
       type: 'init',
+      artifactKey: artifact.key,
       bindingsUrl: artifact.bindingsUrl,
       modules: artifact.modules,
       env: Object.entries(this.opts.env),
@@ -198,8 +203,14 @@ export class WasmReplica {
       eager: this.opts.eager,
     };
     const result = await new Promise<WorkerMessage>((resolve) => {
+      // Instantiation takes milliseconds; a worker silent this long is stuck and is not waited for.
+      const timer = setTimeout(
+        () => resolve({ type: 'init-failed', message: `worker did not start in ${INIT_TIMEOUT_MS} ms` }),
+        INIT_TIMEOUT_MS,
+      );
       const onMessage = (m: WorkerMessage) => {
         if (m.type !== 'ready' && m.type !== 'init-failed') return;
+        clearTimeout(timer);
         worker.off('message', onMessage);
         resolve(m);
       };
@@ -219,6 +230,7 @@ export class WasmReplica {
       this.counters.instantiations++;
       this.counters.lastInstantiateMs = result.instantiateMs;
     }
+    if (result.type === 'ready' && result.adopted) this.counters.adopted++;
     worker.on('message', (m: WorkerMessage) => this.onWorkerMessage(worker, m));
     worker.on('error', (err) => this.onWorkerGone(worker, err));
     worker.on('exit', () => this.onWorkerGone(worker, undefined));

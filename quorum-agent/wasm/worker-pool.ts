@@ -1,7 +1,15 @@
 /**
  * Spare replica workers, booted ahead of need. Booting a worker thread (a Node environment plus our
  * worker module) takes tens of milliseconds; with a spare ready, loading a replica or replacing a
- * terminated worker costs only the instantiation of the app.
+ * terminated worker costs at most the instantiation of the app.
+ *
+ * Spares also warm up for the most recently loaded artifact: they load its bindings (the same JS for
+ * every app compiled with this toolchain, content-addressed by compile.ts), answer one synthetic
+ * `GET /` in a throwaway instance (so the bindings' JS and the engine's request path are compiled in this
+ * thread before a replica needs them), then instantiate a clean instance that a replica of that artifact
+ * takes over. The app has neither network nor files, so the throwaway request has no effect outside its
+ * instance; a warm-up that does not finish in time (an app that loops on `GET /`) gets its spare
+ * terminated, and that artifact is warmed without the request from then on.
  */
 import { Worker } from 'node:worker_threads';
 import type { WorkerMessage, WorkerWarmup } from './worker-protocol.js';
@@ -14,52 +22,103 @@ const WORKER_URL = new URL('./replica-worker.js', import.meta.url);
  * separately by the module's memory maximum.
  */
 const WORKER_LIMITS = { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 };
+const WARMUP_TIMEOUT_MS = 5_000;
+
+interface Spare {
+  worker: Worker;
+  /** Artifact key this spare is warming for (undefined when idle). */
+  warming?: string;
+  timer?: NodeJS.Timeout;
+  /** Artifact key of the instance this spare holds, ready to be taken over. */
+  warmedFor?: string;
+}
 
 export class WorkerPool {
-  private readonly spares: Promise<Worker>[] = [];
-  /** Spares that finished warming for the current bindings. */
-  private readonly warm = new WeakMap<Worker, string>();
-  private readonly ready = new Set<Worker>();
+  private readonly spares: Spare[] = [];
+  private booting = 0;
   private closed = false;
   private warmup: WorkerWarmup | undefined;
+  /** Artifacts whose warm-up request did not finish in time: warmed by instantiation only. */
+  private readonly noWarmupRequest = new Set<string>();
   booted = 0;
-
-  /**
-   * Spares warm up for the most recently loaded artifact: its bindings are the same JS for every app
-   * compiled with this toolchain (content-addressed by compile.ts), so one warm-up serves any artifact.
-   */
-  warmFor(bindingsUrl: string, modules: Record<string, WebAssembly.Module>): void {
-    if (this.warmup?.bindingsUrl === bindingsUrl) return;
-    this.warmup = { type: 'warmup', bindingsUrl, modules };
-    for (const p of this.spares) void p.then((w) => this.warmup && w.postMessage(this.warmup)).catch(() => undefined);
-  }
 
   constructor(private readonly target = 2) {
     this.topUp();
   }
 
-  /** A booted worker: a spare when there is one, else a fresh one. */
-  take(): Promise<Worker> {
-    const w = this.spares.shift() ?? this.boot();
+  warmFor(artifactKey: string, bindingsUrl: string, modules: Record<string, WebAssembly.Module>): void {
+    if (this.warmup?.artifactKey === artifactKey) return;
+    this.warmup = { type: 'warmup', artifactKey, bindingsUrl, modules, request: !this.noWarmupRequest.has(artifactKey) };
+    for (const s of this.spares) if (!s.warming) this.startWarmup(s);
+  }
+
+  /** A booted worker: preferably a spare warmed for the current artifact, never one still warming. */
+  async take(): Promise<Worker> {
+    const key = this.warmup?.artifactKey;
+    let i = this.spares.findIndex((s) => !s.warming && s.warmedFor === key);
+    if (i < 0) i = this.spares.findIndex((s) => !s.warming);
+    const spare = i >= 0 ? this.spares.splice(i, 1)[0] : undefined;
     this.topUp();
-    return w.then((worker) => {
-      this.ready.delete(worker);
-      return worker;
-    });
+    if (spare) {
+      spare.worker.removeAllListeners('message');
+      spare.worker.removeAllListeners('exit');
+      return spare.worker;
+    }
+    return this.boot();
   }
 
   /** Spares booted and, when there is an artifact to warm for, warmed for it. */
   get readySpares(): number {
-    let n = 0;
-    for (const w of this.ready) if (!this.warmup || this.warm.get(w) === this.warmup.bindingsUrl) n++;
-    return n;
+    return this.spares.filter((s) => !s.warming && (!this.warmup || s.warmedFor === this.warmup.artifactKey)).length;
+  }
+
+  private startWarmup(spare: Spare): void {
+    const warmup = this.warmup;
+    if (!warmup) return;
+    spare.warming = warmup.artifactKey;
+    spare.warmedFor = undefined;
+    spare.timer = setTimeout(() => {
+      // The app did not answer its warm-up request in time: never run it again in a spare.
+      this.noWarmupRequest.add(warmup.artifactKey);
+      if (this.warmup?.artifactKey === warmup.artifactKey) this.warmup = { ...warmup, request: false };
+      this.discard(spare);
+    }, WARMUP_TIMEOUT_MS);
+    spare.timer.unref();
+    spare.worker.postMessage(warmup);
+  }
+
+  private discard(spare: Spare): void {
+    const i = this.spares.indexOf(spare);
+    if (i >= 0) this.spares.splice(i, 1);
+    clearTimeout(spare.timer);
+    void spare.worker.terminate();
+    this.topUp();
   }
 
   private topUp(): void {
-    while (!this.closed && this.spares.length < this.target) {
-      const p = this.boot();
-      p.catch(() => undefined);
-      this.spares.push(p);
+    while (!this.closed && this.spares.length + this.booting < this.target) {
+      this.booting++;
+      this.boot().then(
+        (worker) => {
+          this.booting--;
+          if (this.closed) return void worker.terminate();
+          const spare: Spare = { worker };
+          worker.on('message', (m: WorkerMessage) => {
+            if (m.type !== 'warmed' || spare.warming !== m.artifactKey) return;
+            clearTimeout(spare.timer);
+            spare.warming = undefined;
+            spare.warmedFor = m.artifactKey;
+            // The artifact changed while this spare was warming: warm again for the current one.
+            if (this.warmup && this.warmup.artifactKey !== m.artifactKey) this.startWarmup(spare);
+          });
+          worker.once('exit', () => this.discard(spare));
+          this.spares.push(spare);
+          this.startWarmup(spare);
+        },
+        () => {
+          this.booting--;
+        },
+      );
     }
   }
 
@@ -68,17 +127,11 @@ export class WorkerPool {
       const w = new Worker(WORKER_URL, { resourceLimits: WORKER_LIMITS, stdout: false, stderr: false });
       // Spares must not keep the host alive on their own.
       w.unref();
-      const onWarmed = (m: WorkerMessage) => {
-        if (m.type === 'warmed') this.warm.set(w, m.bindingsUrl);
-      };
       const onMessage = (m: WorkerMessage) => {
         if (m.type !== 'booted') return;
         w.off('message', onMessage);
         w.off('error', reject);
-        w.on('message', onWarmed);
-        this.ready.add(w);
         this.booted++;
-        if (this.warmup) w.postMessage(this.warmup);
         resolve(w);
       };
       w.on('message', onMessage);
@@ -89,6 +142,12 @@ export class WorkerPool {
   async close(): Promise<void> {
     this.closed = true;
     const spares = this.spares.splice(0);
-    await Promise.all(spares.map((p) => p.then((w) => w.terminate()).catch(() => undefined)));
+    await Promise.all(
+      spares.map((s) => {
+        clearTimeout(s.timer);
+        s.worker.removeAllListeners('exit');
+        return s.worker.terminate().catch(() => undefined);
+      }),
+    );
   }
 }

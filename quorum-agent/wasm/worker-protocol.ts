@@ -4,6 +4,8 @@ export type InstantiateMode = 'per-replica' | 'per-request';
 
 export interface WorkerInit {
   type: 'init';
+  /** Identifies the artifact and its memory limit; a spare warmed for the same key hands over its instance. */
+  artifactKey: string;
   /** file: URL of the jco bindings (app.js) of the compiled artifact. */
   bindingsUrl: string;
   /** Compiled core modules by file name; sharing a WebAssembly.Module with a worker shares its machine code. */
@@ -20,6 +22,9 @@ export interface WorkerInit {
 /** Sent to spare workers: load these bindings and instantiate once, so the JS glue is compiled before a replica needs it. */
 export interface WorkerWarmup {
   type: 'warmup';
+  artifactKey: string;
+  /** Also answer one synthetic `GET /` in a throwaway instance (off for apps whose warm-up timed out). */
+  request: boolean;
   bindingsUrl: string;
   modules: Record<string, WebAssembly.Module>;
 }
@@ -37,8 +42,8 @@ export type FailureKind = 'memory' | 'trap' | 'instantiate' | 'internal';
 
 export type WorkerMessage =
   | { type: 'booted' }
-  | { type: 'warmed'; bindingsUrl: string }
-  | { type: 'ready'; instantiateMs: number | null }
+  | { type: 'warmed'; artifactKey: string }
+  | { type: 'ready'; instantiateMs: number | null; adopted: boolean }
   | { type: 'init-failed'; message: string }
   | {
       type: 'response';

@@ -37,7 +37,7 @@ world app {
 `;
 
 /** Bumped whenever the world, the glue or the toolchain changes: it is part of the compile cache key. */
-export const TOOLCHAIN_TAG = 'allegra-app-0.1.0+componentize-js-0.23.0+jco-transpile-0.15.0';
+export const TOOLCHAIN_TAG = 'allegra-app-0.1.0+componentize-js-0.23.0+jco-transpile-0.15.0+tuned-1';
 
 /** Specifier the glue imports the user's module by; the bundler maps it to the entry file. */
 export const USER_ENTRY_SPECIFIER = 'allegra:user-entry';

@@ -220,6 +220,20 @@ describe('wasm host', () => {
     await host.unload('fresh');
   });
 
+  it('a fresh load takes over the instance a warmed spare made ahead, with its own env and log', async () => {
+    await waitFor(async () => (await host.stats()).readySpares >= 1, { what: 'a warmed spare worker', timeoutMs: 20_000 });
+    const loaded = await load('adopter');
+    expect(loaded.adopted).toBe(true);
+    expect(loaded.instantiateMs).toBeNull();
+    const hello = await call(sock('adopter'), '/');
+    expect(hello.body.toString()).toBe('hello from adopter');
+    expect((await call(sock('adopter'), '/log')).status).toBe(200);
+    await waitFor(() => existsSync(logOf('adopter')) && readFileSync(logOf('adopter'), 'utf8').includes('stdout line from adopter'), {
+      what: 'the adopted instance logging to its replica log',
+    });
+    await host.unload('adopter');
+  });
+
   it('loads lazily: the first request instantiates', async () => {
     const loaded = await load('lazy', { eager: false });
     expect(loaded.instantiateMs).toBeNull();
