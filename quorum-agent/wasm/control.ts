@@ -12,7 +12,10 @@ export const loadSchema = z
     artifactDir: z.string().min(1).max(4096),
     socketPath: z.string().min(1).max(107),
     logFile: z.string().min(1).max(4096),
-    env: z.record(z.string().max(256), z.string().max(64 * 1024)).optional(),
+    env: z
+      .record(z.string().max(256), z.string().max(64 * 1024))
+      .refine((e) => Object.keys(e).length <= 256, 'at most 256 env bindings')
+      .optional(),
     limits: replicaLimitsSchema.partial().optional(),
     mode: z.enum(['per-replica', 'per-request']).optional(),
     eager: z.boolean().optional(),

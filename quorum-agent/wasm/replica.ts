@@ -7,7 +7,7 @@
  * module's memory maximum; an instance that reached it is replaced). Failures answer a 5xx with one line
  * saying why and an `x-allegra-wasm-error` header naming the kind.
  */
-import { existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -175,7 +175,8 @@ export class WasmReplica {
       });
     }
     await worker?.terminate();
-    if (existsSync(this.opts.socketPath)) unlinkSync(this.opts.socketPath);
+    if (server?.listening === false && existsSync(this.opts.socketPath) && lstatSync(this.opts.socketPath).isSocket())
+      unlinkSync(this.opts.socketPath);
   }
 
   // ---- worker lifecycle ----
@@ -341,7 +342,11 @@ export class WasmReplica {
   private async listen(): Promise<void> {
     const { socketPath, limits } = this.opts;
     mkdirSync(dirname(socketPath), { recursive: true });
-    if (existsSync(socketPath)) unlinkSync(socketPath);
+    // A stale socket of an earlier replica is replaced; anything else at that path is not ours to delete.
+    if (existsSync(socketPath)) {
+      if (!lstatSync(socketPath).isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
+      unlinkSync(socketPath);
+    }
     const server = createServer(
       { headersTimeout: 10_000, requestTimeout: limits.timeoutMs * (limits.maxQueue + 2) + 10_000, maxHeaderSize: 16 * 1024 },
       (req, res) => this.onRequest(req, res),

@@ -252,6 +252,12 @@ describe('wasm host', () => {
     );
     await expect(load('tiny', { limits: { memoryBytes: 1024 } })).rejects.toThrow(/limits\.memoryBytes/);
     await expect(load('rel', { socketPath: 'relative.sock' })).rejects.toThrow(/absolute/);
+    // A path that is not a socket is never deleted to make room for one.
+    const precious = join(tmp.path, 'precious.txt');
+    writeFileSync(precious, 'keep me');
+    await expect(load('clobber', { socketPath: precious })).rejects.toThrow(/not a socket/);
+    expect(readFileSync(precious, 'utf8')).toBe('keep me');
+    expect((await host.stats()).replicas.some((r) => r.id === 'clobber')).toBe(false);
   });
 
   describe('compile errors', () => {
