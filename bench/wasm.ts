@@ -8,9 +8,10 @@
  * Rounds are interleaved so machine load hits every target alike.
  *
  *   npm run build && node dist/bench/wasm.js [--runs N] [--seconds S] [--rounds R] [--json FILE]
+ * `npm run bench` runs it too (as a section of RESULTS.md, see lib/micro-sections.ts).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +21,7 @@ import { Agent, request } from 'undici';
 import { freePort } from '../quorum-agent/ports.js';
 import { compileApp } from '../quorum-agent/wasm/compile.js';
 import { WasmHostClient } from '../quorum-agent/wasm/index.js';
+import { isMain } from './lib/microbench.js';
 import { percentileSorted } from './lib/stats.js';
 import { mdTable } from './lib/table.js';
 
@@ -35,21 +37,15 @@ type AutocannonResult = {
 };
 const autocannon = createRequire(import.meta.url)('autocannon') as (o: Record<string, unknown>) => Promise<AutocannonResult>;
 
-const { values: args } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '40' },
-    seconds: { type: 'string', default: '5' },
-    rounds: { type: 'string', default: '3' },
-    connections: { type: 'string', default: '10' },
-    json: { type: 'string' },
-    'host-flags': { type: 'string', default: '' },
-  },
-});
-const RUNS = Number(args.runs);
-const SECONDS = Number(args.seconds);
-const ROUNDS = Number(args.rounds);
-const CONNECTIONS = Number(args.connections);
-const HOST_FLAGS = args['host-flags'] ? args['host-flags'].split(' ').filter(Boolean) : undefined;
+interface WasmBenchOptions {
+  runs: number;
+  seconds: number;
+  rounds: number;
+  connections: number;
+  /** Node flags for the wasm host process (to compare V8 settings). */
+  hostFlags?: string[];
+  json?: string;
+}
 
 const log = (m: string) => process.stdout.write(`${m}\n`);
 
@@ -95,7 +91,8 @@ function pct(samples: number[]): { p50: number; p95: number; p99: number; n: num
   return { p50: percentileSorted(s, 50), p95: percentileSorted(s, 95), p99: percentileSorted(s, 99), n: s.length };
 }
 
-async function main(): Promise<void> {
+export async function measure(o: WasmBenchOptions): Promise<string> {
+  const { runs: RUNS, seconds: SECONDS, rounds: ROUNDS, connections: CONNECTIONS, hostFlags: HOST_FLAGS } = o;
   const work = join(tmpdir(), `allegra-bench-wasm-${process.pid}`);
   mkdirSync(join(work, 's'), { recursive: true });
   const children: ChildProcess[] = [];
@@ -256,26 +253,71 @@ async function main(): Promise<void> {
       '',
       rpsTable,
     ].join('\n');
-    log(`\n${out}`);
-    if (args.json)
-      writeFileSync(
-        args.json,
-        JSON.stringify(
-          { fresh, lazy, lazyInstantiate, nodeCold, firstLoads, rps, p99, failures, node: process.version, loadavg: loadavg() },
-          null,
-          2,
-        ),
-      );
+    if (o.json) {
+      const data = {
+        notWarm,
+        adopted,
+        fresh,
+        freshLoadCall,
+        lazy,
+        lazyInstantiate,
+        nodeCold,
+        firstLoads,
+        rps,
+        p99,
+        failures,
+        node: process.version,
+        loadavg: loadavg(),
+      };
+      writeFileSync(o.json, JSON.stringify(data, null, 2));
+    }
+    return out;
   } finally {
     for (const c of children) await stop(c);
     await host?.stop();
+    rmSync(work, { recursive: true, force: true });
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(1);
-  },
-);
+/** The RESULTS.md section (`npm run bench`; `--quick` runs fewer rounds). */
+export async function main(opts: { quick: boolean }): Promise<string> {
+  const o = opts.quick ? { runs: 15, seconds: 3, rounds: 1, connections: 10 } : { runs: 40, seconds: 5, rounds: 3, connections: 10 };
+  const table = await measure(o);
+  return [
+    '#### wasm runtime: zero to first byte and requests per second (issue 15)',
+    '',
+    'The benchmark Hono app (`bench/wasm-app/app.js`) compiled once to a component and served by a wasm host process over a Unix socket, beside the same app as a plain `node` process (`@hono/node-server`, `bench/wasm-app/server.mjs`) started fresh each run, which is the process driver’s cold start. Cold starts are measured with the host’s spare workers warmed; req/s is autocannon over one replica’s socket, rounds interleaved. Command: `npm run build && node dist/bench/wasm.js`. Goal: wasm p95 ≤ 20 ms.',
+    '',
+    table,
+  ].join('\n');
+}
+
+if (isMain(import.meta.url)) {
+  const { values: args } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '40' },
+      seconds: { type: 'string', default: '5' },
+      rounds: { type: 'string', default: '3' },
+      connections: { type: 'string', default: '10' },
+      json: { type: 'string' },
+      'host-flags': { type: 'string', default: '' },
+    },
+  });
+  measure({
+    runs: Number(args.runs),
+    seconds: Number(args.seconds),
+    rounds: Number(args.rounds),
+    connections: Number(args.connections),
+    hostFlags: args['host-flags'] ? args['host-flags'].split(' ').filter(Boolean) : undefined,
+    json: args.json,
+  }).then(
+    (out) => {
+      log(`\n${out}`);
+      process.exit(0);
+    },
+    (err: unknown) => {
+      process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
