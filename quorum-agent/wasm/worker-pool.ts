@@ -23,6 +23,7 @@ const WORKER_URL = new URL('./replica-worker.js', import.meta.url);
  */
 const WORKER_LIMITS = { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 };
 const WARMUP_TIMEOUT_MS = 5_000;
+const TOP_UP_DELAY_MS = 200;
 
 interface Spare {
   worker: Worker;
@@ -58,7 +59,9 @@ export class WorkerPool {
     let i = this.spares.findIndex((s) => !s.warming && s.warmedFor === key);
     if (i < 0) i = this.spares.findIndex((s) => !s.warming);
     const spare = i >= 0 ? this.spares.splice(i, 1)[0] : undefined;
-    this.topUp();
+    // Booting and warming a replacement costs a few tens of ms of CPU: started a moment later, it does not
+    // compete with the replica that just took this spare for its first requests.
+    setTimeout(() => this.topUp(), TOP_UP_DELAY_MS).unref();
     if (spare) {
       spare.worker.removeAllListeners('message');
       spare.worker.removeAllListeners('exit');
