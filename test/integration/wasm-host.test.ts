@@ -4,6 +4,7 @@
  * served by a real wasm host process on Unix sockets; many instances in one host; memory and time limits
  * that refuse one request while other instances keep answering; compile errors; unload.
  */
+import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -260,6 +261,22 @@ describe('wasm host', () => {
     expect((await host.stats()).replicas.some((r) => r.id === 'clobber')).toBe(false);
   });
 
+  it('exits when the process that started it dies (no host outlives its agent)', async () => {
+    const script = `import(${JSON.stringify(DIST)}).then(async (w) => { const h = await w.WasmHostClient.start(); process.stdout.write(h.pid + '\\n'); setInterval(() => {}, 1000); });`;
+    const parent = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const hostPid = await new Promise<number>((resolve, reject) => {
+        parent.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+        parent.once('exit', (code) => reject(new Error(`parent exited early (${code})`)));
+      });
+      expect(alive(hostPid)).toBe(true);
+      parent.kill('SIGKILL');
+      await waitFor(() => !alive(hostPid), { what: 'the orphaned wasm host to exit', timeoutMs: 10_000 });
+    } finally {
+      parent.kill('SIGKILL');
+    }
+  });
+
   describe('compile errors', () => {
     const broken = (name: string, source: string): string => {
       const dir = join(tmp.path, name);
@@ -310,6 +327,15 @@ describe('wasm host', () => {
     }, 300_000);
   });
 });
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function threadsOf(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
