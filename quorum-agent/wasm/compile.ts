@@ -7,7 +7,18 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CompileError } from './bundle.js';
@@ -66,13 +77,17 @@ export function cacheKey(sha256: string): string {
 export function hashSource(source: string): string {
   const abs = resolve(source);
   const h = createHash('sha256');
+  if (!existsSync(abs)) throw new CompileError('entry', `${source} does not exist`);
   if (statSync(abs).isFile()) return h.update(readFileSync(abs)).digest('hex');
+  // Symlinks are hashed as their target text, never followed (a link loop must not hang the walk).
   const walk = (dir: string): void => {
     for (const name of readdirSync(dir).sort()) {
       const path = join(dir, name);
-      const st = statSync(path);
+      const st = lstatSync(path);
+      const rel = relative(abs, path);
       if (st.isDirectory()) walk(path);
-      else if (st.isFile()) h.update(relative(abs, path)).update('\0').update(readFileSync(path)).update('\0');
+      else if (st.isFile()) h.update(rel).update('\0').update(readFileSync(path)).update('\0');
+      else if (st.isSymbolicLink()) h.update(rel).update('\0->').update(readlinkSync(path)).update('\0');
     }
   };
   walk(abs);
@@ -85,8 +100,13 @@ export function readCompiled(cacheDir: string, sha256: string): CompiledApp | un
   const dir = join(cacheDir, key);
   const file = join(dir, MANIFEST);
   if (!existsSync(file)) return undefined;
-  const manifest = JSON.parse(readFileSync(file, 'utf8')) as CompiledManifest;
-  return { key, dir, manifest, cached: true };
+  try {
+    const manifest = JSON.parse(readFileSync(file, 'utf8')) as CompiledManifest;
+    if (manifest.key === key && Array.isArray(manifest.coreModules)) return { key, dir, manifest, cached: true };
+  } catch {
+    /* unreadable: treated as absent, and replaced by the next compile */
+  }
+  return undefined;
 }
 
 /**
@@ -112,14 +132,24 @@ function shareBindings(cacheDir: string, file: string): string {
 
 const inFlight = new Map<string, Promise<CompiledApp>>();
 
-export function compileApp(opts: CompileOptions): Promise<CompiledApp> {
+/**
+ * Compiles run one at a time per process (each takes a core and ~0.5 GB for tens of seconds); the time
+ * limit counts from a compile's start, not from its wait in this queue.
+ */
+let compileQueue: Promise<unknown> = Promise.resolve();
+
+export async function compileApp(opts: CompileOptions): Promise<CompiledApp> {
   const sha256 = opts.sha256 ?? hashSource(opts.source);
   const key = cacheKey(sha256);
   const hit = readCompiled(opts.cacheDir, sha256);
-  if (hit) return Promise.resolve(hit);
+  if (hit) return hit;
   const running = inFlight.get(`${opts.cacheDir}\0${key}`);
   if (running) return running;
-  const p = compileFresh(opts, sha256, key).finally(() => inFlight.delete(`${opts.cacheDir}\0${key}`));
+  const p = compileQueue
+    .catch(() => undefined)
+    .then(() => readCompiled(opts.cacheDir, sha256) ?? compileFresh(opts, sha256, key))
+    .finally(() => inFlight.delete(`${opts.cacheDir}\0${key}`));
+  compileQueue = p.catch(() => undefined);
   inFlight.set(`${opts.cacheDir}\0${key}`, p);
   return p;
 }
