@@ -8,7 +8,7 @@ import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { rolldown } from 'rolldown';
-import { GUEST_GLUE, USER_ENTRY_SPECIFIER } from './world.js';
+import { GUEST_GLUE, RESPONSE_STREAM_SPECIFIER, USER_ENTRY_SPECIFIER } from './world.js';
 
 /** A compile failure whose message is meant for the app's developer (one line, no stack). */
 export class CompileError extends Error {
@@ -89,6 +89,8 @@ export async function bundleApp(source: string): Promise<{ code: string; entry: 
           async resolveId(spec, importer) {
             if (spec === GLUE_ID) return GLUE_ID;
             if (spec === USER_ENTRY_SPECIFIER) return entry;
+            // The host's interface: resolved by componentize-js against the world, not by the bundler.
+            if (spec === RESPONSE_STREAM_SPECIFIER && importer === GLUE_ID) return { id: spec, external: true };
             const bare = spec.startsWith('node:') ? spec.slice(5) : spec;
             if (spec.startsWith('node:') || BUILTINS.has(bare.split('/')[0] ?? '')) {
               refusal.message = `import '${spec}': Node built-in modules are not available to wasm apps`;

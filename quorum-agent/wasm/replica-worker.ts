@@ -44,6 +44,8 @@ let logFd = -1;
 let logged = 0;
 let logCapped = false;
 let current: { app: AppExports; memory: WebAssembly.Memory | undefined } | undefined;
+/** The request being handled, for the response-stream imports. */
+let streaming: { id: number; bytes: number; overflow: boolean } | undefined;
 /** A spare's instance made ahead of need (warm-up), with the artifact it belongs to; never used by a request before it is adopted. */
 let prepared: { artifactKey: string; instance: { app: AppExports; memory: WebAssembly.Memory | undefined } } | undefined;
 
@@ -72,7 +74,7 @@ function makeInstance(modules = init.modules): { app: AppExports; memory: WebAss
       return m;
     },
     // writeLog drops output until the replica's log is open, so a prepared instance writes nowhere.
-    wasiImports({ stdout: writeLog, stderr: writeLog }),
+    { ...wasiImports({ stdout: writeLog, stderr: writeLog }), 'allegra:app/response-stream': responseStream },
     (module, imports) => {
       const instance = new WebAssembly.Instance(module, imports);
       const mem = (instance.exports as Record<string, unknown>)['memory'];
@@ -93,6 +95,25 @@ function adoptPrepared(): boolean {
   current = p.instance;
   return true;
 }
+
+/** The host side of the world's `response-stream`: each chunk is posted to the main thread at once. */
+const responseStream = {
+  start(status: number, headers: [string, string][]): void {
+    if (!streaming) return; // a warm-up request: nobody listens
+    post({ type: 'head', id: streaming.id, status, headers });
+  },
+  write(chunk: Uint8Array): void {
+    if (!streaming) return;
+    streaming.bytes += chunk.length;
+    if (streaming.bytes > init.maxResponseBytes) {
+      // Stops the guest's body loop: the instance is replaced and the host answers or cuts the response.
+      streaming.overflow = true;
+      throw new Error('response body exceeds its limit');
+    }
+    const bytes = chunk.slice();
+    port.postMessage({ type: 'chunk', id: streaming.id, bytes } satisfies WorkerMessage, [bytes.buffer as ArrayBuffer]);
+  },
+};
 
 function memoryBytes(): number {
   return current?.memory?.buffer.byteLength ?? 0;
@@ -120,8 +141,10 @@ function handle(req: WireRequest): void {
     instantiateMs = performance.now() - t;
   }
   const instance = current;
+  streaming = { id: req.id, bytes: 0, overflow: false };
   try {
     const res = instance.app.handle({ method: req.method, url: req.url, headers: req.headers, body: req.body });
+    streaming = undefined;
     const used = memoryBytes();
     // The app's glue catches its own exceptions; one that ran out of memory must still count as the limit.
     const bodyText = res.status === 500 && res.body.length < 512 ? new TextDecoder().decode(res.body) : '';
@@ -133,8 +156,10 @@ function handle(req: WireRequest): void {
     if (init.mode === 'per-request') current = undefined;
     post({ type: 'response', id: req.id, status: res.status, headers: res.headers, body: res.body, instantiateMs, memoryBytes: used });
   } catch (err) {
+    const overflow = streaming?.overflow === true;
+    streaming = undefined;
     // A trapped instance may hold broken state: the next request gets a fresh one from the snapshot.
-    const kind = classify(err, instance.memory);
+    const kind = overflow ? 'too-large' : classify(err, instance.memory);
     const used = instance.memory?.buffer.byteLength ?? 0;
     current = undefined;
     post({

@@ -68,6 +68,70 @@ type Outcome =
 interface Job {
   wire: WireRequest;
   settle(o: Outcome): void;
+  stream: StreamedBody;
+}
+
+/** A streamed response is held back this long, or up to this many bytes, before it is sent chunked. */
+const STREAM_FLUSH_MS = 20;
+const STREAM_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * The body of a response the app streams. Small, quick bodies are collected and sent as one response
+ * with a length (and a response over the limit can still be refused with a 502); a body still running
+ * after STREAM_FLUSH_MS or past STREAM_BUFFER_BYTES is sent as it comes, chunked. Once the head is out, a
+ * failure can only cut the response: the connection is closed without the final chunk.
+ */
+class StreamedBody {
+  head: { status: number; headers: [string, string][] } | undefined;
+  private chunks: Uint8Array[] = [];
+  bytes = 0;
+  flowing = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly noBody: boolean,
+    private readonly writeHead: (status: number, headers: [string, string][], length: number | null) => void,
+  ) {}
+
+  start(status: number, headers: [string, string][]): void {
+    this.head = { status, headers };
+    this.timer = setTimeout(() => this.flow(), STREAM_FLUSH_MS);
+  }
+
+  chunk(bytes: Uint8Array): void {
+    this.bytes += bytes.length;
+    if (this.flowing) {
+      if (!this.noBody && !this.res.destroyed) this.res.write(bytes);
+      return;
+    }
+    this.chunks.push(bytes);
+    if (this.bytes > STREAM_BUFFER_BYTES) this.flow();
+  }
+
+  /** The collected body, when it never started flowing. */
+  collected(): Uint8Array {
+    clearTimeout(this.timer);
+    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+  }
+
+  end(): void {
+    clearTimeout(this.timer);
+    if (!this.res.destroyed) this.res.end();
+  }
+
+  cut(): void {
+    clearTimeout(this.timer);
+    this.res.destroy();
+  }
+
+  private flow(): void {
+    if (this.flowing || !this.head || this.res.destroyed) return;
+    this.flowing = true;
+    this.writeHead(this.head.status, this.head.headers, null);
+    for (const c of this.chunks) if (!this.noBody) this.res.write(c);
+    this.chunks = [];
+  }
 }
 
 /** Hop-by-hop and framing headers: the host frames requests and responses itself. */
@@ -200,6 +264,7 @@ export class WasmReplica {
       logFile: this.opts.logFile,
       maxLogBytes: limits.maxLogBytes,
       memoryLimitBytes: artifact.memoryLimitBytes,
+      maxResponseBytes: limits.maxResponseBytes,
       mode: this.opts.mode,
       eager: this.opts.eager,
     };
@@ -267,9 +332,20 @@ export class WasmReplica {
   }
 
   private onWorkerMessage(worker: Worker, m: WorkerMessage): void {
-    if (m.type !== 'response' && m.type !== 'failure') return;
+    if (m.type !== 'response' && m.type !== 'failure' && m.type !== 'head' && m.type !== 'chunk') return;
     const run = this.running;
     if (!run || run.worker !== worker || run.job.wire.id !== m.id) return;
+    const stream = run.job.stream;
+    if (m.type === 'head') {
+      const checked = this.checkHead(m.status, m.headers);
+      if (!checked.ok) return; // refused when the response completes
+      stream.start(checked.status, checked.headers);
+      return;
+    }
+    if (m.type === 'chunk') {
+      if (stream.head) stream.chunk(m.bytes);
+      return;
+    }
     clearTimeout(run.timer);
     this.running = undefined;
     this.counters.memoryBytes = m.memoryBytes;
@@ -278,7 +354,15 @@ export class WasmReplica {
         this.counters.instantiations++;
         this.counters.lastInstantiateMs = m.instantiateMs;
       }
-      run.job.settle(this.checkResponse(m));
+      if (m.status !== 0) run.job.settle(this.checkResponse(m));
+      else if (stream.flowing) {
+        this.counters.responses++;
+        stream.end();
+      } else if (!stream.head) {
+        run.job.settle({ ok: false, status: 502, code: 'bad-response', reason: 'the app ended a streamed response it never started' });
+      } else {
+        run.job.settle(this.checkResponse({ ...m, status: stream.head.status, headers: stream.head.headers, body: stream.collected() }));
+      }
     } else {
       run.job.settle(this.failureOutcome(m.kind, m.message));
     }
@@ -292,28 +376,45 @@ export class WasmReplica {
         return { ok: false, status: 503, code: 'memory', reason: `the request exceeded the replica memory limit of ${mib} MiB` };
       case 'instantiate':
         return { ok: false, status: 503, code: 'unavailable', reason: `instantiation failed: ${message}` };
+      case 'too-large':
+        return {
+          ok: false,
+          status: 502,
+          code: 'response-too-large',
+          reason: `the response exceeds ${this.opts.limits.maxResponseBytes} bytes`,
+        };
       default:
         return { ok: false, status: 502, code: 'trap', reason: `the app trapped: ${message}` };
     }
   }
 
   private checkResponse(m: Extract<WorkerMessage, { type: 'response' }>): Outcome {
+    const head = this.checkHead(m.status, m.headers);
+    if (!head.ok) return head;
     const { limits } = this.opts;
-    if (!Number.isInteger(m.status) || m.status < 200 || m.status > 599) {
-      return { ok: false, status: 502, code: 'bad-response', reason: `the app answered an invalid status ${m.status}` };
-    }
     if (m.body.length > limits.maxResponseBytes) {
       return { ok: false, status: 502, code: 'response-too-large', reason: `the response exceeds ${limits.maxResponseBytes} bytes` };
     }
+    return { ok: true, status: head.status, headers: head.headers, body: m.body, instantiateMs: m.instantiateMs };
+  }
+
+  /** The app's status and headers, checked: invalid names or values and framing headers are dropped. */
+  private checkHead(
+    status: number,
+    raw: [string, string][],
+  ): { ok: true; status: number; headers: [string, string][] } | Extract<Outcome, { ok: false }> {
+    if (!Number.isInteger(status) || status < 200 || status > 599) {
+      return { ok: false, status: 502, code: 'bad-response', reason: `the app answered an invalid status ${status}` };
+    }
     const headers: [string, string][] = [];
-    for (const pair of m.headers.slice(0, MAX_RESPONSE_HEADERS)) {
+    for (const pair of raw.slice(0, MAX_RESPONSE_HEADERS)) {
       const [name, value] = pair;
       if (typeof name !== 'string' || typeof value !== 'string') continue;
       const lower = name.toLowerCase();
       if (!TOKEN.test(name) || !HEADER_VALUE.test(value) || HOP.has(lower)) continue;
       headers.push([lower, value]);
     }
-    return { ok: true, status: m.status, headers, body: m.body, instantiateMs: m.instantiateMs };
+    return { ok: true, status, headers };
   }
 
   private dispatch(): void {
@@ -419,9 +520,11 @@ export class WasmReplica {
         if (!HOP.has(name)) headers.push([name, req.rawHeaders[i + 1]!]);
       }
       const host = typeof req.headers.host === 'string' && /^[\w.:[\]-]{1,255}$/.test(req.headers.host) ? req.headers.host : 'localhost';
+      const noBody = req.method === 'HEAD';
       const job: Job = {
         wire: { type: 'request', id: this.nextId++, method: req.method ?? 'GET', url: `http://${host}${req.url}`, headers, body },
-        settle: (o) => this.respond(req, res, o),
+        settle: (o) => (job.stream.flowing ? this.cutStream(job.stream, o) : this.respond(req, res, o)),
+        stream: new StreamedBody(res, noBody, (status, h) => this.writeHead(req, res, status, h, null, 0)),
       };
       res.once('close', () => {
         // A client that left while its request was still queued costs nothing more.
@@ -433,19 +536,41 @@ export class WasmReplica {
     });
   }
 
+  /** A failure after a streamed head went out: all that can be done is to cut the response short. */
+  private cutStream(stream: StreamedBody, o: Outcome): void {
+    if (!o.ok) {
+      this.refused[o.code] = (this.refused[o.code] ?? 0) + 1;
+      this.opts.log.warn({ replica: this.opts.id, reason: o.reason }, 'streamed wasm response cut short');
+    }
+    stream.cut();
+  }
+
   private respond(req: IncomingMessage, res: ServerResponse, o: Outcome): void {
     if (!o.ok) return this.refuse(res, o.status, o.code, o.reason);
     this.counters.responses++;
     if (res.destroyed) return;
+    const noBody = this.writeHead(req, res, o.status, o.headers, o.body.length, o.instantiateMs);
+    res.end(noBody ? undefined : o.body);
+  }
+
+  /** Writes the head; `length` null sends the body chunked. Returns true when the response has no body. */
+  private writeHead(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    pairs: [string, string][],
+    length: number | null,
+    instantiateMs: number,
+  ): boolean {
     const headers: Record<string, string | string[]> = {};
-    for (const [name, value] of o.headers) {
+    for (const [name, value] of pairs) {
       const prev = headers[name];
       headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
     }
-    const noBody = req.method === 'HEAD' || o.status === 204 || o.status === 304;
-    if (!noBody) headers['content-length'] = String(o.body.length);
-    if (o.instantiateMs > 0) headers['x-allegra-instantiate-ms'] = o.instantiateMs.toFixed(2);
-    res.writeHead(o.status, headers);
-    res.end(noBody ? undefined : o.body);
+    const noBody = req.method === 'HEAD' || status === 204 || status === 304;
+    if (!noBody && length !== null) headers['content-length'] = String(length);
+    if (instantiateMs > 0) headers['x-allegra-instantiate-ms'] = instantiateMs.toFixed(2);
+    res.writeHead(status, headers);
+    return noBody;
   }
 }

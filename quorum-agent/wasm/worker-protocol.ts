@@ -14,6 +14,8 @@ export interface WorkerInit {
   logFile: string;
   maxLogBytes: number;
   memoryLimitBytes: number;
+  /** A streamed body past this size stops the request (the host refuses or cuts the response). */
+  maxResponseBytes: number;
   mode: InstantiateMode;
   /** Instantiate now (true) or at the first request (false). */
   eager: boolean;
@@ -38,7 +40,7 @@ export interface WireRequest {
   body: Uint8Array;
 }
 
-export type FailureKind = 'memory' | 'trap' | 'instantiate' | 'internal';
+export type FailureKind = 'memory' | 'trap' | 'instantiate' | 'internal' | 'too-large';
 
 export type WorkerMessage =
   | { type: 'booted' }
@@ -55,4 +57,7 @@ export type WorkerMessage =
       instantiateMs: number;
       memoryBytes: number;
     }
-  | { type: 'failure'; id: number; kind: FailureKind; message: string; memoryBytes: number };
+  | { type: 'failure'; id: number; kind: FailureKind; message: string; memoryBytes: number }
+  /** The head of a response the app streams; its chunks follow, then a `response` with status 0. */
+  | { type: 'head'; id: number; status: number; headers: [string, string][] }
+  | { type: 'chunk'; id: number; bytes: Uint8Array };
