@@ -161,6 +161,7 @@ export class WasmReplica {
   private readonly queue: Job[] = [];
   private running: { job: Job; timer: NodeJS.Timeout; worker: Worker } | undefined;
   private nextId = 1;
+  private admitted = 0;
   private readonly counters = {
     requests: 0,
     responses: 0,
@@ -486,9 +487,15 @@ export class WasmReplica {
       res.shouldKeepAlive = false;
       return this.refuse(res, 413, 'too-large', `request body exceeds ${limits.maxRequestBytes} bytes`);
     }
-    if (this.queue.length >= limits.maxQueue + (this.running ? 0 : 1)) {
-      return this.refuse(res, 503, 'busy', `replica busy: ${this.queue.length} requests already waiting`);
+    // Admitted requests (reading their body, queued or running) hold a slot until their response closes,
+    // so the bound holds even while many bodies are still arriving.
+    if (this.admitted >= limits.maxQueue + 1) {
+      return this.refuse(res, 503, 'busy', `replica busy: ${this.admitted} requests already admitted`);
     }
+    this.admitted++;
+    res.once('close', () => {
+      this.admitted--;
+    });
     const chunks: Buffer[] = [];
     let size = 0;
     let aborted = false;

@@ -169,6 +169,28 @@ describe('wasm host', () => {
     await host.unload('bounded');
   });
 
+  it('runs one request at a time per replica behind a bounded queue, refusing the excess with 503', async () => {
+    await load('queue', { limits: { maxQueue: 1 } });
+    const agents4 = Array.from({ length: 4 }, () => new Agent({ connect: { socketPath: sock('queue') } }));
+    try {
+      const replies = await Promise.all(
+        agents4.map(async (dispatcher) => {
+          const res = await request('http://app.test/stream?gap=250', { dispatcher });
+          return { status: res.statusCode, code: res.headers['x-allegra-wasm-error'], body: await res.body.text() };
+        }),
+      );
+      const served = replies.filter((r) => r.status === 200);
+      const busy = replies.filter((r) => r.status === 503);
+      expect(served.length).toBe(2); // the running one and the one queued behind it
+      for (const r of served) expect(r.body).toBe('first second third');
+      expect(busy.length).toBe(2);
+      for (const r of busy) expect(r.code).toBe('busy');
+    } finally {
+      await Promise.all(agents4.map((a) => a.close()));
+    }
+    await host.unload('queue');
+  });
+
   it('grants no network: outgoing fetch fails inside the guest', async () => {
     const res = await call(sock('alpha'), '/outgoing');
     expect(res.status).toBe(502);
