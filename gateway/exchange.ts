@@ -22,6 +22,9 @@ export const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHO
 /** Errors that mean the replica's end of the connection went away (closed, reset) before it answered. */
 const CONNECTION_LOST = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
+/** How long the rest of an unread request body is drained after the answer before the connection is cut. */
+const DISCARD_LINGER_MS = 2_000;
+
 /** How long a refusal for exceeding the client's share waits before it is sent. */
 const REFUSAL_DELAY_MS = 500;
 
@@ -310,6 +313,27 @@ export class Exchange {
     });
     if (this.admitted) this.fw.gate.release(route.instanceId, this.id.client);
     this.fw.done();
+    if (this.hasBody && !this.req.complete) this.discardRestOfBody();
+  }
+
+  /**
+   * The answer is complete but the client is still sending a body nobody will read (the replica answered
+   * early, e.g. 413). Left paused, that body would sit in front of the client's next request on the same
+   * connection, which then never gets an answer. So the rest is read and thrown away — for a short while
+   * only: a client that keeps sending loses the connection instead of keeping us busy.
+   */
+  private discardRestOfBody(): void {
+    const req = this.req;
+    if (this.body) {
+      req.unpipe(this.body);
+      this.body.destroy(); // also ends its watch by the body-rate guard
+    }
+    req.resume();
+    const timer = setTimeout(() => {
+      if (!req.complete) req.socket?.destroy();
+    }, DISCARD_LINGER_MS);
+    timer.unref();
+    req.once('end', () => clearTimeout(timer));
   }
 
   get isFinished(): boolean {
