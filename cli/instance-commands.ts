@@ -189,7 +189,12 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
     ];
     for (const m of s.members ?? []) {
       const why = m.reason ? `: ${m.reason}` : '';
-      lines.push(`  member ${m.nodeId}: code ${m.phase}${why}${m.retryAt ? ` (retrying at ${new Date(m.retryAt).toISOString()})` : ''}`);
+      const state = m.state
+        ? `; state at revision ${m.state.revision}, ${m.state.matches ? 'matches' : 'DOES NOT MATCH'} (${m.state.keys} keys, ${m.state.bytes} of ${m.state.quotaBytes} bytes${m.state.repairs ? `, ${m.state.repairs} repairs` : ''})`
+        : '';
+      lines.push(
+        `  member ${m.nodeId}: code ${m.phase}${why}${m.retryAt ? ` (retrying at ${new Date(m.retryAt).toISOString()})` : ''}${state}`,
+      );
     }
     if (s.replicas.length > 0) {
       lines.push(

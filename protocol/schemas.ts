@@ -139,6 +139,18 @@ export const instanceStatusRecord = z.object({
   phase: z.enum(['fetching', 'unpacking', 'ready', 'failed']),
   reason: z.string().optional(),
   retryAt: z.number().optional(),
+  state: z
+    .object({
+      revision: z.number(),
+      checksum: z.string(),
+      matches: z.boolean(),
+      repairs: z.number(),
+      keys: z.number(),
+      bytes: z.number(),
+      quotaBytes: z.number(),
+      quotaKeys: z.number(),
+    })
+    .optional(),
   updatedAt: z.number(),
 });
 

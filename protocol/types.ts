@@ -126,6 +126,19 @@ export interface InstanceStatusRecord {
   /** Why the artifact could not be prepared, for the developer. */
   reason?: string;
   retryAt?: number;
+  /** This member's copy of the instance's state (STATE-API): where it is and whether it matches. */
+  state?: {
+    /** Registry revision of the last committed state write this copy applied. */
+    revision: number;
+    checksum: string;
+    /** The copy's checksum equals the one committed with that write. */
+    matches: boolean;
+    repairs: number;
+    keys: number;
+    bytes: number;
+    quotaBytes: number;
+    quotaKeys: number;
+  };
   updatedAt: number;
 }
 

@@ -31,6 +31,7 @@ import { createRpcApp } from './rpc.js';
 import type { SandboxPolicyOptions, SandboxSupport } from './sandbox/support.js';
 import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
+import { STATE_PORT, StateService } from './state/service.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
@@ -88,6 +89,10 @@ export class Agent {
   private readonly destroying = new Set<string>();
   private gcTimer: NodeJS.Timeout | null = null;
   private ingress: NodeIngress | null = null;
+  private readonly state: StateService;
+  private statusTimer: NodeJS.Timeout | null = null;
+  /** What this member last reported per instance: its code's phase and its state copy. */
+  private readonly reported = new Map<string, { prepare?: PrepareStatus; published?: string }>();
   /** Set in start(), once the host's sandboxing support is known. */
   private driver: ProcessDriver | null = null;
   private sandboxSupport: SandboxSupport | null = null;
@@ -105,6 +110,13 @@ export class Agent {
       fetchBlob: (artifact) => this.fetchBlob(artifact),
       onSettled: () => this.reconcile(),
       onStatus: (spec, status) => void this.publishStatus(spec, status),
+    });
+    this.state = new StateService({
+      registry: opts.registry,
+      dataDir: opts.dataDir,
+      log: opts.log,
+      onStatus: () => this.publishStateStatus(),
+      onReady: () => this.reconcile(),
     });
     this.service = new InstanceService(opts.registry, this.view, this.identity.id);
     this.reconciler = new SerialPass(
@@ -209,6 +221,8 @@ export class Agent {
     this.reconcile();
     this.gcTimer = setInterval(() => this.collectGarbage(), 30_000);
     this.gcTimer.unref();
+    this.statusTimer = setInterval(() => this.publishStateStatus(), 1_000);
+    this.statusTimer.unref();
     log.info({ node: this.identity.id, rpc: this.record.rpc, ingress: this.record.ingress }, 'agent started');
     return this;
   }
@@ -292,17 +306,22 @@ export class Agent {
   private async reconcilePass(): Promise<void> {
     const desired: DesiredReplica[] = [];
     const present = new Set<string>();
+    const members = new Set<string>();
     for (const spec of this.view.instances.values()) {
       present.add(spec.id);
       this.known.set(spec.id, spec.artifact?.sha256 ?? null);
-      if (spec.state !== 'running') continue;
       const quorum = this.view.quorumOf(spec.id);
       if (!quorum?.members.includes(this.identity.id)) continue;
+      // Every member keeps a verified copy of the instance's state, running or not, replica here or not.
+      members.add(spec.id);
+      const stateServed = this.state.ready(spec.id);
+      if (spec.state !== 'running') continue;
       const mine = assignSlots(spec.id, quorum.members, spec.replicas.min).filter((s) => s.nodeId === this.identity.id);
       if (mine.length === 0) continue;
       // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
       const workDir = this.preparer.ready(spec);
-      if (!workDir) continue;
+      // Replicas start once their state API answers (it is started above, and a pass follows when it is up).
+      if (!workDir || !stateServed) continue;
       const cmd = spec.cmd || inferCommand(workDir);
       if (!cmd) {
         this.opts.log.warn({ instance: spec.name }, 'instance has no command and none could be inferred from its files');
@@ -325,6 +344,9 @@ export class Agent {
             listenPort: spec.port,
             limits: spec.limits,
             logFile: join(this.opts.dataDir, 'logs', spec.id, `replica-${slot}.log`),
+            exposed: [{ hostPath: this.state.socketPath(spec.id), port: STATE_PORT }],
+            stateUrl: `http://127.0.0.1:${STATE_PORT}/v1/`,
+            hostStateUrl: () => this.state.loopbackUrl(spec.id),
           },
         });
       }
@@ -332,6 +354,7 @@ export class Agent {
     const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
     this.supervisor.reconcile(desired, stillRunning);
     this.destroyDeleted(present);
+    for (const id of this.state.held()) if (!members.has(id)) void this.state.forget(id);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
   }
 
@@ -386,22 +409,46 @@ export class Agent {
     }
   }
 
-  /** Publishes this member's view of an instance (artifact phase and reason) for `allegra status`. */
+  /** Publishes this member's view of an instance (its code's phase and reason) for `allegra status`. */
   private async publishStatus(spec: InstanceSpec, status: PrepareStatus): Promise<void> {
+    const entry = this.reported.get(spec.id) ?? {};
+    entry.prepare = status;
+    this.reported.set(spec.id, entry);
+    await this.publishMember(spec.id);
+  }
+
+  /** Re-publishes members' records whose state copy changed (revision, verdict), at most once a second each. */
+  private publishStateStatus(): void {
+    for (const id of this.state.held()) void this.publishMember(id);
+  }
+
+  private async publishMember(instanceId: string): Promise<void> {
     if (!this.lease || this.stopping) return;
+    const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+    if (!spec) return;
+    const entry = this.reported.get(instanceId) ?? {};
+    this.reported.set(instanceId, entry);
+    const prepare = entry.prepare ?? this.preparer.status(instanceId);
+    const state = await this.state.status(instanceId);
     const record: InstanceStatusRecord = {
-      instanceId: spec.id,
+      instanceId,
       nodeId: this.identity.id,
       version: spec.version,
-      artifact: status.sha256,
-      phase: status.phase,
-      ...(status.reason ? { reason: status.reason } : {}),
-      ...(status.retryAt ? { retryAt: status.retryAt } : {}),
+      artifact: prepare?.sha256 ?? spec.artifact?.sha256 ?? null,
+      phase: prepare?.phase ?? (spec.artifact ? 'fetching' : 'ready'),
+      ...(prepare?.reason ? { reason: prepare.reason } : {}),
+      ...(prepare?.retryAt ? { retryAt: prepare.retryAt } : {}),
+      ...(state ? { state: { ...state, quotaBytes: this.state.quota.maxBytes, quotaKeys: this.state.quota.maxKeys } } : {}),
       updatedAt: Date.now(),
     };
+    const { updatedAt: _t, ...fingerprint } = record;
+    const text = JSON.stringify(fingerprint);
+    if (entry.published === text) return;
+    entry.published = text;
     try {
-      await this.opts.registry.put(keys.instanceStatus(spec.id, this.identity.id), JSON.stringify(record), { lease: this.lease.id });
+      await this.opts.registry.put(keys.instanceStatus(instanceId, this.identity.id), JSON.stringify(record), { lease: this.lease.id });
     } catch (err) {
+      entry.published = undefined;
       this.opts.log.warn({ err, instance: spec.name }, 'could not publish instance status');
     }
   }
@@ -454,6 +501,8 @@ export class Agent {
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.controller?.stop();
     await this.supervisor.stopAll();
+    await this.state.close();
+    if (this.statusTimer) clearInterval(this.statusTimer);
     await this.ingress?.stop();
     await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
     this.view.close();

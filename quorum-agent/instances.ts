@@ -284,6 +284,8 @@ export class InstanceService {
       ...routes.map((host) => ({ type: 'delete', key: keys.route(host) }) as Op),
       { type: 'deletePrefix', prefix: keys.replicasOf(spec.id) },
       { type: 'deletePrefix', prefix: keys.instanceStatusOf(spec.id) },
+      // The instance's app state goes with it.
+      { type: 'deletePrefix', prefix: `${PREFIX.state}${spec.id}/` },
     ];
     const res = await this.registry.txn({
       compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }],

@@ -23,6 +23,8 @@ export interface ReplicaLaunch {
   exposed?: ExposedSocket[];
   /** ALLEGRA_STATE_URL of the replica, e.g. `http://127.0.0.1:<exposed port>/v1/`. */
   stateUrl?: string;
+  /** For a replica that runs unsandboxed: its state API on a loopback port of the host. */
+  hostStateUrl?: () => Promise<string>;
   /** File that receives the replica's stdout and stderr. */
   logFile: string;
 }

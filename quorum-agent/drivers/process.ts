@@ -84,9 +84,11 @@ export class ProcessDriver implements Driver {
     const dataDir = join(this.opts.dataRoot, 'replicas', launch.instanceId, String(launch.slot), 'data');
     mkdirSync(dataDir, { recursive: true });
     chmodSync(dataDir, 0o700);
+    const stateUrl = launch.hostStateUrl ? await launch.hostStateUrl() : undefined;
     const env = replicaEnv({
       env: launch.env,
       port,
+      ...(stateUrl ? { stateUrl } : {}),
       instanceName: launch.instanceName,
       instanceId: launch.instanceId,
       slot: launch.slot,
