@@ -1,7 +1,7 @@
 /** Instance commands: thin wrappers that sign an RPC, then print its answer for people or scripts. */
 import { RpcClient } from '../protocol/client.js';
 import { REPLICA_LIMITS } from '../protocol/schemas.js';
-import type { InstanceSpec, InstanceStatus, ReplicaLimits } from '../protocol/types.js';
+import { type InstanceSpec, type InstanceStatus, type ReplicaLimits, STICKY_COOKIE } from '../protocol/types.js';
 import { bundle } from './bundle.js';
 import { loadKey, resolveRpc } from './config.js';
 import { CliError, type Output, table } from './output.js';
@@ -17,6 +17,14 @@ export function client(g: GlobalOpts): RpcClient {
     // One line per switch, on stderr, so scripts reading --json stdout are unaffected.
     onFailover: (from, to, reason) => process.stderr.write(`allegra: agent ${from} did not answer (${reason}); using ${to}\n`),
   });
+}
+
+/** `cookie` (set by the gateway), `cookie:NAME` (the app's own) or `header:NAME` (CLI.md `--sticky`). */
+export function parseSticky(value: string): { cookie: string; insert?: true } | { header: string } {
+  const m = /^(cookie|header)(?::([A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}))?$/.exec(value.trim());
+  if (!m || (m[1] === 'header' && !m[2])) throw new CliError(`--sticky expects cookie, cookie:NAME or header:NAME (got "${value}")`, 2);
+  if (m[1] === 'header') return { header: (m[2] as string).toLowerCase() };
+  return m[2] ? { cookie: m[2] } : { cookie: STICKY_COOKIE, insert: true };
 }
 
 /** Parses `MIN:MAX` (or a single N meaning N:N). */
@@ -60,10 +68,12 @@ export async function createCommand(
     memory?: string;
     pids?: string;
     cpuShares?: string;
+    sticky?: string;
   },
   g: GlobalOpts,
   out: Output,
 ): Promise<void> {
+  const sticky = opts.sticky === undefined ? undefined : parseSticky(opts.sticky);
   const rpc = client(g);
   const port = opts.port === undefined ? 0 : Number(opts.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`--port must be a port number (got "${opts.port}")`, 2);
@@ -74,6 +84,7 @@ export async function createCommand(
     port,
     ...(opts.replicas ? { replicas: parseReplicas(opts.replicas) } : {}),
     ...limitsFrom(opts),
+    ...(sticky ? { policy: { sticky } } : {}),
   };
   const created = await rpc.call<{ instance: InstanceSpec; url: string }>({ method: 'POST', path: '/v1/instances', body: { json: body } });
   let deployed: DeployResult | undefined;

@@ -155,6 +155,7 @@ program
   .option('--memory <MiB>', 'memory limit of each replica (default 512)')
   .option('--pids <n>', 'process and thread limit of each replica (default 1024)')
   .option('--cpu-shares <n>', 'relative CPU weight of each replica (default 1024)')
+  .option('--sticky <mode>', 'session affinity: "cookie" (the gateway sets one), "cookie:NAME" (the app\'s own) or "header:NAME"')
   .action((name, o) => createCommand(name, o, globals(), out()));
 
 program

@@ -42,6 +42,21 @@ export function effectiveLimits(limits: z.infer<typeof replicaLimits> | undefine
   };
 }
 
+export const routePolicy = z.object({
+  maxBodyBytes: z.number().int().min(0).optional(),
+  timeoutMs: z.number().int().min(1).optional(),
+  tryTimeoutMs: z.number().int().min(1).optional(),
+  retries: z.number().int().min(0).max(10).optional(),
+  maxInFlight: z.number().int().min(1).optional(),
+  sticky: z
+    .object({
+      cookie: z.string().min(1).max(64).optional(),
+      header: z.string().min(1).max(64).optional(),
+      insert: z.boolean().optional(),
+    })
+    .optional(),
+});
+
 export const createInstanceRequest = z.object({
   name: instanceName,
   driver: z.enum(['process', 'wasm', 'vm']).default('process'),
@@ -50,6 +65,8 @@ export const createInstanceRequest = z.object({
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
   replicas: replicasRange.optional(),
   limits: replicaLimits.optional(),
+  /** How gateways route the instance's requests (session affinity, tighter limits); travels in the create grant. */
+  policy: routePolicy.optional(),
 });
 export type CreateInstanceRequest = z.infer<typeof createInstanceRequest>;
 
@@ -152,15 +169,6 @@ export const instanceStatusRecord = z.object({
     })
     .optional(),
   updatedAt: z.number(),
-});
-
-export const routePolicy = z.object({
-  maxBodyBytes: z.number().int().min(0).optional(),
-  timeoutMs: z.number().int().min(1).optional(),
-  tryTimeoutMs: z.number().int().min(1).optional(),
-  retries: z.number().int().min(0).max(10).optional(),
-  maxInFlight: z.number().int().min(1).optional(),
-  sticky: z.object({ cookie: z.string().min(1).optional(), header: z.string().min(1).optional() }).optional(),
 });
 
 export const routeRecord = z.object({

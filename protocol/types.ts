@@ -142,6 +142,9 @@ export interface InstanceStatusRecord {
   updatedAt: number;
 }
 
+/** The cookie gateways set for `allegra create --sticky cookie`. */
+export const STICKY_COOKIE = 'allegra-sticky';
+
 /** Per-route overrides of the gateway's limits and balancing. */
 export interface RoutePolicy {
   maxBodyBytes?: number;
@@ -150,7 +153,12 @@ export interface RoutePolicy {
   retries?: number;
   maxInFlight?: number;
   /** Opt-in session affinity: requests with the same cookie (or header) value go to the same replica. */
-  sticky?: { cookie?: string; header?: string };
+  sticky?: {
+    cookie?: string;
+    header?: string;
+    /** The gateway sets the cookie (to a value that maps to the replica it chose) on a client that has none. */
+    insert?: boolean;
+  };
 }
 
 /** Host → instance mapping served by gateways (`routes/<host>`). */
