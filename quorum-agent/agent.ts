@@ -240,6 +240,9 @@ export class Agent {
         try {
           await this.announce();
           this.supervisor.republishAll();
+          // Records under the lost lease are gone: this member's instance reports must be written again.
+          for (const entry of this.reported.values()) entry.published = undefined;
+          this.publishStateStatus();
           this.controller?.kick();
         } catch {
           setTimeout(() => void retry(), 500).unref();
