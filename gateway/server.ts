@@ -218,6 +218,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   }
   await link.start();
   await core.start();
+  opts.certs?.checkRoutesWith((record) => core.servedRoute(record));
 
   const isTrusted = makeTrustCheck(opts.trustedProxies ?? []);
   const clientAddress = (socket: Duplex | Socket | undefined) => {
