@@ -6,9 +6,21 @@ import { ensureKey, keyPath, loadKey } from './config.js';
 import { agentCommand, gatewayCommand } from './daemon-commands.js';
 import { devnetCommand } from './devnet.js';
 import { exposeCommand } from './expose-command.js';
-import { createCommand, deployCommand, type GlobalOpts, lifecycleCommand, listCommand, statusCommand } from './instance-commands.js';
+import { approveCommand, proposalsCommand, proposeCommand, revokeCommand } from './governance-commands.js';
+import { historyCommand } from './history-command.js';
+import {
+  checkName,
+  createCommand,
+  deployCommand,
+  type GlobalOpts,
+  lifecycleCommand,
+  listCommand,
+  statusCommand,
+} from './instance-commands.js';
 import { CliError, makeOutput, reportError } from './output.js';
 import { setupAuthCommand } from './registry-commands.js';
+import { sshCommand } from './ssh-command.js';
+import { authCommand } from './team-commands.js';
 
 const program = new Command('allegra')
   .description('Host apps on a decentralized network of operator machines.')
@@ -16,7 +28,18 @@ const program = new Command('allegra')
   .option('--json', 'print one JSON document on stdout')
   .option('--rpc <url>', 'agent RPC endpoint (default: $ALLEGRA_RPC, then the devnet config)')
   .option('--key <file>', 'Ed25519 key file (default: $ALLEGRA_KEY, then ~/.allegra/key)')
-  .showHelpAfterError('(run `allegra --help` for usage)')
+  // A usage error is one line on stderr (CLI.md), pointing at the help.
+  .configureOutput({
+    outputError: (text, write) =>
+      write(
+        `allegra: ${
+          text
+            .trim()
+            .replace(/^error: /, '')
+            .split('\n')[0]
+        } (see allegra --help)\n`,
+      ),
+  })
   // Options before the subcommand belong to the program, after it to the subcommand: this lets
   // `allegra devnet --rpc 7070` (a port) coexist with `allegra list --rpc URL`.
   .enablePositionalOptions()
@@ -84,8 +107,9 @@ program
     [] as string[],
   )
   .option('--allow-unsandboxed', 'if this host cannot sandbox, run every instance unsandboxed (tenant code then runs as the agent)')
+  .option('--ssh-port <port>', 'SSH server for sessions inside this node’s replicas, on the listen host (0: any free port)', '0')
   .option('--log <file>', 'write logs to a file instead of stderr')
-  .action((o) => agentCommand(o));
+  .action((o) => agentCommand({ ...o, json: globals().json }));
 
 program
   .command('gateway')
@@ -112,7 +136,7 @@ program
   .option('--registry-role <role>', 'registry role to act as (picks the credential)', 'gateway')
   .option('--registry-credentials <file>', 'etcd with auth: credentials file (default: $ALLEGRA_REGISTRY_CREDENTIALS)')
   .option('--log <file>', 'write logs to a file instead of stderr')
-  .action((o) => gatewayCommand(o));
+  .action((o) => gatewayCommand({ ...o, json: globals().json }));
 
 const registryCmd = program.command('registry').description('operate the registry');
 registryCmd
@@ -175,12 +199,12 @@ program
 program
   .command('expose <name>')
   .description('route a public HTTPS name to an instance and get its certificate; prints the https URL')
-  .requiredOption('--port <port>', 'port the app listens on inside its replica')
+  .option('--port <port>', 'checked against the port the app listens on inside its replica (its --port, else $PORT: 3000)')
   .option('--domain <domain>', 'a custom domain you control (prove it with the DNS TXT record or HTTP token named on first try)')
   .option('--no-redirect', 'keep serving plain HTTP instead of redirecting it to HTTPS')
   .option('--no-wait', 'return once the route exists, without waiting for the certificate')
   .option('--timeout <seconds>', 'how long to wait for the certificate', '90')
-  .action((name, o) => exposeCommand(name, o, globals(), out()));
+  .action((name, o) => exposeCommand(checkName(name), o, globals(), out()));
 
 for (const action of ['start', 'stop', 'delete'] as const) {
   program
@@ -189,8 +213,63 @@ for (const action of ['start', 'stop', 'delete'] as const) {
     .action((name) => lifecycleCommand(action, name, globals(), out()));
 }
 
-for (const cmd of [...program.commands, ...keysCmd.commands]) {
-  if (cmd === keysCmd || cmd === registryCmd) continue;
+const authCmd = program.command('auth').description('team keys: who may operate an instance besides its owner');
+authCmd
+  .command('add <name> <pubkey>')
+  .description('let a key operate the instance (hex as `allegra keys show` prints it, or an ssh-ed25519 line); owner only')
+  .action((name, key) => authCommand('add', name, key, globals(), out()));
+authCmd
+  .command('remove <name> <pubkey>')
+  .description('refuse a team key from now on (SSH included); owner only')
+  .action((name, key) => authCommand('remove', name, key, globals(), out()));
+authCmd
+  .command('list <name>')
+  .description('the owner and team keys')
+  .action((name) => authCommand('list', name, undefined, globals(), out()));
+
+program
+  .command('ssh <name> [command...]')
+  .description('a shell (or, after --, one command) inside a replica’s sandbox; --print shows the plain ssh command')
+  .option('--print', 'print the ssh command line (host, port, user, key) instead of connecting')
+  .option('--replica <n>', 'the replica to land on (default: a healthy one)')
+  .action((name, command, o) => sshCommand(checkName(name), command, o, globals(), out()));
+
+program
+  .command('history <name>')
+  .description('every operation on the instance, who signed it, hash-chained')
+  .option('--verify', 'check the chain, every signature and that each author was allowed (exit 1 if not)')
+  .action((name, o) => historyCommand(name, o, globals(), out()));
+
+program
+  .command('revoke <name>')
+  .description('give up ownership: the instance keeps being served and becomes immutable')
+  .option('--yes', 'confirm: this cannot be undone')
+  .option('--governance <M:keys>', 'after it, a change needs M signatures of these keys (comma-separated); none: no change ever')
+  .action((name, o) => revokeCommand(name, o, globals(), out()));
+
+program
+  .command('propose <name>')
+  .description('governance of a revoked instance: propose one change (your signature counts as the first)')
+  .option('--deploy <path>', 'deploy this directory or file')
+  .option('--cmd <command>', 'with --deploy: the command that starts one replica')
+  .option('--start', 'start the instance')
+  .option('--stop', 'stop the instance')
+  .option('--delete', 'delete the instance')
+  .option('--governance <M:keys>', 'replace the governance policy')
+  .action((name, o) => proposeCommand(name, o, globals(), out()));
+
+program
+  .command('approve <name> <proposal>')
+  .description('sign a pending proposal; it is applied once M governance keys signed it')
+  .action((name, id) => approveCommand(name, id, globals(), out()));
+
+program
+  .command('proposals <name>')
+  .description('pending governance proposals and their signatures')
+  .action((name) => proposalsCommand(name, globals(), out()));
+
+for (const cmd of [...program.commands, ...keysCmd.commands, ...authCmd.commands]) {
+  if (cmd === keysCmd || cmd === registryCmd || cmd === authCmd) continue;
   withGlobals(cmd, { rpc: !['devnet', 'agent', 'gateway'].includes(cmd.name()) });
 }
 

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
-import { keys, PREFIX } from '../protocol/keys.js';
 import { identityCert } from '../protocol/identity-cert.js';
+import { keys, PREFIX } from '../protocol/keys.js';
 import { signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
 import { RequestVerifier } from '../protocol/signing.js';
@@ -22,15 +22,19 @@ import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
 import type { Driver } from './drivers/driver.js';
 import { openProcessDriver, type ProcessDriver } from './drivers/process.js';
+import { Governance } from './governance.js';
+import { HistoryWriter } from './history.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { NodeIngress } from './ingress.js';
 import { InstanceService } from './instances.js';
 import { ArtifactPreparer, type PrepareStatus } from './preparer.js';
-import { createRpcApp } from './rpc.js';
+import { createRpcApp, type RpcDeps } from './rpc.js';
+import { operationRoutes } from './rpc-operations.js';
 import type { SandboxPolicyOptions, SandboxSupport } from './sandbox/support.js';
 import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
+import { SshServer } from './ssh/server.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
@@ -51,6 +55,8 @@ export interface AgentOptions {
   advertise?: string;
   /** Port of the node ingress (mutual TLS) on the listen host; 0: any free port. Default 0. */
   ingressPort?: number;
+  /** Port of the SSH server (sessions inside this node's replicas) on the listen host; 0: any free port. Default 0. */
+  sshPort?: number;
   /** Identifies this machine to gateways: one on the same machine reaches replicas by their local sockets. */
   machineId?: string;
   region?: string;
@@ -72,6 +78,7 @@ export class Agent {
   private readonly blobs: BlobStore;
   private readonly supervisor: Supervisor;
   private readonly service: InstanceService;
+  private readonly governance: Governance;
   private controller: Controller | null = null;
   private server: ServerType | null = null;
   private lease: Lease | null = null;
@@ -88,6 +95,7 @@ export class Agent {
   private readonly destroying = new Set<string>();
   private gcTimer: NodeJS.Timeout | null = null;
   private ingress: NodeIngress | null = null;
+  private ssh: SshServer | null = null;
   /** Set in start(), once the host's sandboxing support is known. */
   private driver: ProcessDriver | null = null;
   private sandboxSupport: SandboxSupport | null = null;
@@ -106,7 +114,13 @@ export class Agent {
       onSettled: () => this.reconcile(),
       onStatus: (spec, status) => void this.publishStatus(spec, status),
     });
-    this.service = new InstanceService(opts.registry, this.view, this.identity.id);
+    this.service = new InstanceService(
+      opts.registry,
+      this.view,
+      this.identity.id,
+      new HistoryWriter(opts.registry, this.identity.keyPair, this.identity.id),
+    );
+    this.governance = new Governance(opts.registry, this.service);
     this.reconciler = new SerialPass(
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
@@ -151,6 +165,11 @@ export class Agent {
     for (const id of hosted) if (!this.known.has(id)) this.known.set(id, null);
   }
 
+  /** `host:port` of the SSH server (known after start). */
+  get sshAddress(): string | undefined {
+    return this.record?.ssh;
+  }
+
   get rpcUrl(): string {
     if (!this.record) throw new Error('agent not started');
     return this.record.rpc;
@@ -158,7 +177,7 @@ export class Agent {
 
   async start(): Promise<this> {
     const { log } = this.opts;
-    const app = createRpcApp({
+    const rpcDeps: RpcDeps = {
       nodeId: this.identity.id,
       service: this.service,
       view: this.view,
@@ -169,7 +188,9 @@ export class Agent {
       maxArtifactBytes: this.opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
-    });
+    };
+    rpcDeps.extraRoutes = operationRoutes(rpcDeps, { governance: this.governance });
+    const app = createRpcApp(rpcDeps);
     const host = this.opts.host ?? '127.0.0.1';
     const port = await new Promise<number>((resolve, reject) => {
       this.server = serve({ fetch: app.fetch, hostname: host, port: this.opts.port ?? 0 }, (info: AddressInfo) => resolve(info.port));
@@ -191,6 +212,29 @@ export class Agent {
       log,
     });
     const ingressPort = await this.ingress.start();
+    this.ssh = new SshServer({
+      hostKey: this.identity.keyPair,
+      nodeId: this.identity.id,
+      log,
+      lookup: (name) =>
+        this.service.read(name).then(
+          (r) => r.spec,
+          () => undefined,
+        ),
+      cached: (name) => this.view.instance(name),
+      replica: (instanceId, slot) =>
+        slot === undefined
+          ? this.supervisor.replicasOf(instanceId).flatMap((r) => this.supervisor.replicaOf(instanceId, r.desired.slot) ?? [])[0]
+          : this.supervisor.replicaOf(instanceId, slot),
+      whereIs: (instanceId, slot) => {
+        const quorum = this.view.quorumOf(instanceId);
+        const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+        if (!quorum || !spec) return undefined;
+        return assignSlots(instanceId, quorum.members, spec.replicas.min).find((s) => s.slot === slot)?.nodeId;
+      },
+      record: async (instanceId, entry) => (await this.service.history.appendAlone(instanceId, entry).catch(() => null)) !== null,
+    });
+    const sshPort = await this.ssh.start(host, this.opts.sshPort ?? 0);
     this.record = {
       id: this.identity.id,
       rpc: `http://${bracketed}:${port}`,
@@ -200,14 +244,18 @@ export class Agent {
       load: 0,
       startedAt: Date.now(),
       ingress: `${bracketed}:${ingressPort}`,
+      ssh: `${bracketed}:${sshPort}`,
       ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
     };
     await this.announce();
     this.controller = new Controller(this.opts.registry, this.view, this.identity.id, () => this.lease?.id ?? '', log);
     this.controller.start();
-    this.view.onChange(() => this.reconcile());
+    this.view.onChange(() => {
+      this.reconcile();
+      this.ssh?.recheck();
+    });
     this.reconcile();
-    this.gcTimer = setInterval(() => this.collectGarbage(), 30_000);
+    this.gcTimer = setInterval(() => void this.collectGarbageWithProposals(), 30_000);
     this.gcTimer.unref();
     log.info({ node: this.identity.id, rpc: this.record.rpc, ingress: this.record.ingress }, 'agent started');
     return this;
@@ -368,9 +416,19 @@ export class Agent {
    * unreferenced for a while: an upload in progress writes its blob before the spec that refers to it.
    */
   private readonly unreferencedSince = new Map<string, number>();
+  /** Blobs of pending governance deploy proposals, as of the last periodic collection. */
+  private proposed = new Set<string>();
+  private async collectGarbageWithProposals(): Promise<void> {
+    try {
+      this.proposed = await this.governance.pendingArtifacts();
+    } catch {
+      return; // registry unreachable: collect next time, knowing what is proposed
+    }
+    this.collectGarbage();
+  }
   private collectGarbage(released?: Set<string>): void {
     const now = Date.now();
-    const referenced = new Set<string>();
+    const referenced = new Set<string>(this.proposed);
     for (const spec of this.view.instances.values()) if (spec.artifact) referenced.add(spec.artifact.sha256);
     for (const sha256 of this.blobs.list()) {
       if (referenced.has(sha256)) {
@@ -453,6 +511,7 @@ export class Agent {
     this.preparer.stop();
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.controller?.stop();
+    await this.ssh?.stop();
     await this.supervisor.stopAll();
     await this.ingress?.stop();
     await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));

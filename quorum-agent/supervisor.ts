@@ -324,6 +324,19 @@ export class Supervisor {
     return handle?.endpoint || undefined;
   }
 
+  /** The replica that serves `instanceId`.`slot` here, while one runs (SSH sessions join it). */
+  replicaOf(instanceId: string, slot: number): { handle: ReplicaHandle; desired: DesiredReplica } | undefined {
+    const runner = this.active.get(slotKey(instanceId, slot));
+    return runner?.handle ? { handle: runner.handle, desired: runner.desired } : undefined;
+  }
+
+  /** The replicas of `instanceId` running here, with whether each is healthy (for `allegra verify`). */
+  replicasOf(instanceId: string): Array<{ desired: DesiredReplica; healthy: boolean; running: boolean }> {
+    return [...this.active.values()]
+      .filter((r) => r.desired.instanceId === instanceId)
+      .map((r) => ({ desired: r.desired, healthy: r.healthy, running: r.handle !== null }));
+  }
+
   /** Whether a replica of `instanceId` in `slot` is running (or starting) here. */
   runs(instanceId: string, slot: number): boolean {
     return this.active.has(slotKey(instanceId, slot));

@@ -76,7 +76,7 @@ export class ProcessDriver implements Driver {
     });
     const client = new Client('http://localhost', { socketPath: proc.socketPath, pipelining: 0 });
     void proc.exited.then(() => client.close().catch(() => {}));
-    return this.handle(proc.endpoint, proc.pid, proc.exited, (graceMs) => proc.stop(graceMs), client);
+    return { ...this.handle(proc.endpoint, proc.pid, proc.exited, (graceMs) => proc.stop(graceMs), client), enter: () => proc.enter() };
   }
 
   private async startOnHost(launch: ReplicaLaunch): Promise<ReplicaHandle> {

@@ -51,6 +51,20 @@ export interface SandboxedProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM to the app's process group, SIGKILL to the sandbox after `graceMs`. */
   stop(graceMs: number): Promise<void>;
+  /** What a process needs to join this running sandbox (SSH sessions); undefined once it has exited. */
+  enter(): Promise<EnterTarget | undefined>;
+}
+
+/** A running sandbox as a process joins it: its namespaces (through its init), its cgroups and its ids. */
+export interface EnterTarget {
+  /** Host pid of the sandbox's init (pid 1 inside): nsenter joins its namespaces. */
+  initPid: number;
+  /** The `cgroup.procs` files of the replica's cgroups: a joining process is counted and limited with it. */
+  procsFiles: string[];
+  uid: number;
+  gid: number;
+  /** Tools on the host that enter it. */
+  setpriv: string;
 }
 
 export class Sandbox {
@@ -185,6 +199,10 @@ export class Sandbox {
       socketPath,
       uid,
       exited,
+      enter: async () => {
+        const init = await initPid;
+        return done || init === undefined ? undefined : { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv };
+      },
       stop: async (graceMs) => {
         if (!done) {
           // The init script (bwrap's init's only child) forwards SIGTERM to the app's whole process group.
