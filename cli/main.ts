@@ -17,6 +17,7 @@ import {
   listCommand,
   statusCommand,
 } from './instance-commands.js';
+import { logsCommand } from './logs-command.js';
 import { CliError, makeOutput, reportError } from './output.js';
 import { setupAuthCommand } from './registry-commands.js';
 import { sshCommand } from './ssh-command.js';
@@ -233,6 +234,14 @@ program
   .option('--print', 'print the ssh command line (host, port, user, key) instead of connecting')
   .option('--replica <n>', 'the replica to land on (default: a healthy one)')
   .action((name, command, o) => sshCommand(checkName(name), command, o, globals(), out()));
+
+program
+  .command('logs <name>')
+  .description('stdout and stderr of every replica on every quorum member, merged by time')
+  .option('--follow', 'keep printing lines as they come (with --json: one JSON object per line)')
+  .option('--since <duration>', 'only lines after this: 30s, 10m, 2h, 1d, or a date')
+  .option('--tail <n>', 'at most the last N lines (default 1000)')
+  .action((name, o) => logsCommand(checkName(name), o, globals(), out()));
 
 program
   .command('history <name>')

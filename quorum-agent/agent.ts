@@ -28,6 +28,7 @@ import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { NodeIngress } from './ingress.js';
 import { InstanceService } from './instances.js';
+import { logRoutes } from './logs-api.js';
 import { ArtifactPreparer, type PrepareStatus } from './preparer.js';
 import { createRpcApp, type RpcDeps } from './rpc.js';
 import { operationRoutes } from './rpc-operations.js';
@@ -189,7 +190,18 @@ export class Agent {
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
     };
-    rpcDeps.extraRoutes = operationRoutes(rpcDeps, { governance: this.governance });
+    const operations = operationRoutes(rpcDeps, { governance: this.governance });
+    const logs = logRoutes({
+      nodeId: this.identity.id,
+      keyPair: this.identity.keyPair,
+      service: this.service,
+      view: this.view,
+      dataDir: this.opts.dataDir,
+    });
+    rpcDeps.extraRoutes = (app, requests) => {
+      operations(app, requests);
+      logs(app, requests);
+    };
     const app = createRpcApp(rpcDeps);
     const host = this.opts.host ?? '127.0.0.1';
     const port = await new Promise<number>((resolve, reject) => {

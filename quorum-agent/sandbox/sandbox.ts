@@ -10,11 +10,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
+import { attachLog } from '../logs.js';
 import { bwrapArgv, type ExposedSocket, INSIDE, identityFiles, inCgroups } from './bwrap.js';
 import { CgroupScope, type Limits } from './cgroups.js';
 import { replicaEnv } from './env.js';
@@ -159,15 +160,14 @@ export class Sandbox {
       stateUrl: req.stateUrl,
     });
     let child: ChildProcess;
-    const log = openSync(req.logFile, 'a');
     try {
-      child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', log, log, 'pipe'], detached: true });
+      // Output goes through the agent, which stamps each line and keeps the file bounded (logs.ts).
+      child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
     } catch (err) {
       await cleanup();
       throw err;
-    } finally {
-      closeSync(log);
     }
+    attachLog(req.logFile, child.stdout, child.stderr);
     const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
       child.once('error', () => resolve({ code: null, signal: null }));
