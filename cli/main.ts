@@ -22,6 +22,8 @@ import { CliError, makeOutput, reportError } from './output.js';
 import { setupAuthCommand } from './registry-commands.js';
 import { sshCommand } from './ssh-command.js';
 import { authCommand } from './team-commands.js';
+import { usageCommand } from './usage-command.js';
+import { verifyCommand } from './verify-command.js';
 
 const program = new Command('allegra')
   .description('Host apps on a decentralized network of operator machines.')
@@ -248,6 +250,16 @@ program
   .description('every operation on the instance, who signed it, hash-chained')
   .option('--verify', 'check the chain, every signature and that each author was allowed (exit 1 if not)')
   .action((name, o) => historyCommand(name, o, globals(), out()));
+
+program
+  .command('usage <name>')
+  .description('what each operator served for the instance: requests, bytes, CPU seconds, replica-hours (node-signed)')
+  .action((name) => usageCommand(name, globals(), out()));
+
+program
+  .command('verify <name>')
+  .description('anyone (no key needed): check that a majority of the quorum serves the recorded artifact and spec')
+  .action((name) => verifyCommand(name, globals(), out()));
 
 program
   .command('revoke <name>')

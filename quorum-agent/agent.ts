@@ -10,9 +10,10 @@ import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
 import { identityCert } from '../protocol/identity-cert.js';
 import { keys, PREFIX } from '../protocol/keys.js';
-import { signRecord } from '../protocol/records.js';
+import { type RecordSignature, signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
 import { RequestVerifier } from '../protocol/signing.js';
+import { type Attestation, specHash } from '../protocol/spec-hash.js';
 import type { ArtifactRef, InstanceSpec, InstanceStatusRecord, NodeRecord, ReplicaRecord } from '../protocol/types.js';
 import { ClusterView } from '../registry/cluster-view.js';
 import { assignSlots } from '../router/slots.js';
@@ -37,6 +38,7 @@ import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
 import { SshServer } from './ssh/server.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
+import { UsageMeter } from './usage/meter.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
 export const DEFAULT_MAX_ARTIFACT_BYTES = 256 * 1024 * 1024;
@@ -97,6 +99,7 @@ export class Agent {
   private gcTimer: NodeJS.Timeout | null = null;
   private ingress: NodeIngress | null = null;
   private ssh: SshServer | null = null;
+  private readonly meter: UsageMeter;
   /** Set in start(), once the host's sandboxing support is known. */
   private driver: ProcessDriver | null = null;
   private sandboxSupport: SandboxSupport | null = null;
@@ -126,9 +129,17 @@ export class Agent {
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
     );
+    this.meter = new UsageMeter({
+      registry: opts.registry,
+      keyPair: this.identity.keyPair,
+      nodeId: this.identity.id,
+      dataDir: opts.dataDir,
+      log: opts.log,
+    });
     const driver: Driver = {
       name: 'process',
-      start: (launch) => this.processDriver().start(launch),
+      // Every replica is reached through a counting relay: what this node served is what it can sign for.
+      start: async (launch) => this.meter.wrap(launch, await this.processDriver().start(launch)),
       destroy: (instanceId) => this.processDriver().destroy(instanceId),
     };
     this.supervisor = new Supervisor({
@@ -190,7 +201,10 @@ export class Agent {
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
     };
-    const operations = operationRoutes(rpcDeps, { governance: this.governance });
+    const operations = operationRoutes(rpcDeps, {
+      governance: this.governance,
+      attest: (instanceId, nonce) => this.attest(instanceId, nonce),
+    });
     const logs = logRoutes({
       nodeId: this.identity.id,
       keyPair: this.identity.keyPair,
@@ -267,6 +281,7 @@ export class Agent {
       this.ssh?.recheck();
     });
     this.reconcile();
+    this.meter.start();
     this.gcTimer = setInterval(() => void this.collectGarbageWithProposals(), 30_000);
     this.gcTimer.unref();
     log.info({ node: this.identity.id, rpc: this.record.rpc, ingress: this.record.ingress }, 'agent started');
@@ -344,6 +359,18 @@ export class Agent {
     }
   }
 
+  /** This node's signed account of the replicas of an instance it runs, for a verifier's nonce. */
+  private attest(instanceId: string, nonce: string): Attestation & { signature: RecordSignature } {
+    const replicas = this.supervisor.replicasOf(instanceId).map((r) => ({
+      slot: r.desired.slot,
+      version: r.desired.version,
+      healthy: r.running && r.healthy,
+      artifact: r.desired.attest?.artifact ?? null,
+      specHash: r.desired.attest?.specHash ?? '',
+    }));
+    return signRecord(this.identity.keyPair, { nodeId: this.identity.id, instanceId, nonce, at: Date.now(), replicas });
+  }
+
   /** Runs a reconcile pass now, or once more after the pass in progress. */
   private reconcile(): void {
     if (!this.stopping) this.reconciler.request();
@@ -374,6 +401,7 @@ export class Agent {
           instanceName: spec.name,
           slot,
           version: spec.version,
+          attest: { artifact: spec.artifact?.sha256 ?? null, specHash: specHash(spec) },
           launch: {
             instanceId: spec.id,
             instanceName: spec.name,
@@ -525,6 +553,7 @@ export class Agent {
     this.controller?.stop();
     await this.ssh?.stop();
     await this.supervisor.stopAll();
+    await this.meter.stop().catch((err) => this.opts.log.warn({ err }, 'could not write the last usage records'));
     await this.ingress?.stop();
     await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
     this.view.close();

@@ -4,8 +4,12 @@
  */
 import type { Hono } from 'hono';
 import { AllegraError } from '../protocol/errors.js';
+import { keys } from '../protocol/keys.js';
 import { sshPublicKeyLine } from '../protocol/openssh.js';
-import { authRequest, revokeRequest } from '../protocol/schemas.js';
+import type { RecordSignature } from '../protocol/records.js';
+import { authRequest, parseRecord, revokeRequest } from '../protocol/schemas.js';
+import { type Attestation, specHash } from '../protocol/spec-hash.js';
+import { usageRecord } from '../protocol/usage.js';
 import { ArtifactRefused, inspectArtifact } from './artifacts.js';
 import { type Governance, proposeRequest } from './governance.js';
 import { parseWith, type RpcDeps, receiveBlob, type SignedRequests } from './rpc.js';
@@ -13,6 +17,8 @@ import { bodyStream, checkDeclaredLength } from './rpc-body.js';
 
 export interface OperationDeps {
   governance: Governance;
+  /** This node's signed account of an instance's replicas here (`allegra verify`). */
+  attest: (instanceId: string, nonce: string) => Attestation & { signature: RecordSignature };
 }
 
 export function operationRoutes(deps: RpcDeps, ops: OperationDeps): (app: Hono, requests: SignedRequests) => void {
@@ -58,6 +64,55 @@ export function operationRoutes(deps: RpcDeps, ops: OperationDeps): (app: Hono, 
         return [{ slot: r.slot, nodeId: r.nodeId, healthy: r.healthy, ssh: node.ssh, hostKey: sshPublicKeyLine(node.publicKey) }];
       });
       return c.json({ name: spec.name, replicas: replicas.sort((a, b) => a.slot - b.slot) });
+    });
+
+    /** Signed usage records of every node that served the instance. */
+    app.get('/v1/instances/:name/usage', async (c) => {
+      const { signer } = await signedNoBody(c);
+      const { spec } = await service.authorized(c.req.param('name'), signer);
+      const { items } = await deps.view.registry.list(keys.usageOf(spec.id));
+      const records = items.flatMap((kv) => {
+        const r = parseRecord(usageRecord, kv.value);
+        return r ? [r] : [];
+      });
+      const nodes = records.flatMap((r) => {
+        const n = deps.view.node(r.nodeId);
+        return n ? [{ id: n.id, publicKey: n.publicKey }] : [];
+      });
+      return c.json({ instanceId: spec.id, records, nodes });
+    });
+
+    /**
+     * Unsigned, for anyone (`allegra verify`): what the registry records of an instance (its owner's create
+     * request, artifact and spec hashes, never the spec itself) and its quorum members' addresses and keys.
+     */
+    app.get('/v1/public/instances/:name', async (c) => {
+      const { spec } = await service.read(c.req.param('name'));
+      const quorum = deps.view.quorumOf(spec.id);
+      const members = (quorum?.members ?? []).map((id) => {
+        const n = deps.view.node(id);
+        return { id, rpc: n?.rpc ?? null, publicKey: n?.publicKey ?? null };
+      });
+      return c.json({
+        name: spec.name,
+        id: spec.id,
+        owner: spec.owner,
+        version: spec.version,
+        state: spec.state,
+        immutable: spec.immutable,
+        artifact: spec.artifact?.sha256 ?? null,
+        specHash: specHash(spec),
+        createGrant: spec.createGrant ?? null,
+        quorum: quorum ? { id: quorum.id, members } : null,
+      });
+    });
+
+    /** Unsigned: this member's signed account of the instance's replicas it runs, over the caller's nonce. */
+    app.get('/v1/public/instances/:name/attestation', async (c) => {
+      const nonce = new URL(c.req.url).searchParams.get('nonce') ?? '';
+      if (!/^[0-9a-f]{32,64}$/.test(nonce)) throw new AllegraError('bad_request', 'nonce must be 32 to 64 hex characters');
+      const { spec } = await service.read(c.req.param('name'));
+      return c.json(ops.attest(spec.id, nonce));
     });
 
     app.get('/v1/instances/:name/proposals', async (c) => {

@@ -15,6 +15,8 @@ export interface DesiredReplica {
   slot: number;
   version: number;
   launch: ReplicaLaunch;
+  /** What the replica runs, as `allegra verify` compares it: the artifact and the spec's hash. */
+  attest?: { artifact: string | null; specHash: string };
 }
 
 export interface SupervisorOptions {
