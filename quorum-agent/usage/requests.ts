@@ -15,7 +15,6 @@ type State =
   | { kind: 'chunk-data'; left: number }
   | { kind: 'chunk-crlf'; left: number }
   | { kind: 'trailers'; buf: string }
-  | { kind: 'h2-preface'; seen: number }
   | { kind: 'h2'; header: Buffer; headerLen: number; skip: number }
   | { kind: 'opaque' };
 
@@ -23,6 +22,8 @@ export class RequestCounter {
   count = 0;
   private state: State = { kind: 'head', buf: '' };
   private lastStream = 0;
+  /** Nothing read yet but (part of) what could be the HTTP/2 preface. */
+  private fresh = true;
 
   push(data: Buffer): void {
     let at = 0;
@@ -34,9 +35,18 @@ export class RequestCounter {
         case 'head': {
           const take = data.subarray(at).toString('latin1');
           const text = s.buf + take;
-          if (s.buf === '' && take.startsWith('PRI ')) {
-            this.state = { kind: 'h2-preface', seen: 0 };
-            continue;
+          // HTTP/2 with prior knowledge opens the connection with its preface (possibly split across reads).
+          if (this.fresh) {
+            if (H2_PREFACE.startsWith(text)) {
+              s.buf = text;
+              return;
+            }
+            this.fresh = false;
+            if (text.startsWith(H2_PREFACE)) {
+              at += H2_PREFACE.length - s.buf.length;
+              this.state = { kind: 'h2', header: Buffer.alloc(9), headerLen: 0, skip: 0 };
+              continue;
+            }
           }
           const end = text.indexOf('\r\n\r\n');
           if (end < 0) {
@@ -96,13 +106,6 @@ export class RequestCounter {
           }
           at += (end === 0 ? 2 : end + 4) - s.buf.length;
           this.state = { kind: 'head', buf: '' };
-          break;
-        }
-        case 'h2-preface': {
-          const n = Math.min(H2_PREFACE.length - s.seen, data.length - at);
-          at += n;
-          s.seen += n;
-          if (s.seen === H2_PREFACE.length) this.state = { kind: 'h2', header: Buffer.alloc(9), headerLen: 0, skip: 0 };
           break;
         }
         case 'h2': {
