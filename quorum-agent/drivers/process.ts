@@ -81,7 +81,9 @@ export class ProcessDriver implements Driver {
   }
 
   private async startOnHost(launch: ReplicaLaunch): Promise<ReplicaHandle> {
-    const port = await freePort();
+    // The instance's own --port when it set one (two replicas on one host then collide, and the second
+    // says so in its output); else a free loopback port, as $PORT.
+    const port = launch.listenPort || (await freePort());
     const dataDir = join(this.opts.dataRoot, 'replicas', launch.instanceId, String(launch.slot), 'data');
     mkdirSync(dataDir, { recursive: true });
     chmodSync(dataDir, 0o700);
