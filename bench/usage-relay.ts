@@ -24,7 +24,7 @@ async function waitForSocket(path: string): Promise<void> {
   for (let i = 0; i < 200 && !existsSync(path); i++) await new Promise((r) => setTimeout(r, 25));
 }
 
-function load(socket: string, seconds: number): Promise<{ rps: number; p99: number }> {
+function load(socket: string, seconds: number): Promise<{ rps: number; p99: number; total: number }> {
   return new Promise((resolve, reject) => {
     execFile(
       AUTOCANNON,
@@ -32,8 +32,8 @@ function load(socket: string, seconds: number): Promise<{ rps: number; p99: numb
       { maxBuffer: 16 * 1024 * 1024 },
       (err, stdout) => {
         if (err) return reject(err);
-        const r = JSON.parse(stdout) as { requests: { average: number }; latency: { p99: number } };
-        resolve({ rps: r.requests.average, p99: r.latency.p99 });
+        const r = JSON.parse(stdout) as { requests: { average: number; total: number }; latency: { p99: number } };
+        resolve({ rps: r.requests.average, p99: r.latency.p99, total: r.requests.total });
       },
     );
   });
@@ -61,8 +61,12 @@ async function main(): Promise<void> {
     await waitForSocket(socatSock);
     await relay.start();
     const targets = { direct: upstreamSock, socat: socatSock, 'counting relay': relay.socketPath };
-    const results: Record<string, Array<{ rps: number; p99: number }>> = {};
-    for (const [name, sock] of Object.entries(targets)) await load(sock, 1); // warm-up
+    const results: Record<string, Array<{ rps: number; p99: number; total: number }>> = {};
+    let sentThroughRelay = 0;
+    for (const [name, sock] of Object.entries(targets)) {
+      const warm = await load(sock, 1);
+      if (name === 'counting relay') sentThroughRelay += warm.total;
+    }
     for (let round = 0; round < rounds; round++)
       for (const [name, sock] of Object.entries(targets)) (results[name] ??= []).push(await load(sock, seconds));
     const direct = median((results.direct ?? []).map((r) => r.rps));
@@ -73,7 +77,10 @@ async function main(): Promise<void> {
       const rps = median(rs.map((r) => r.rps));
       console.log(`| ${name} | ${Math.round(rps)} | ${median(rs.map((r) => r.p99))} | ${name === 'direct' ? '-' : (1e6 / rps - 1e6 / direct).toFixed(1)} |`);
     }
-    console.log(`counted: ${relay.traffic.requests} requests, ${relay.traffic.bytesIn} bytes in, ${relay.traffic.bytesOut} bytes out`);
+    sentThroughRelay += (results['counting relay'] ?? []).reduce((sum, r) => sum + r.total, 0);
+    console.log(
+      `counted: ${relay.traffic.requests} requests (autocannon completed ${sentThroughRelay}), ${relay.traffic.bytesIn} bytes in, ${relay.traffic.bytesOut} bytes out`,
+    );
   } finally {
     await relay.close();
     for (const p of procs) p.kill('SIGKILL');
