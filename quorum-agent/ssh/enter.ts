@@ -5,6 +5,7 @@
  * with no capabilities and no_new_privs (setpriv) before anything the user asked for runs. Never a shell on
  * the host. Pure, so what a session can reach is readable in one place.
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { INSIDE, inCgroups } from '../sandbox/bwrap.js';
 import type { EnterTarget } from '../sandbox/sandbox.js';
 
@@ -42,9 +43,47 @@ export function enterArgv(target: EnterTarget, command: string[], nsenter = NSEN
   ]);
 }
 
-/** What an SSH request runs inside: a login shell, one command through the shell, or the SFTP server. */
-export function sessionCommand(kind: 'shell' | 'exec' | 'sftp', command?: string): string[] {
+/**
+ * What an SSH request runs inside: a login shell (interactive on a PTY, else reading commands from the
+ * channel, as sshd does), one command through the shell, or the SFTP server.
+ */
+export function sessionCommand(kind: 'shell' | 'exec' | 'sftp', command?: string, pty = false): string[] {
   if (kind === 'sftp') return [SFTP_SERVER, '-e'];
   if (kind === 'exec') return ['/bin/bash', '-c', command ?? ''];
-  return ['/bin/bash', '-il'];
+  return pty ? ['/bin/bash', '-il'] : ['/bin/bash', '-l'];
+}
+
+/**
+ * Kills a session's whole process tree: nsenter forks into the sandbox's pid namespace and does not pass
+ * signals on, and an interactive shell puts its jobs in process groups of their own, so neither the pid
+ * nor its group reaches everything. Found by parent links in /proc (one scan, on session end only).
+ */
+export function killTree(root: number, signal: NodeJS.Signals = 'SIGKILL'): void {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(entry));
+      children.set(ppid, list);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  const all: number[] = [];
+  const stack = [root];
+  while (stack.length > 0) {
+    const pid = stack.pop() as number;
+    all.push(pid);
+    stack.push(...(children.get(pid) ?? []));
+  }
+  for (const pid of all) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      /* already gone */
+    }
+  }
 }

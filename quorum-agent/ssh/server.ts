@@ -23,7 +23,7 @@ import { revokedMessage } from '../instances.js';
 import { INSIDE } from '../sandbox/bwrap.js';
 import { replicaEnv } from '../sandbox/env.js';
 import type { DesiredReplica } from '../supervisor.js';
-import { enterArgv, sessionCommand } from './enter.js';
+import { enterArgv, killTree, sessionCommand } from './enter.js';
 
 export interface SshDeps {
   hostKey: KeyPair;
@@ -224,7 +224,7 @@ export class SshServer {
       }),
       ...(pty ? { TERM: pty.term } : {}),
     };
-    const argv = enterArgv(target, sessionCommand(kind, command));
+    const argv = enterArgv(target, sessionCommand(kind, command, pty !== undefined));
     let ended = false;
     let proc: { kill: () => void } | undefined;
     const live: Live = {
@@ -256,20 +256,20 @@ export class SshServer {
     };
     if (pty && kind !== 'sftp') {
       const term: IPty = spawnPty(argv[0] as string, argv.slice(1), { name: pty.term, cols: pty.cols, rows: pty.rows, env });
-      proc = { kill: () => term.kill('SIGKILL') };
+      proc = { kill: () => killTree(term.pid) };
       onResize((cols, rows) => term.resize(Math.max(1, cols), Math.max(1, rows)));
       term.onData((d) => channel.write(d));
       channel.on('data', (d: Buffer) => term.write(d.toString('binary')));
-      channel.on('close', () => term.kill('SIGHUP'));
+      channel.on('close', () => killTree(term.pid, 'SIGHUP'));
       term.onExit(({ exitCode, signal }) => finish(signal ? null : exitCode, signal ? `SIG${signalName(signal)}` : null));
       return;
     }
     const child: ChildProcess = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    proc = { kill: () => child.kill('SIGKILL') };
+    proc = { kill: () => child.pid !== undefined && killTree(child.pid) };
     if (child.stdout) child.stdout.pipe(channel, { end: false });
     if (child.stderr) child.stderr.pipe(channel.stderr, { end: false });
     if (child.stdin) channel.pipe(child.stdin);
-    channel.on('close', () => child.kill('SIGHUP'));
+    channel.on('close', () => child.pid !== undefined && killTree(child.pid, 'SIGHUP'));
     child.on('error', () => finish(255));
     child.on('close', (code, signal) => finish(code, signal));
   }

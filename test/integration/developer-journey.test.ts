@@ -15,10 +15,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keys } from '../../protocol/keys.js';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { openRegistry } from '../../registry/open.js';
-import { cliJson, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
+import { CLI, cliJson, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const APP = fileURLToPath(new URL('../fixtures/journey-app/', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -105,7 +106,31 @@ describe('the developer journey through the CLI', () => {
     expect(again.stdout).toMatch(/already stopped; nothing changed/);
     expect((await cliJson<{ version: number }>(['start', 'hello'], env)).version).toBe(1);
     await waitFor(async () => (await get('hello.localhost')).status === 200, { timeoutMs: 15_000, what: 'hello back after start' });
-  });
+  }, 90_000);
+
+  it('runs the README tour as written, with the devnet’s ports: every command succeeds and every URL answers', async () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const tour = /## A tour of the CLI[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
+    const lines = tour.split('\n').map((l) => l.replace(/\s+#\s.*$/, '').trim()).filter(Boolean);
+    expect(lines.some((l) => l.includes('examples/demo'))).toBe(true);
+    const [httpPort, httpsPort] = [new URL(info.http).port, new URL(info.https as string).port];
+    for (const line of lines) {
+      const cmd = line
+        .replaceAll('npx allegra', `${process.execPath} ${CLI}`)
+        .replaceAll('curl ', 'curl -fsS ')
+        .replaceAll('~/.allegra/devnet', data)
+        .replaceAll(':8080', `:${httpPort}`)
+        .replaceAll(':8443', `:${httpsPort}`)
+        .replace(/\bhello\b/g, 'tour');
+      const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+        execFile('bash', ['-c', `${cmd} < /dev/null`], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 120_000 }, (err, stdout, stderr) =>
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+        ),
+      );
+      expect(`${line} → ${r.code} ${r.stderr.trim()}`).toBe(`${line} → 0 `);
+      if (line.startsWith('curl')) expect(JSON.parse(r.stdout)).toMatchObject({ hello: 'from Allegra', instance: 'tour' });
+    }
+  }, 90_000);
 
   it('shows a line the app printed, labelled with member and replica', async () => {
     const marker = `marker-${Date.now()}`;
@@ -185,7 +210,18 @@ describe('the developer journey through the CLI', () => {
     // Only the owner manages keys.
     expect((await runCli(['auth', 'add', 'hello', await publicKey('other')], as('teammate'))).code).toBe(3);
 
+    // A session of the key that is about to be removed: it is closed when the key goes.
+    const open = run('ssh', [...ssh.argv, 'sleep 30'], 40_000);
+    await waitFor(async () => {
+      const h = await cliJson<{ records: Array<{ op: string; detail: { command?: string } }> }>(['history', 'hello'], env);
+      return h.records.some((r) => r.op === 'ssh.start' && r.detail.command === 'sleep 30');
+    }, { timeoutMs: 10_000, what: 'the teammate’s session to start' });
+    const removedAt = Date.now();
     await cliJson(['auth', 'remove', 'hello', teammate], env);
+    const cut = await open;
+    expect(Date.now() - removedAt).toBeLessThan(10_000);
+    expect(cut.code).not.toBe(0);
+    expect(cut.stderr).toMatch(/key no longer authorized for instance "hello"; session closed/);
     const refused = await runCli(['status', 'hello'], as('teammate'));
     expect(refused.code).toBe(3);
     expect(refused.stderr).toMatch(/may not operate instance "hello"/);
@@ -193,7 +229,7 @@ describe('the developer journey through the CLI', () => {
     const denied = await run('ssh', [...ssh.argv, 'exit 0']);
     expect(denied.code).toBe(255);
     expect(denied.stderr).toMatch(/Permission denied/);
-  });
+  }, 90_000);
 
   it('verifies the history, and fails once a record is altered in the registry', async () => {
     const ok = await runCli(['history', 'hello', '--verify'], env);
@@ -259,7 +295,7 @@ describe('the developer journey through the CLI', () => {
     expect((await cliJson<InstanceStatus>(['status', 'rev'], env)).instance.immutable).toBe(true);
     const h = await cliJson<{ records: Array<{ op: string }> }>(['history', 'rev'], env);
     expect(h.records.at(-1)?.op).toBe('revoke');
-  });
+  }, 90_000);
 
   it('applies a governance change with M signatures and refuses it with M−1', async () => {
     const [g1, g2, g3] = [await publicKey('g1'), await publicKey('g2'), await publicKey('g3')];
@@ -288,7 +324,7 @@ describe('the developer journey through the CLI', () => {
     const h = await cliJson<{ records: Array<{ op: string; approvals?: unknown[] }> }>(['history', 'gov'], as('g3'));
     expect(h.records.at(-1)).toMatchObject({ op: 'governance' });
     expect(h.records.at(-1)?.approvals).toHaveLength(2);
-  });
+  }, 90_000);
 
   it('reports usage per node, signed by the node that measured it', async () => {
     for (let i = 0; i < 20; i++) expect((await get('hello.localhost', `/usage-${i}`)).status).toBe(200);
