@@ -75,7 +75,9 @@ async function main(): Promise<void> {
     console.log('|---|---|---|---|');
     for (const [name, rs] of Object.entries(results)) {
       const rps = median(rs.map((r) => r.rps));
-      console.log(`| ${name} | ${Math.round(rps)} | ${median(rs.map((r) => r.p99))} | ${name === 'direct' ? '-' : (1e6 / rps - 1e6 / direct).toFixed(1)} |`);
+      console.log(
+        `| ${name} | ${Math.round(rps)} | ${median(rs.map((r) => r.p99))} | ${name === 'direct' ? '-' : (1e6 / rps - 1e6 / direct).toFixed(1)} |`,
+      );
     }
     sentThroughRelay += (results['counting relay'] ?? []).reduce((sum, r) => sum + r.total, 0);
     console.log(

@@ -3,17 +3,14 @@ import { createReadStream } from 'node:fs';
 import { Transform } from 'node:stream';
 import { request } from 'undici';
 import { RpcClient } from '../protocol/client.js';
-import { INSTANCE_NAME, REPLICA_LIMITS } from '../protocol/schemas.js';
+import { REPLICA_LIMITS } from '../protocol/schemas.js';
 import type { InstanceSpec, InstanceStatus, ReplicaLimits, ReplicaRecord } from '../protocol/types.js';
 import { type Bundle, bundle } from './bundle.js';
 import { loadKey, resolveRpc } from './config.js';
+import { checkName, type GlobalOpts } from './names.js';
 import { CliError, mib, type Output, type Progress, progressBar, table } from './output.js';
 
-export interface GlobalOpts {
-  rpc?: string;
-  key?: string;
-  json?: boolean;
-}
+export type { GlobalOpts } from './names.js';
 
 export function client(g: GlobalOpts): RpcClient {
   return new RpcClient(resolveRpc(g.rpc), loadKey(g.key), {
@@ -52,12 +49,7 @@ export function limitsFrom(opts: { memory?: string; pids?: string; cpuShares?: s
   return Object.keys(limits).length > 0 ? { limits } : {};
 }
 
-/** Instance names are checked before anything is signed or sent: a bad one is a usage error (exit 2). */
-export function checkName(name: string): string {
-  if (!INSTANCE_NAME.test(name))
-    throw new CliError(`invalid instance name "${name}": 1-63 characters of a-z, 0-9 and "-", not starting or ending with "-"`, 2);
-  return name;
-}
+export { checkName } from './names.js';
 
 export const instancePath = (name: string, rest = '') => `/v1/instances/${encodeURIComponent(checkName(name))}${rest}`;
 

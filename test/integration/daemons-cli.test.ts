@@ -41,12 +41,28 @@ describe('daemons and devnet report in one JSON document or one line', () => {
     const registry = `embedded:${join(dir.path, 'registry')}`;
     const agent = spawn(
       process.execPath,
-      [CLI, 'agent', '--registry', registry, '--listen', '127.0.0.1:0', '--data', join(dir.path, 'agent'), '--json', '--log', join(dir.path, 'agent.log')],
+      [
+        CLI,
+        'agent',
+        '--registry',
+        registry,
+        '--listen',
+        '127.0.0.1:0',
+        '--data',
+        join(dir.path, 'agent'),
+        '--json',
+        '--log',
+        join(dir.path, 'agent.log'),
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     children.push(agent);
     const a = JSON.parse(await firstLine(agent));
-    expect(a).toMatchObject({ role: 'agent', node: expect.stringMatching(/^n-/), rpc: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/) });
+    expect(a).toMatchObject({
+      role: 'agent',
+      node: expect.stringMatching(/^n-/),
+      rpc: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/),
+    });
     expect(a.ssh).toMatch(/^127\.0\.0\.1:\d+$/);
     const gateway = spawn(
       process.execPath,
@@ -60,7 +76,21 @@ describe('daemons and devnet report in one JSON document or one line', () => {
   it('fails a devnet at once, with the reason, when the ACME directory cannot be reached', async () => {
     const started = Date.now();
     const r = await runCli(
-      ['devnet', '--acme-directory', 'https://127.0.0.1:9/directory', '--data', join(dir.path, 'devnet'), '--http', '0', '--https', '0', '--rpc', '0', '--admin', '0'],
+      [
+        'devnet',
+        '--acme-directory',
+        'https://127.0.0.1:9/directory',
+        '--data',
+        join(dir.path, 'devnet'),
+        '--http',
+        '0',
+        '--https',
+        '0',
+        '--rpc',
+        '0',
+        '--admin',
+        '0',
+      ],
       { ALLEGRA_HOME: join(dir.path, 'home') },
     );
     expect(r.code).toBe(1);

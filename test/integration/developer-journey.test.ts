@@ -111,7 +111,10 @@ describe('the developer journey through the CLI', () => {
   it('runs the README tour as written, with the devnet’s ports: every command succeeds and every URL answers', async () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const tour = /## A tour of the CLI[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
-    const lines = tour.split('\n').map((l) => l.replace(/\s+#\s.*$/, '').trim()).filter(Boolean);
+    const lines = tour
+      .split('\n')
+      .map((l) => l.replace(/\s+#\s.*$/, '').trim())
+      .filter(Boolean);
     expect(lines.some((l) => l.includes('examples/demo'))).toBe(true);
     const [httpPort, httpsPort] = [new URL(info.http).port, new URL(info.https as string).port];
     for (const line of lines) {
@@ -123,8 +126,11 @@ describe('the developer journey through the CLI', () => {
         .replaceAll(':8443', `:${httpsPort}`)
         .replace(/\bhello\b/g, 'tour');
       const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-        execFile('bash', ['-c', `${cmd} < /dev/null`], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 120_000 }, (err, stdout, stderr) =>
-          resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+        execFile(
+          'bash',
+          ['-c', `${cmd} < /dev/null`],
+          { cwd: ROOT, env: { ...process.env, ...env }, timeout: 120_000 },
+          (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
         ),
       );
       expect(`${line} → ${r.code} ${r.stderr.trim()}`).toBe(`${line} → 0 `);
@@ -212,10 +218,13 @@ describe('the developer journey through the CLI', () => {
 
     // A session of the key that is about to be removed: it is closed when the key goes.
     const open = run('ssh', [...ssh.argv, 'sleep 30'], 40_000);
-    await waitFor(async () => {
-      const h = await cliJson<{ records: Array<{ op: string; detail: { command?: string } }> }>(['history', 'hello'], env);
-      return h.records.some((r) => r.op === 'ssh.start' && r.detail.command === 'sleep 30');
-    }, { timeoutMs: 10_000, what: 'the teammate’s session to start' });
+    await waitFor(
+      async () => {
+        const h = await cliJson<{ records: Array<{ op: string; detail: { command?: string } }> }>(['history', 'hello'], env);
+        return h.records.some((r) => r.op === 'ssh.start' && r.detail.command === 'sleep 30');
+      },
+      { timeoutMs: 10_000, what: 'the teammate’s session to start' },
+    );
     const removedAt = Date.now();
     await cliJson(['auth', 'remove', 'hello', teammate], env);
     const cut = await open;
