@@ -94,7 +94,8 @@ export function createRpcApp(deps: RpcDeps): Hono {
 
   app.onError((err, c) => {
     if (err instanceof AllegraError) {
-      if (err.status === 401 || err.status === 413 || err.status === 400) lingerThenClose(c);
+      // Refusals can come before the body was read (an upload to a revoked or unknown instance): never read it.
+      if ([400, 401, 403, 404, 413].includes(err.status)) lingerThenClose(c);
       return c.json({ error: { code: err.code, message: err.message } }, err.status as ContentfulStatusCode);
     }
     deps.log.error({ err }, 'rpc handler failed');

@@ -60,6 +60,8 @@ interface Live {
 }
 
 const MAX_COMMAND = 8192;
+const LOGIN_TIMEOUT_MS = 30_000;
+const MAX_AUTH_ATTEMPTS = 10;
 
 export class SshServer {
   private server: ssh2.Server | null = null;
@@ -115,26 +117,36 @@ export class SshServer {
 
   private onClient(client: ssh2.Connection): void {
     let user: { name: string; slot?: number; key: string } | undefined;
+    let attempts = 0;
+    // A connection that does not log in soon is cut: half-open logins hold nothing for long.
+    const loginTimer = setTimeout(() => client.end(), LOGIN_TIMEOUT_MS);
+    loginTimer.unref();
     client.on('error', (err) => this.deps.log.debug({ err }, 'ssh client error'));
+    client.on('close', () => clearTimeout(loginTimer));
     client.on('authentication', (ctx) => {
+      if (++attempts > MAX_AUTH_ATTEMPTS) return client.end();
       if (ctx.method !== 'publickey') return ctx.reject(['publickey']);
       const target = parseUser(ctx.username);
       const key = ctx.key.algo === 'ssh-ed25519' ? ed25519FromSsh(ctx.key.data) : undefined;
       if (!target || !key) return ctx.reject(['publickey']);
+      const query = !ctx.signature || !ctx.blob;
+      // The client asks whether this key would do: this node's view answers yes without a registry read (a
+      // key added a moment ago is looked up). A login: the signature first, then the committed spec.
+      if (query && allowed(this.deps.cached(target.name), key)) return ctx.accept();
+      if (!query && this.parsedKey(key)?.verify(ctx.blob as Buffer, ctx.signature as Buffer, ctx.hashAlgo) !== true)
+        return ctx.reject(['publickey']);
       void this.deps.lookup(target.name).then(
         (spec) => {
           // Revoked instances still authenticate their former users, so the session can say why it is refused.
           if (!allowed(spec, key)) return ctx.reject(['publickey']);
-          if (!ctx.signature || !ctx.blob) return ctx.accept(); // the client asks whether this key would do
-          const parsed = this.parsedKey(key);
-          if (parsed?.verify(ctx.blob, ctx.signature, ctx.hashAlgo) !== true) return ctx.reject(['publickey']);
-          user = { ...target, key };
+          if (!query) user = { ...target, key };
           ctx.accept();
         },
         () => ctx.reject(['publickey']),
       );
     });
     client.on('ready', () => {
+      clearTimeout(loginTimer);
       client.on('session', (accept) => {
         if (!user) return;
         this.onSession(accept(), user);
