@@ -59,6 +59,8 @@ export async function bundle(
       gzip: true,
       cwd,
       portable: true,
+      // node-tar reads up to 16 MiB of a file at once by default: a big app would sit in memory in pieces.
+      maxReadSize: 1024 * 1024,
       filter: (p) => {
         const rel = p.replace(/^\.\//, '');
         if ([...SKIP].some((s) => rel === s || rel.startsWith(`${s}/`))) return false;
