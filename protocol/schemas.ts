@@ -96,6 +96,10 @@ export const nodeRecord = z.object({
     .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/)
     .optional(),
   machine: z.string().max(128).optional(),
+  ssh: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/)
+    .optional(),
 });
 
 export const gatewayRecord = z.object({
@@ -129,10 +133,23 @@ export const instanceSpec = z.object({
   version: z.number().int(),
   domains: z.array(z.string()),
   immutable: z.boolean(),
+  revokedAt: z.number().optional(),
+  governance: z.lazy(() => governancePolicy).optional(),
   createdAt: z.number(),
   updatedAt: z.number(),
   createGrant: grant.optional(),
 });
+
+/** M of N distinct Ed25519 keys; M from 1 to N, at most 32 keys. */
+export const governancePolicy = z
+  .object({ threshold: z.number().int().min(1).max(32), keys: z.array(hexKey).min(1).max(32) })
+  .refine((g) => new Set(g.keys).size === g.keys.length, 'governance keys must be distinct')
+  .refine((g) => g.threshold <= g.keys.length, 'governance threshold cannot exceed the number of keys');
+
+export const revokeRequest = z.object({ governance: governancePolicy.optional() }).strict();
+export const authRequest = z
+  .object({ add: hexKey.optional(), remove: hexKey.optional() })
+  .refine((r) => (r.add === undefined) !== (r.remove === undefined), 'name exactly one key to add or remove');
 
 export const replicaRecord = z.object({
   instanceId: z.string(),
@@ -208,7 +225,8 @@ export const certStatusRecord = z.object({
 });
 
 export const exposeRequest = z.object({
-  port: z.number().int().min(1).max(65535),
+  /** Optional: when given, it must be the port the instance listens on (a check, not a setting). */
+  port: z.number().int().min(1).max(65535).optional(),
   domain: z
     .string()
     .toLowerCase()
@@ -221,6 +239,7 @@ export const networkConfig = z.object({
   baseDomain: z.string(),
   quorumSize: z.number().int().min(1),
   httpsPort: z.number().int().min(1).max(65535).optional(),
+  httpPort: z.number().int().min(1).max(65535).optional(),
 });
 
 /** Parses a JSON registry value with a schema; returns undefined (never throws) for a bad record. */

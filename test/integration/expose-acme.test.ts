@@ -198,7 +198,8 @@ describe('allegra expose with ACME (Pebble) and the local CA', () => {
 
   it('refuses a custom domain without proof of control, and accepts it after a DNS TXT proof', async () => {
     const refused = await runCli(['expose', 'custom', '--port', '3000', '--domain', 'shop.example.com'], env);
-    expect(refused.code).toBe(3);
+    // The instance is the caller's: a missing proof is a refusal (exit 1), not "not yours" (exit 3).
+    expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/prove control of shop\.example\.com/);
     expect(await registry.get(keys.route('shop.example.com'))).toBeUndefined();
     const taken = await runCli(['expose', 'custom', '--port', '3000', '--domain', 'one.localhost'], env);
