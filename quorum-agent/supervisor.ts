@@ -6,20 +6,23 @@
  * leave a slot without a replica.
  */
 import type { Logger } from 'pino';
-import type { ReplicaRecord } from '../protocol/types.js';
-import { type Driver, type ExitInfo, type ReplicaHandle, type ReplicaLaunch, ReplicaRefused } from './drivers/driver.js';
+import type { DriverName, ReplicaRecord } from '../protocol/types.js';
+import { type ExitInfo, type ReplicaFigures, type ReplicaHandle, type ReplicaLaunch, ReplicaRefused } from './drivers/driver.js';
+import type { DriverSet } from './drivers/set.js';
 
 export interface DesiredReplica {
   instanceId: string;
   instanceName: string;
   slot: number;
   version: number;
+  /** Which of the node's drivers runs it. */
+  driver: DriverName;
   launch: ReplicaLaunch;
 }
 
 export interface SupervisorOptions {
   nodeId: string;
-  driver: Driver;
+  drivers: DriverSet;
   log: Logger;
   /** Called with the record to publish, or null when the replica is gone. */
   report: (key: { instanceId: string; slot: number }, record: ReplicaRecord | null) => void;
@@ -78,7 +81,9 @@ class Runner {
 
   private async startOnce(): Promise<void> {
     try {
-      this.handle = await this.sup.opts.driver.start(this.desired.launch);
+      const driver = this.sup.opts.drivers.get(this.desired.driver);
+      if (!driver) throw new ReplicaRefused(`this node does not offer the ${this.desired.driver} driver`);
+      this.handle = await driver.start(this.desired.launch);
     } catch (err) {
       const refused = err instanceof ReplicaRefused;
       const why = refused ? `refused: ${(err as Error).message}` : `failed to start: ${(err as Error).message}`;
@@ -111,8 +116,12 @@ class Runner {
       this.setHealthy(false);
       this.scheduleRestart();
     });
-    this.probeSoon(50);
+    this.startedAt = performance.now();
+    this.probeSoon(0);
   }
+
+  /** When the current handle started: a starting replica is probed often, so it serves as soon as it answers. */
+  private startedAt = 0;
 
   private scheduleRestart(): void {
     if (this.stopped) return;
@@ -144,7 +153,10 @@ class Runner {
       this.setHealthy(false);
     }
     const interval = this.sup.opts.healthIntervalMs ?? 1_000;
-    this.probeSoon(this.healthy ? interval : Math.min(interval, 200));
+    // Cold starts wait on this probe (a request held by the activator is released on the first healthy
+    // replica): every 10 ms for the first seconds of a start, then at most every 200 ms until it answers.
+    const starting = performance.now() - this.startedAt < STARTUP_PROBE_MS;
+    this.probeSoon(this.healthy ? interval : starting ? 10 : Math.min(interval, 200));
   }
 
   private setHealthy(healthy: boolean): void {
@@ -189,6 +201,9 @@ class Runner {
   }
 }
 
+/** How long after a start the replica is probed every 10 ms. */
+const STARTUP_PROBE_MS = 5_000;
+
 function describeExit(exit: ExitInfo): string {
   // 137 = 128 + SIGKILL: what a shell reports for a child the kernel's OOM killer (or a kill -9) ended.
   if (exit.signal) return `exited on ${exit.signal}`;
@@ -201,7 +216,7 @@ const slotKey = (instanceId: string, slot: number) => `${instanceId}/${slot}`;
 function sameProcess(a: DesiredReplica, b: DesiredReplica): boolean {
   const runtime = (d: DesiredReplica) =>
     JSON.stringify([d.launch.env, d.launch.limits ?? null, d.launch.listenPort, d.launch.exposed ?? []]);
-  return a.launch.workDir === b.launch.workDir && a.launch.cmd === b.launch.cmd && runtime(a) === runtime(b);
+  return a.driver === b.driver && a.launch.workDir === b.launch.workDir && a.launch.cmd === b.launch.cmd && runtime(a) === runtime(b);
 }
 
 export class Supervisor {
@@ -322,6 +337,23 @@ export class Supervisor {
   endpointOf(instanceId: string, slot: number): string | undefined {
     const handle = this.active.get(slotKey(instanceId, slot))?.handle;
     return handle?.endpoint || undefined;
+  }
+
+  /** The replica running for `instanceId`.`slot` here, if any (for exec: SSH sessions, `allegra ssh`). */
+  handleOf(instanceId: string, slot: number): ReplicaHandle | undefined {
+    return this.active.get(slotKey(instanceId, slot))?.handle ?? undefined;
+  }
+
+  /** Every active replica here with what it reports about its own load, grouped by instance. */
+  figures(): Map<string, Array<{ slot: number; healthy: boolean } & ReplicaFigures>> {
+    const out = new Map<string, Array<{ slot: number; healthy: boolean } & ReplicaFigures>>();
+    for (const runner of this.active.values()) {
+      const { instanceId, slot } = runner.desired;
+      let list = out.get(instanceId);
+      if (!list) out.set(instanceId, (list = []));
+      list.push({ slot, healthy: runner.healthy, ...(runner.handle?.figures?.() ?? {}) });
+    }
+    return out;
   }
 
   /** Whether a replica of `instanceId` in `slot` is running (or starting) here. */

@@ -59,6 +59,8 @@ export interface SandboxTools {
   bash: string;
   socat: string;
   setsid: string;
+  /** Enters a running sandbox's namespaces for `exec` (SSH sessions, `allegra ssh NAME -- CMD`). */
+  nsenter: string;
 }
 
 export interface SandboxCommand {
@@ -159,6 +161,34 @@ export function bwrapArgv(c: SandboxCommand): string[] {
   for (const [from, to] of relayAddresses(c.port, exposed)) a.push(from, to);
   a.push('--', c.cmd);
   return a;
+}
+
+/**
+ * A command run inside a running sandbox: into the namespaces of its init (`initPid`, the host pid bwrap
+ * reports), its root and /app, then down to the instance's uid with no capabilities, exactly as the replica
+ * itself runs. `inCgroups` wraps it so the command counts against the replica's limits.
+ */
+export function execArgv(tools: SandboxTools, initPid: number, uid: number, gid: number, argv: string[]): string[] {
+  return [
+    tools.nsenter,
+    `--target=${initPid}`,
+    '--mount',
+    '--uts',
+    '--ipc',
+    '--net',
+    '--pid',
+    '--root',
+    `--wdns=${INSIDE.app}`,
+    tools.setpriv,
+    `--reuid=${uid}`,
+    `--regid=${gid}`,
+    '--clear-groups',
+    '--no-new-privs',
+    '--bounding-set=-all',
+    '--inh-caps=-all',
+    '--',
+    ...argv,
+  ];
 }
 
 /**

@@ -15,9 +15,9 @@ import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
-import { bwrapArgv, type ExposedSocket, INSIDE, identityFiles, inCgroups } from './bwrap.js';
+import { bwrapArgv, type ExposedSocket, execArgv, INSIDE, identityFiles, inCgroups } from './bwrap.js';
 import { CgroupScope, type Limits } from './cgroups.js';
-import { replicaEnv } from './env.js';
+import { replicaEnv, sessionEnvironment } from './env.js';
 import type { SandboxSupport } from './support.js';
 import type { UidAllocator } from './uids.js';
 
@@ -51,6 +51,11 @@ export interface SandboxedProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM to the app's process group, SIGKILL to the sandbox after `graceMs`. */
   stop(graceMs: number): Promise<void>;
+  /**
+   * Starts a command inside the running sandbox: its namespaces, root, uid and cgroups (so it counts against
+   * the replica's limits), with the replica's environment plus `env`. It dies with the sandbox.
+   */
+  exec(argv: string[], env?: Record<string, string>): Promise<ChildProcess>;
 }
 
 export class Sandbox {
@@ -185,6 +190,14 @@ export class Sandbox {
       socketPath,
       uid,
       exited,
+      exec: async (command, extra = {}) => {
+        const init = await initPid;
+        if (done || init === undefined) throw new Error('the replica is not running');
+        const sessionEnv = sessionEnvironment(env, extra);
+        const full = inCgroups(procs, execArgv(this.support.tools, init, uid, gid, command));
+        // Its own process group: kill(-pid) reaches nsenter and the command it forked inside.
+        return spawn(full[0] as string, full.slice(1), { env: sessionEnv, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+      },
       stop: async (graceMs) => {
         if (!done) {
           // The init script (bwrap's init's only child) forwards SIGTERM to the app's whole process group.

@@ -2,6 +2,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ReplicaRecord } from '../../../protocol/types.js';
 import { type Driver, type ExitInfo, type ReplicaLaunch, ReplicaRefused } from '../../../quorum-agent/drivers/driver.js';
+import { DriverSet } from '../../../quorum-agent/drivers/set.js';
 import { type DesiredReplica, Supervisor } from '../../../quorum-agent/supervisor.js';
 import { waitFor } from '../../helpers/tmp.js';
 
@@ -22,6 +23,9 @@ function fakeDriver(): Driver & { starts: ReplicaLaunch[] } {
         exited,
         health: async () => true,
         stop: async () => exit({ code: 0, signal: null }),
+        exec: async () => {
+          throw new Error('not in this test');
+        },
       };
     },
   };
@@ -32,6 +36,7 @@ const desired = (version: number, cmd = 'node server.js', workDir = '/app/v1'): 
   instanceName: 'app',
   slot: 0,
   version,
+  driver: 'process',
   launch: { instanceId: 'i-1', instanceName: 'app', owner: 'o', slot: 0, workDir, cmd, env: {}, listenPort: 0, logFile: '/dev/null' },
 });
 
@@ -41,7 +46,7 @@ describe('Supervisor', () => {
     const records: Array<ReplicaRecord | null> = [];
     const sup = new Supervisor({
       nodeId: 'n-1',
-      driver,
+      drivers: DriverSet.of(driver),
       log: pino({ level: 'silent' }),
       report: (_k, r) => records.push(r),
       healthIntervalMs: 20,
@@ -74,7 +79,7 @@ describe('Supervisor', () => {
     };
     const sup = new Supervisor({
       nodeId: 'n-1',
-      driver,
+      drivers: DriverSet.of(driver),
       log: pino({ level: 'silent' }),
       report: (_k, r) => records.push(r),
       healthIntervalMs: 20,
