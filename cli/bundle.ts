@@ -8,7 +8,8 @@ import { CliError } from './output.js';
 /** Directories never worth shipping: they are rebuilt or irrelevant on the replica. */
 const SKIP = new Set(['.git', 'node_modules/.cache', '.allegra']);
 
-export async function bundle(path: string): Promise<{ bytes: Buffer; sha256: string; files: number }> {
+/** `mtime` fixes every entry's time, so the same files always pack to the same bytes (and the same hash). */
+export async function bundle(path: string, opts: { mtime?: Date } = {}): Promise<{ bytes: Buffer; sha256: string; files: number }> {
   const abs = resolve(path);
   if (!existsSync(abs)) throw new CliError(`nothing to deploy: ${path} does not exist`, 2);
   const isDir = statSync(abs).isDirectory();
@@ -21,6 +22,7 @@ export async function bundle(path: string): Promise<{ bytes: Buffer; sha256: str
       gzip: true,
       cwd,
       portable: true,
+      ...(opts.mtime ? { mtime: opts.mtime } : {}),
       filter: (p) => {
         const rel = p.replace(/^\.\//, '');
         if ([...SKIP].some((s) => rel === s || rel.startsWith(`${s}/`))) return false;

@@ -5,6 +5,7 @@ import type { InstanceSpec, InstanceStatus, ReplicaLimits } from '../protocol/ty
 import { bundle } from './bundle.js';
 import { loadKey, resolveRpc } from './config.js';
 import { CliError, type Output, table } from './output.js';
+import { packWasmApp } from './wasm-pack.js';
 
 export interface GlobalOpts {
   rpc?: string;
@@ -77,7 +78,7 @@ export async function createCommand(
   };
   const created = await rpc.call<{ instance: InstanceSpec; url: string }>({ method: 'POST', path: '/v1/instances', body: { json: body } });
   let deployed: DeployResult | undefined;
-  if (opts.from) deployed = await deployTo(rpc, name, opts.from, opts.cmd, out);
+  if (opts.from) deployed = await deployTo(rpc, name, opts.from, opts.cmd, out, true, created.instance.driver);
   out.result({ id: created.instance.id, name, url: created.url, instance: deployed?.instance ?? created.instance }, () =>
     [
       `created ${name} (${created.instance.id})`,
@@ -100,10 +101,14 @@ async function deployTo(
   cmd: string | undefined,
   out: Output,
   wait = true,
+  driver?: InstanceSpec['driver'],
 ): Promise<DeployResult> {
   const progress = out.progress(`packing ${path}`);
   try {
-    const packed = await bundle(path);
+    // A wasm app is bundled here, where its imports resolve, into the one module the network compiles.
+    const kind =
+      driver ?? (await rpc.call<InstanceStatus>({ method: 'GET', path: `/v1/instances/${encodeURIComponent(name)}` })).instance.driver;
+    const packed = kind === 'wasm' ? await packWasmApp(path) : await bundle(path);
     progress.update(`uploading ${(packed.bytes.length / 1024).toFixed(1)} KiB (${packed.files} files) and replicating to the quorum`);
     const headers: Record<string, string> = cmd === undefined ? {} : { 'x-allegra-cmd': encodeURIComponent(cmd) };
     const result = await rpc.call<DeployResult>({
@@ -113,13 +118,20 @@ async function deployTo(
       headers,
       timeoutMs: 120_000,
     });
-    if (wait) await waitForRollout(rpc, name, result.instance, (text) => progress.update(text));
+    // Compiling a wasm app to a component takes tens of seconds on each member the first time.
+    if (wait) await waitForRollout(rpc, name, result.instance, (text) => progress.update(text), kind === 'wasm' ? 300_000 : 60_000);
     progress.succeed(`deployed ${name} version ${result.instance.version}`);
     return result;
   } catch (err) {
     progress.fail(`deploy of ${name} failed`);
     throw err;
   }
+}
+
+/** Replicas an instance should have now: the autoscaler's decision within the bounds, else the minimum. */
+function wantedReplicas(s: InstanceStatus): number {
+  const { min, max } = s.instance.replicas;
+  return max > min && s.scale ? Math.min(max, Math.max(min, s.scale.desired)) : min;
 }
 
 /** Waits until every desired replica runs the new version and is healthy. */
@@ -131,9 +143,9 @@ async function waitForRollout(
   timeoutMs = 60_000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const want = spec.state === 'running' ? spec.replicas.min : 0;
   for (;;) {
     const status = await rpc.call<InstanceStatus>({ method: 'GET', path: `/v1/instances/${encodeURIComponent(name)}` });
+    const want = spec.state === 'running' ? wantedReplicas(status) : 0;
     const ready = status.replicas.filter((r) => r.version >= spec.version && r.healthy).length;
     update(`rolling out version ${spec.version}: ${ready}/${want} replicas healthy`);
     if (ready >= want) return;
@@ -185,8 +197,15 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
       `  driver:   ${i.driver}  cmd: ${i.cmd || '(inferred from files)'}`,
       `  quorum:   ${s.quorum ? `${s.quorum.id} [${s.quorum.members.join(', ')}]` : 'none yet'}`,
       `  routes:   ${s.routes.join(', ') || 'none'}`,
-      `  replicas: ${s.replicas.filter((r) => r.healthy).length} healthy of ${s.replicas.length} (want ${i.state === 'running' ? i.replicas.min : 0})`,
+      `  replicas: ${s.replicas.filter((r) => r.healthy).length} healthy of ${s.replicas.length} (want ${i.state === 'running' ? wantedReplicas(s) : 0}; bounds ${i.replicas.min}:${i.replicas.max})`,
     ];
+    if (i.replicas.max > i.replicas.min) {
+      const a = i.autoscale;
+      lines.push(
+        `  scaling:  target ${a?.target ?? 100} in flight per replica${i.replicas.min === 0 ? `, to zero after ${a?.idleSeconds ?? 30} s idle` : ''}` +
+          (s.scale ? `; now ${s.scale.desired}${s.scale.panic ? ' (panic)' : ''}: ${s.scale.reason}` : ''),
+      );
+    }
     for (const m of s.members ?? []) {
       const why = m.reason ? `: ${m.reason}` : '';
       lines.push(`  member ${m.nodeId}: code ${m.phase}${why}${m.retryAt ? ` (retrying at ${new Date(m.retryAt).toISOString()})` : ''}`);

@@ -9,6 +9,7 @@ import { exposeCommand } from './expose-command.js';
 import { createCommand, deployCommand, type GlobalOpts, lifecycleCommand, listCommand, statusCommand } from './instance-commands.js';
 import { CliError, makeOutput, reportError } from './output.js';
 import { setupAuthCommand } from './registry-commands.js';
+import { scaleCommand } from './scale-command.js';
 
 const program = new Command('allegra')
   .description('Host apps on a decentralized network of operator machines.')
@@ -57,6 +58,7 @@ program
   .option('--registry-credentials <file>', 'etcd with auth: the admin credentials file of `allegra registry setup-auth`')
   .option('--base-domain <domain>', 'domain under which instances get their names', 'localhost')
   .option('--no-demo', 'do not deploy the demo app')
+  .option('--wasm-cache <dir>', 'compile cache of wasm apps shared by the agents (default <data>/wasm-cache)')
   .action((o) => devnetCommand({ ...o, key: globals().key }, out()));
 
 program
@@ -84,6 +86,8 @@ program
     [] as string[],
   )
   .option('--allow-unsandboxed', 'if this host cannot sandbox, run every instance unsandboxed (tenant code then runs as the agent)')
+  .option('--drivers <list>', 'drivers this node offers, comma-separated (process, wasm)', 'process,wasm')
+  .option('--wasm-cache <dir>', 'compile cache of wasm apps; agents on one machine may share one (default <data>/wasm/cache)')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action((o) => agentCommand(o));
 
@@ -181,6 +185,16 @@ program
   .option('--no-wait', 'return once the route exists, without waiting for the certificate')
   .option('--timeout <seconds>', 'how long to wait for the certificate', '90')
   .action((name, o) => exposeCommand(name, o, globals(), out()));
+
+program
+  .command('scale <name>')
+  .description('autoscaling bounds: the autoscaler keeps MIN..MAX replicas at TARGET requests in flight each; --min 0 sleeps when idle')
+  .requiredOption('--min <n>', 'fewest replicas (0: scale to zero after --idle seconds without traffic)')
+  .requiredOption('--max <n>', 'most replicas')
+  .option('--target <c>', 'requests in flight per replica to aim for (default 100)')
+  .option('--idle <seconds>', 'with --min 0: seconds without a request before the last replica stops (default 30)')
+  .option('--window <seconds>', 'stable window of the autoscaler (default 60; the panic window is a tenth of it)')
+  .action((name, o) => scaleCommand(name, o, globals(), out()));
 
 for (const action of ['start', 'stop', 'delete'] as const) {
   program

@@ -23,11 +23,14 @@ export const PREFIX = {
   gateways: 'gateways/',
   /** Per-member status of an instance (deploy failures and the like), written by agents. */
   instanceStatus: 'instance-status/',
-  /** Future: app state, audit log, metering (agents), and gateway load signals. */
+  /** Future: app state, audit log, metering (agents). */
   state: 'state/',
   history: 'history/',
   usage: 'usage/',
+  /** Gateways' load signals per instance, under each gateway's lease. */
   load: 'load/',
+  /** The elected autoscaler's decisions: desired replicas per instance. */
+  scale: 'scale/',
 } as const;
 
 export const keys = {
@@ -49,6 +52,9 @@ export const keys = {
   certLock: (host: string) => `${PREFIX.certLocks}${host}`,
   instanceStatusOf: (instanceId: string) => `${PREFIX.instanceStatus}${instanceId}/`,
   instanceStatus: (instanceId: string, nodeId: string) => `${PREFIX.instanceStatus}${instanceId}/${nodeId}`,
+  loadOf: (instanceId: string) => `${PREFIX.load}${instanceId}/`,
+  load: (instanceId: string, gatewayId: string) => `${PREFIX.load}${instanceId}/${gatewayId}`,
+  scale: (instanceId: string) => `${PREFIX.scale}${instanceId}`,
 } as const;
 
 /** Hosts are case-insensitive and may carry a port; routes are keyed by the bare lower-case name. */

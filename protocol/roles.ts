@@ -43,6 +43,7 @@ export const GRANTS: Readonly<Record<LimitedRole, readonly Grant[]>> = {
     rw(PREFIX.history),
     rw(PREFIX.usage),
     r(PREFIX.load),
+    rw(PREFIX.scale),
   ],
   gateway: [
     ...CLUSTER.map(r),
@@ -56,6 +57,7 @@ export const GRANTS: Readonly<Record<LimitedRole, readonly Grant[]>> = {
     r(PREFIX.instanceStatus),
     r(PREFIX.history),
     rw(PREFIX.load),
+    r(PREFIX.scale),
   ],
 };
 

@@ -12,16 +12,28 @@ import { identityCert } from '../protocol/identity-cert.js';
 import { keys, PREFIX } from '../protocol/keys.js';
 import { signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
+import { scaleRecord } from '../protocol/schemas.js';
 import { RequestVerifier } from '../protocol/signing.js';
-import type { ArtifactRef, InstanceSpec, InstanceStatusRecord, NodeRecord, ReplicaRecord } from '../protocol/types.js';
+import type {
+  ArtifactRef,
+  DriverName,
+  InstanceSpec,
+  InstanceStatusRecord,
+  NodeRecord,
+  ReplicaRecord,
+  ScaleRecord,
+} from '../protocol/types.js';
 import { ClusterView } from '../registry/cluster-view.js';
+import { jsonRecord, Mirror } from '../registry/mirror.js';
+import { desiredReplicas, eligibleMembers } from '../router/scale.js';
 import { assignSlots } from '../router/slots.js';
 import { type ArtifactLimits, DEFAULT_ARTIFACT_LIMITS } from './artifacts.js';
 import { BlobStore } from './blobs.js';
 import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
-import type { Driver } from './drivers/driver.js';
-import { openProcessDriver, type ProcessDriver } from './drivers/process.js';
+import { openProcessDriver } from './drivers/process.js';
+import { DriverSet } from './drivers/set.js';
+import { WasmDriver } from './drivers/wasm.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { NodeIngress } from './ingress.js';
@@ -64,7 +76,15 @@ export interface AgentOptions {
   dnsResolver?: string;
   /** Who may run unsandboxed when the host cannot sandbox, and the uids replicas get. */
   sandbox?: SandboxPolicyOptions & { uidRange?: UidRange };
+  /** The drivers this node offers (default: process and wasm); node records advertise them. */
+  drivers?: DriverName[];
+  /** The wasm driver's compile cache; agents on one machine may share one (default `<data>/wasm/cache`). */
+  wasmCacheDir?: string;
+  /** The wasm host's Node binary (tests on the current LTS) and spare workers. */
+  wasmHost?: { execPath?: string; spareWorkers?: number };
 }
+
+export const DEFAULT_DRIVERS: readonly DriverName[] = ['process', 'wasm'];
 
 export class Agent {
   readonly identity: NodeIdentity;
@@ -88,9 +108,11 @@ export class Agent {
   private readonly destroying = new Set<string>();
   private gcTimer: NodeJS.Timeout | null = null;
   private ingress: NodeIngress | null = null;
-  /** Set in start(), once the host's sandboxing support is known. */
-  private driver: ProcessDriver | null = null;
+  /** Filled in start(), once the host's sandboxing support is known. */
+  private readonly drivers = new DriverSet();
   private sandboxSupport: SandboxSupport | null = null;
+  /** The elected autoscaler's decisions (`scale/`): how many replicas each autoscaled instance runs. */
+  private readonly scale: Mirror<ScaleRecord>;
 
   constructor(private readonly opts: AgentOptions) {
     this.identity = loadOrCreateIdentity(opts.dataDir);
@@ -111,14 +133,10 @@ export class Agent {
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
     );
-    const driver: Driver = {
-      name: 'process',
-      start: (launch) => this.processDriver().start(launch),
-      destroy: (instanceId) => this.processDriver().destroy(instanceId),
-    };
+    this.scale = new Mirror(opts.registry, PREFIX.scale, jsonRecord(scaleRecord));
     this.supervisor = new Supervisor({
       nodeId: this.identity.id,
-      driver,
+      drivers: this.drivers,
       log: opts.log,
       healthIntervalMs: opts.healthIntervalMs ?? 1_000,
       report: (key, record) => void this.publishReplica(key, record),
@@ -129,26 +147,39 @@ export class Agent {
     return this.identity.id;
   }
 
-  private processDriver(): ProcessDriver {
-    if (!this.driver) throw new Error('agent not started');
-    return this.driver;
-  }
-
   /** What the host offers for sandboxing (known after start). */
   get sandbox(): SandboxSupport | null {
     return this.sandboxSupport;
   }
 
-  private async setUpSandbox(): Promise<void> {
+  /** Builds the drivers this node offers: `process` (sandboxed where the host can) and `wasm`. */
+  private async setUpDrivers(): Promise<void> {
+    const offered = new Set(this.opts.drivers ?? DEFAULT_DRIVERS);
     const { driver, support, hosted } = await openProcessDriver({
       dataDir: this.opts.dataDir,
       nodeId: this.identity.id,
       policy: this.opts.sandbox ?? {},
       log: this.opts.log,
     });
-    this.driver = driver;
     this.sandboxSupport = support;
     for (const id of hosted) if (!this.known.has(id)) this.known.set(id, null);
+    // The process driver always cleans up after instances of earlier runs, even where it is not offered.
+    if (offered.has('process')) this.drivers.add(driver);
+    else await driver.close();
+    if (offered.has('wasm')) {
+      const dir = join(this.opts.dataDir, 'wasm');
+      this.drivers.add(
+        new WasmDriver({
+          dataDir: dir,
+          cacheDir: this.opts.wasmCacheDir ?? join(dir, 'cache'),
+          log: this.opts.log.child({ driver: 'wasm' }),
+          hostExecPath: this.opts.wasmHost?.execPath,
+          spareWorkers: this.opts.wasmHost?.spareWorkers,
+        }),
+      );
+    }
+    if (offered.has('vm')) this.opts.log.warn('the vm driver is not built yet; this node does not offer it');
+    this.opts.log.info({ drivers: this.drivers.names() }, 'drivers');
   }
 
   get rpcUrl(): string {
@@ -176,7 +207,8 @@ export class Agent {
       this.server.once('error', reject);
     });
     await this.view.start();
-    await this.setUpSandbox();
+    await this.scale.start();
+    await this.setUpDrivers();
     const advertised = this.opts.advertise ?? host;
     if (/^(0\.0\.0\.0|::|\[::\])$/.test(advertised))
       throw new Error(`listening on ${host} needs --advertise HOST: the address other machines reach this node at`);
@@ -201,11 +233,13 @@ export class Agent {
       startedAt: Date.now(),
       ingress: `${bracketed}:${ingressPort}`,
       ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
+      drivers: this.drivers.names(),
     };
     await this.announce();
     this.controller = new Controller(this.opts.registry, this.view, this.identity.id, () => this.lease?.id ?? '', log);
     this.controller.start();
     this.view.onChange(() => this.reconcile());
+    this.scale.onChange(() => this.reconcile());
     this.reconcile();
     this.gcTimer = setInterval(() => this.collectGarbage(), 30_000);
     this.gcTimer.unref();
@@ -298,13 +332,17 @@ export class Agent {
       if (spec.state !== 'running') continue;
       const quorum = this.view.quorumOf(spec.id);
       if (!quorum?.members.includes(this.identity.id)) continue;
-      const mine = assignSlots(spec.id, quorum.members, spec.replicas.min).filter((s) => s.nodeId === this.identity.id);
+      // Slots go to the members that offer the instance's driver; the autoscaler decides how many there are.
+      const members = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
+      const count = desiredReplicas(spec, this.scale.get(keys.scale(spec.id)));
+      const mine = assignSlots(spec.id, members, count).filter((s) => s.nodeId === this.identity.id);
       if (mine.length === 0) continue;
       // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
       const workDir = this.preparer.ready(spec);
       if (!workDir) continue;
-      const cmd = spec.cmd || inferCommand(workDir);
-      if (!cmd) {
+      // Only processes have a command; a wasm app's entry is found in its files when it is compiled.
+      const cmd = spec.driver === 'process' ? spec.cmd || inferCommand(workDir) : spec.cmd;
+      if (spec.driver === 'process' && !cmd) {
         this.opts.log.warn({ instance: spec.name }, 'instance has no command and none could be inferred from its files');
         continue;
       }
@@ -314,13 +352,15 @@ export class Agent {
           instanceName: spec.name,
           slot,
           version: spec.version,
+          driver: spec.driver,
           launch: {
             instanceId: spec.id,
             instanceName: spec.name,
             owner: spec.owner,
             slot,
             workDir,
-            cmd,
+            ...(spec.artifact ? { artifact: spec.artifact.sha256 } : {}),
+            cmd: cmd ?? '',
             env: spec.env,
             listenPort: spec.port,
             limits: spec.limits,
@@ -347,7 +387,7 @@ export class Agent {
       void (async () => {
         try {
           if (!(await this.supervisor.drained(id))) return;
-          await this.processDriver().destroy(id);
+          await this.drivers.destroy(id);
           this.known.delete(id);
           this.preparer.forget(id);
           rmSync(join(this.opts.dataDir, 'logs', id), { recursive: true, force: true });
@@ -455,8 +495,11 @@ export class Agent {
     this.controller?.stop();
     await this.supervisor.stopAll();
     await this.ingress?.stop();
-    await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
+    await this.drivers
+      .close()
+      .catch((err) => this.opts.log.warn({ err }, 'could not release the drivers (replica cgroup scope, wasm host)'));
     this.view.close();
+    this.scale.close();
     try {
       await this.lease?.revoke();
     } catch {

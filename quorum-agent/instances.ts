@@ -9,6 +9,7 @@ import { type Grant, instanceIdFor } from '../protocol/grants.js';
 import { keys, PREFIX } from '../protocol/keys.js';
 import type { Op, Registry } from '../protocol/registry.js';
 import {
+  AUTOSCALE,
   type CreateInstanceRequest,
   certRecord,
   certStatusRecord,
@@ -18,13 +19,17 @@ import {
   parseRecord,
   replicaRecord,
   routeRecord,
+  scaleRecord,
+  type scaleRequest,
 } from '../protocol/schemas.js';
 import { type DomainVerifier, domainToken } from './domains.js';
 
 type ExposeRequest = z.infer<typeof exposeRequest>;
+type ScaleRequest = z.infer<typeof scaleRequest>;
 
 import {
   type ArtifactRef,
+  type AutoscaleSettings,
   type CertStatusRecord,
   type InstanceSpec,
   type InstanceStatus,
@@ -35,6 +40,7 @@ import {
   type RouteRecord,
 } from '../protocol/types.js';
 import type { ClusterView } from '../registry/cluster-view.js';
+import { offersDriver } from '../router/scale.js';
 
 function isExposeGrant(g: Grant): boolean {
   return g.envelope.path.split('?')[0]?.endsWith('/expose') === true;
@@ -71,8 +77,13 @@ export class InstanceService {
       },
       now,
     );
-    if (spec.driver !== 'process')
-      throw new AllegraError('bad_request', `driver "${spec.driver}" is not available on this network yet; use --driver process`);
+    // Placement sends replicas only to members that offer the driver: refuse what no node offers at all.
+    const offering = [...this.view.nodes.values()].filter((n) => offersDriver(n, spec.driver));
+    if (offering.length === 0)
+      throw new AllegraError(
+        'bad_request',
+        `no node of this network offers the ${spec.driver} driver (nodes offer: ${[...new Set([...this.view.nodes.values()].flatMap((n) => n.drivers ?? ['process']))].sort().join(', ') || 'none'})`,
+      );
     const host = `${req.name}.${network.baseDomain}`;
     const route: RouteRecord = { host, instanceId: spec.id, instanceName: spec.name, kind: 'network', createdAt: now, grants: [grant] };
     // The instance and its network route are created together or not at all.
@@ -139,6 +150,22 @@ export class InstanceService {
 
   setState(name: string, signer: string, state: 'running' | 'stopped'): Promise<InstanceSpec> {
     return this.update(name, signer, (spec) => ({ ...spec, state }));
+  }
+
+  /**
+   * `allegra scale`: the replica bounds, and the autoscaler's target and idle time (kept from before, else
+   * the network defaults, when not given). With min below max the elected autoscaler decides the count.
+   */
+  scale(name: string, signer: string, req: ScaleRequest): Promise<InstanceSpec> {
+    return this.update(name, signer, (spec) => {
+      const autoscale: AutoscaleSettings = {
+        target: req.target ?? spec.autoscale?.target ?? AUTOSCALE.target.default,
+        idleSeconds: req.idleSeconds ?? spec.autoscale?.idleSeconds ?? AUTOSCALE.idleSeconds.default,
+      };
+      const windowSeconds = req.windowSeconds ?? spec.autoscale?.windowSeconds;
+      if (windowSeconds !== undefined) autoscale.windowSeconds = windowSeconds;
+      return { ...spec, replicas: { min: req.min, max: req.max }, autoscale };
+    });
   }
 
   /**
@@ -307,7 +334,15 @@ export class InstanceService {
     const members = statuses.items
       .map((kv) => parseRecord(instanceStatusRecord, kv.value))
       .filter((r): r is InstanceStatusRecord => r !== undefined);
-    return { instance: spec, quorum: this.view.quorumOf(spec.id) ?? null, replicas, routes: await this.routesOf(spec.id), members };
+    const scale = parseRecord(scaleRecord, (await this.registry.get(keys.scale(spec.id)))?.value) ?? null;
+    return {
+      instance: spec,
+      quorum: this.view.quorumOf(spec.id) ?? null,
+      replicas,
+      routes: await this.routesOf(spec.id),
+      members,
+      scale,
+    };
   }
 
   private async routesOf(instanceId: string): Promise<string[]> {
