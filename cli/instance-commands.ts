@@ -194,7 +194,7 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
       `${i.name} (${i.id})`,
       `  state:    ${i.state}${i.immutable ? ' (immutable)' : ''}`,
       `  version:  ${i.version}${i.artifact ? `  artifact sha256:${i.artifact.sha256.slice(0, 16)}…` : ''}`,
-      `  driver:   ${i.driver}  cmd: ${i.cmd || '(inferred from files)'}`,
+      `  driver:   ${i.driver}${i.driver === 'process' ? `  cmd: ${i.cmd || '(inferred from files)'}` : ''}`,
       `  quorum:   ${s.quorum ? `${s.quorum.id} [${s.quorum.members.join(', ')}]` : 'none yet'}`,
       `  routes:   ${s.routes.join(', ') || 'none'}`,
       `  replicas: ${s.replicas.filter((r) => r.healthy).length} healthy of ${s.replicas.length} (want ${i.state === 'running' ? wantedReplicas(s) : 0}; bounds ${i.replicas.min}:${i.replicas.max})`,

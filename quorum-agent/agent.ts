@@ -28,6 +28,7 @@ import { jsonRecord, Mirror } from '../registry/mirror.js';
 import { desiredReplicas, eligibleMembers } from '../router/scale.js';
 import { assignSlots } from '../router/slots.js';
 import { type ArtifactLimits, DEFAULT_ARTIFACT_LIMITS } from './artifacts.js';
+import { Autoscaler } from './autoscaler.js';
 import { BlobStore } from './blobs.js';
 import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
@@ -93,6 +94,7 @@ export class Agent {
   private readonly supervisor: Supervisor;
   private readonly service: InstanceService;
   private controller: Controller | null = null;
+  private autoscaler: Autoscaler | null = null;
   private server: ServerType | null = null;
   private lease: Lease | null = null;
   private record: NodeRecord | null = null;
@@ -238,6 +240,16 @@ export class Agent {
     await this.announce();
     this.controller = new Controller(this.opts.registry, this.view, this.identity.id, () => this.lease?.id ?? '', log);
     this.controller.start();
+    this.autoscaler = new Autoscaler({
+      registry: this.opts.registry,
+      view: this.view,
+      nodeId: this.identity.id,
+      leaseId: () => this.lease?.id ?? '',
+      log,
+    });
+    this.autoscaler.start();
+    this.figuresTimer = setInterval(() => this.publishFigures(), 1_000);
+    this.figuresTimer.unref();
     this.view.onChange(() => this.reconcile());
     this.scale.onChange(() => this.reconcile());
     this.reconcile();
@@ -261,6 +273,7 @@ export class Agent {
           await this.announce();
           this.supervisor.republishAll();
           this.controller?.kick();
+          this.autoscaler?.kick();
         } catch {
           setTimeout(() => void retry(), 500).unref();
         }
@@ -275,8 +288,26 @@ export class Agent {
     await this.opts.registry.put(keys.node(this.identity.id), JSON.stringify(this.record), { lease: this.lease.id });
   }
 
-  private async publishReplica(key: { instanceId: string; slot: number }, record: ReplicaRecord | null): Promise<void> {
+  /** The write in progress per replica key: writes of one key are applied in order, never overtaking each other. */
+  private readonly replicaWrites = new Map<string, Promise<void>>();
+
+  /**
+   * Publishes (or deletes) one replica's record. Writes of the same key are chained: a delete issued after a
+   * put must not land first and leave a record of a stopped replica behind (the autoscaler stops replicas
+   * seconds after starting them, so the two often follow each other closely).
+   */
+  private publishReplica(key: { instanceId: string; slot: number }, record: ReplicaRecord | null): Promise<void> {
     const k = keys.replica(key.instanceId, this.identity.id, key.slot);
+    const previous = this.replicaWrites.get(k) ?? Promise.resolve();
+    const next = previous.then(() => this.writeReplica(k, key, record));
+    this.replicaWrites.set(k, next);
+    void next.finally(() => {
+      if (this.replicaWrites.get(k) === next) this.replicaWrites.delete(k);
+    });
+    return next;
+  }
+
+  private async writeReplica(k: string, key: { instanceId: string; slot: number }, record: ReplicaRecord | null): Promise<void> {
     try {
       if (record) {
         // A replica record of a deleted instance must not come back: write only while the instance exists.
@@ -326,6 +357,7 @@ export class Agent {
   private async reconcilePass(): Promise<void> {
     const desired: DesiredReplica[] = [];
     const present = new Set<string>();
+    const counts = new Map<string, number>();
     for (const spec of this.view.instances.values()) {
       present.add(spec.id);
       this.known.set(spec.id, spec.artifact?.sha256 ?? null);
@@ -335,6 +367,7 @@ export class Agent {
       // Slots go to the members that offer the instance's driver; the autoscaler decides how many there are.
       const members = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
       const count = desiredReplicas(spec, this.scale.get(keys.scale(spec.id)));
+      counts.set(spec.id, count);
       const mine = assignSlots(spec.id, members, count).filter((s) => s.nodeId === this.identity.id);
       if (mine.length === 0) continue;
       // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
@@ -370,7 +403,7 @@ export class Agent {
       }
     }
     const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
-    this.supervisor.reconcile(desired, stillRunning);
+    this.supervisor.reconcile(desired, stillRunning, counts);
     this.destroyDeleted(present);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
   }
@@ -426,9 +459,34 @@ export class Agent {
     }
   }
 
+  private figuresTimer: NodeJS.Timeout | null = null;
+  /** The figures last published per instance, to publish only changes. */
+  private readonly publishedFigures = new Map<string, string>();
+
+  /**
+   * Replica-level load figures beside the gateways' signals: what replicas report about themselves (a wasm
+   * replica's queue in its host), in this member's instance status, published when they change.
+   */
+  private publishFigures(): void {
+    if (this.stopping) return;
+    const figures = this.supervisor.figures();
+    for (const [instanceId, list] of figures) {
+      if (!list.some((f) => f.inFlight !== undefined)) continue;
+      const text = JSON.stringify(list.map((f) => [f.slot, f.healthy, f.inFlight, f.queued]));
+      if (this.publishedFigures.get(instanceId) === text) continue;
+      const spec = [...this.view.instances.values()].find((x) => x.id === instanceId);
+      const status = this.preparer.status(instanceId);
+      if (!spec || !status) continue;
+      this.publishedFigures.set(instanceId, text);
+      void this.publishStatus(spec, status);
+    }
+    for (const id of this.publishedFigures.keys()) if (!figures.has(id)) this.publishedFigures.delete(id);
+  }
+
   /** Publishes this member's view of an instance (artifact phase and reason) for `allegra status`. */
   private async publishStatus(spec: InstanceSpec, status: PrepareStatus): Promise<void> {
     if (!this.lease || this.stopping) return;
+    const replicas = this.supervisor.figures().get(spec.id);
     const record: InstanceStatusRecord = {
       instanceId: spec.id,
       nodeId: this.identity.id,
@@ -438,6 +496,7 @@ export class Agent {
       ...(status.reason ? { reason: status.reason } : {}),
       ...(status.retryAt ? { retryAt: status.retryAt } : {}),
       updatedAt: Date.now(),
+      ...(replicas ? { replicas: replicas.slice(0, 64) } : {}),
     };
     try {
       await this.opts.registry.put(keys.instanceStatus(spec.id, this.identity.id), JSON.stringify(record), { lease: this.lease.id });
@@ -492,7 +551,9 @@ export class Agent {
     this.reconciler.stop();
     this.preparer.stop();
     if (this.gcTimer) clearInterval(this.gcTimer);
+    if (this.figuresTimer) clearInterval(this.figuresTimer);
     this.controller?.stop();
+    this.autoscaler?.stop();
     await this.supervisor.stopAll();
     await this.ingress?.stop();
     await this.drivers

@@ -311,6 +311,7 @@ export class InstanceService {
       ...routes.map((host) => ({ type: 'delete', key: keys.route(host) }) as Op),
       { type: 'deletePrefix', prefix: keys.replicasOf(spec.id) },
       { type: 'deletePrefix', prefix: keys.instanceStatusOf(spec.id) },
+      { type: 'delete', key: keys.scale(spec.id) },
     ];
     const res = await this.registry.txn({
       compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }],

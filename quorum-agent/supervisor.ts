@@ -36,6 +36,11 @@ export interface SupervisorOptions {
    * the new one can start first (make-before-break). 0 retires at once.
    */
   retireGraceMs?: number;
+  /**
+   * A replica whose slot the autoscaler removed (scale-down) is unpublished at once and stopped this much
+   * later, so gateways stop sending it requests before it goes and the ones in flight can finish.
+   */
+  scaleDownDrainMs?: number;
 }
 
 class Runner {
@@ -242,12 +247,25 @@ export class Supervisor {
    * instances in `stillRunning` that are no longer wanted here retire after the grace period instead of at
    * once (their slot moved to another node, which needs time to start its replica).
    */
-  reconcile(desired: DesiredReplica[], stillRunning: ReadonlySet<string> = new Set()): void {
+  reconcile(
+    desired: DesiredReplica[],
+    stillRunning: ReadonlySet<string> = new Set(),
+    /** Replicas each instance should have in all: a slot at or past it was scaled away, not moved. */
+    counts: ReadonlyMap<string, number> = new Map(),
+  ): void {
     const wanted = new Map(desired.map((d) => [slotKey(d.instanceId, d.slot), d]));
     const grace = this.opts.retireGraceMs ?? 10_000;
     for (const [key, runner] of this.active) {
       if (wanted.has(key)) {
         this.cancelRetirement(key);
+        continue;
+      }
+      const count = counts.get(runner.desired.instanceId);
+      if (count !== undefined && runner.desired.slot >= count && stillRunning.has(runner.desired.instanceId)) {
+        // Scaled down: nobody else starts this slot, so there is nothing to wait for but the gateways.
+        this.cancelRetirement(key);
+        this.active.delete(key);
+        this.retire(runner, key, this.opts.scaleDownDrainMs ?? 1_000);
         continue;
       }
       if (grace > 0 && stillRunning.has(runner.desired.instanceId)) {
@@ -316,10 +334,13 @@ export class Supervisor {
     this.retiring.delete(key);
   }
 
-  private retire(runner: Runner, key: string): void {
+  private retire(runner: Runner, key: string, drainMs = 0): void {
     this.published.delete(key);
     this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, null);
-    this.stopRunner(runner);
+    if (drainMs <= 0) return this.stopRunner(runner);
+    // Counted as stopping from now on: drained() and stopAll() wait for it.
+    this.stopping.add(runner);
+    setTimeout(() => this.stopRunner(runner), drainMs);
   }
 
   /** Publishes a runner's record if it is the active one for its slot and something changed. */
