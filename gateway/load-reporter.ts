@@ -7,7 +7,7 @@
  *
  * Written every tick while an instance has traffic, once more with zeros when it stops, and deleted after
  * a quiet minute. A change in held requests is written at once: it is how a sleeping instance is woken.
- * Nothing here runs per request: the forwarder counts admissions in a map (`Forwarder.admitted`).
+ * Nothing here runs per request: the forwarder counts admissions in a map (`Forwarder.takeAdmitted`).
  */
 import type { Logger } from 'pino';
 import { keys } from '../protocol/keys.js';

@@ -48,7 +48,7 @@ describe('Activator', () => {
       const res = await request(`http://127.0.0.1:${port}${path}`);
       return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
     };
-    return { activator, state, get, changes, metrics };
+    return { activator, state, get, changes, metrics, port };
   }
 
   it('holds only for instances that scale to zero', () => {
@@ -104,8 +104,7 @@ describe('Activator', () => {
   });
 
   it('forgets a client that leaves while held', async () => {
-    const { activator } = await serve({});
-    const port = (server?.address() as AddressInfo).port;
+    const { activator, port } = await serve({});
     const ac = new AbortController();
     const gone = request(`http://127.0.0.1:${port}/leaving`, { signal: ac.signal }).catch(() => null);
     await waitFor(() => activator.heldCounts().get('i-1') === 1, { what: 'held' });
