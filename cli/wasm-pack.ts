@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { rolldown } from 'rolldown';
 import { findEntry, GUEST_CONDITIONS, MAX_BUNDLE_BYTES } from '../quorum-agent/wasm/bundle.js';
-import { bundle } from './bundle.js';
+import { type Bundle, bundle } from './bundle.js';
 import { CliError } from './output.js';
 
 const BUILTINS = new Set(builtinModules);
@@ -61,13 +61,16 @@ export async function bundleWasmApp(path: string): Promise<string> {
   }
 }
 
-/** The artifact of a wasm app: a gzipped tar holding the bundled `app.js` alone, packed reproducibly. */
-export async function packWasmApp(path: string): Promise<{ bytes: Buffer; sha256: string; files: number; sourceBytes: number }> {
+/**
+ * The artifact of a wasm app: a gzipped tar holding the bundled `app.js` alone, packed reproducibly (in its
+ * own temporary file, like every bundle; the caller's `cleanup` removes it).
+ */
+export async function packWasmApp(path: string, opts: { maxBytes?: number } = {}): Promise<Bundle & { sourceBytes: number }> {
   const code = await bundleWasmApp(path);
   const dir = mkdtempSync(join(tmpdir(), 'allegra-wasm-pack-'));
   try {
     writeFileSync(join(dir, 'app.js'), code);
-    return { ...(await bundle(dir, { mtime: new Date(0) })), sourceBytes: Buffer.byteLength(code) };
+    return { ...(await bundle(dir, { ...opts, mtime: new Date(0) })), sourceBytes: Buffer.byteLength(code) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -14,13 +14,16 @@ import type { QueuedAdmission, Refusal } from './gates.js';
 import { clientResponseHeaders } from './headers.js';
 import type { RequestPolicy } from './policy.js';
 import type { Upstream } from './routing.js';
-import { selectReplica, stickyKeyOf } from './selector.js';
+import { selectReplica, sessionCookie, sessionOf } from './selector.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** Errors that mean the replica never received the request (ENOENT: a replica's Unix socket is gone with it). */
 export const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOENT']);
 /** Errors that mean the replica's end of the connection went away (closed, reset) before it answered. */
 const CONNECTION_LOST = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+
+/** How long the rest of an unread request body is drained after the answer before the connection is cut. */
+const DISCARD_LINGER_MS = 2_000;
 
 /** How long a refusal for exceeding the client's share waits before it is sent. */
 const REFUSAL_DELAY_MS = 500;
@@ -146,15 +149,11 @@ export class Exchange {
     if (this.req.httpVersionMajor === 2) this.res.once('finish', () => (this.req as Http2ServerRequest).stream?.close());
   }
 
+  private session: ReturnType<typeof sessionOf> | null = null;
+
   private next(): void {
-    const sel = selectReplica(
-      this.target.balancer,
-      this.fw.load,
-      this.fw.caps,
-      this.id.client,
-      stickyKeyOf(this.req.headers, this.policy),
-      this.tried,
-    );
+    this.session ??= sessionOf(this.req.headers, this.policy);
+    const sel = selectReplica(this.target.balancer, this.fw.load, this.fw.caps, this.id.client, this.session.key, this.tried);
     const upstream = sel.upstream;
     if (!upstream && this.attempts > 0) {
       if (this.lastTimedOut)
@@ -280,10 +279,14 @@ export class Exchange {
   writeHead(status: number, headers: Record<string, string | string[] | undefined>): void {
     this.responseStarted = true;
     this.status = status;
-    (this.res as ServerResponse).writeHead(
-      status,
-      clientResponseHeaders(headers, this.id.requestId, this.fw.draining && this.req.httpVersionMajor === 1),
-    );
+    const out = clientResponseHeaders(headers, this.id.requestId, this.fw.draining && this.req.httpVersionMajor === 1);
+    const minted = this.session?.minted;
+    if (minted && this.policy.stickyCookie) {
+      const set = out['set-cookie'];
+      const cookie = sessionCookie(this.policy.stickyCookie, minted);
+      out['set-cookie'] = set === undefined ? [cookie] : ([] as string[]).concat(set, cookie);
+    }
+    (this.res as ServerResponse).writeHead(status, out);
   }
 
   finish(status: number): void {
@@ -310,6 +313,27 @@ export class Exchange {
     });
     if (this.admitted) this.fw.gate.release(route.instanceId, this.id.client);
     this.fw.done();
+    if (this.hasBody && !this.req.complete) this.discardRestOfBody();
+  }
+
+  /**
+   * The answer is complete but the client is still sending a body nobody will read (the replica answered
+   * early, e.g. 413). Left paused, that body would sit in front of the client's next request on the same
+   * connection, which then never gets an answer. So the rest is read and thrown away — for a short while
+   * only: a client that keeps sending loses the connection instead of keeping us busy.
+   */
+  private discardRestOfBody(): void {
+    const req = this.req;
+    if (this.body) {
+      req.unpipe(this.body);
+      this.body.destroy(); // also ends its watch by the body-rate guard
+    }
+    req.resume();
+    const timer = setTimeout(() => {
+      if (!req.complete) req.socket?.destroy();
+    }, DISCARD_LINGER_MS);
+    timer.unref();
+    req.once('end', () => clearTimeout(timer));
   }
 
   get isFinished(): boolean {

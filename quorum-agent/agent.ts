@@ -10,10 +10,11 @@ import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
 import { identityCert } from '../protocol/identity-cert.js';
 import { keys, PREFIX } from '../protocol/keys.js';
-import { signRecord } from '../protocol/records.js';
+import { type RecordSignature, signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
 import { scaleRecord } from '../protocol/schemas.js';
 import { RequestVerifier } from '../protocol/signing.js';
+import { type Attestation, specHash } from '../protocol/spec-hash.js';
 import type {
   ArtifactRef,
   DriverName,
@@ -35,16 +36,24 @@ import { DnsHttpVerifier } from './domains.js';
 import { openProcessDriver } from './drivers/process.js';
 import { DriverSet } from './drivers/set.js';
 import { WasmDriver } from './drivers/wasm.js';
+import { Governance } from './governance.js';
+import { HistoryWriter } from './history.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { NodeIngress } from './ingress.js';
 import { InstanceService } from './instances.js';
+import { logRoutes } from './logs-api.js';
 import { ArtifactPreparer, type PrepareStatus } from './preparer.js';
-import { createRpcApp } from './rpc.js';
+import { createRpcApp, type RpcDeps } from './rpc.js';
+import { operationRoutes } from './rpc-operations.js';
 import type { SandboxPolicyOptions, SandboxSupport } from './sandbox/support.js';
 import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
+import { SshServer } from './ssh/server.js';
+import { STATE_PORT, StateService } from './state/service.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
+import { UsageMeter } from './usage/meter.js';
+import { metered } from './usage/metered-driver.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
 export const DEFAULT_MAX_ARTIFACT_BYTES = 256 * 1024 * 1024;
@@ -64,6 +73,8 @@ export interface AgentOptions {
   advertise?: string;
   /** Port of the node ingress (mutual TLS) on the listen host; 0: any free port. Default 0. */
   ingressPort?: number;
+  /** Port of the SSH server (sessions inside this node's replicas) on the listen host; 0: any free port. Default 0. */
+  sshPort?: number;
   /** Identifies this machine to gateways: one on the same machine reaches replicas by their local sockets. */
   machineId?: string;
   region?: string;
@@ -93,6 +104,7 @@ export class Agent {
   private readonly blobs: BlobStore;
   private readonly supervisor: Supervisor;
   private readonly service: InstanceService;
+  private readonly governance: Governance;
   private controller: Controller | null = null;
   private autoscaler: Autoscaler | null = null;
   private server: ServerType | null = null;
@@ -110,6 +122,12 @@ export class Agent {
   private readonly destroying = new Set<string>();
   private gcTimer: NodeJS.Timeout | null = null;
   private ingress: NodeIngress | null = null;
+  private readonly state: StateService;
+  private statusTimer: NodeJS.Timeout | null = null;
+  /** What this member last reported per instance: its code's phase and its state copy. */
+  private readonly reported = new Map<string, { prepare?: PrepareStatus; published?: string }>();
+  private ssh: SshServer | null = null;
+  private readonly meter: UsageMeter;
   /** Filled in start(), once the host's sandboxing support is known. */
   private readonly drivers = new DriverSet();
   private sandboxSupport: SandboxSupport | null = null;
@@ -130,12 +148,32 @@ export class Agent {
       onSettled: () => this.reconcile(),
       onStatus: (spec, status) => void this.publishStatus(spec, status),
     });
-    this.service = new InstanceService(opts.registry, this.view, this.identity.id);
+    this.state = new StateService({
+      registry: opts.registry,
+      dataDir: opts.dataDir,
+      log: opts.log,
+      onStatus: () => this.publishStateStatus(),
+      onReady: () => this.reconcile(),
+    });
+    this.service = new InstanceService(
+      opts.registry,
+      this.view,
+      this.identity.id,
+      new HistoryWriter(opts.registry, this.identity.keyPair, this.identity.id),
+    );
+    this.governance = new Governance(opts.registry, this.service);
     this.reconciler = new SerialPass(
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
     );
     this.scale = new Mirror(opts.registry, PREFIX.scale, jsonRecord(scaleRecord));
+    this.meter = new UsageMeter({
+      registry: opts.registry,
+      keyPair: this.identity.keyPair,
+      nodeId: this.identity.id,
+      dataDir: opts.dataDir,
+      log: opts.log,
+    });
     this.supervisor = new Supervisor({
       nodeId: this.identity.id,
       drivers: this.drivers,
@@ -166,22 +204,31 @@ export class Agent {
     this.sandboxSupport = support;
     for (const id of hosted) if (!this.known.has(id)) this.known.set(id, null);
     // The process driver always cleans up after instances of earlier runs, even where it is not offered.
-    if (offered.has('process')) this.drivers.add(driver);
+    // Every replica is reached through a counting relay: what this node served is what it can sign for.
+    if (offered.has('process')) this.drivers.add(metered(driver, this.meter));
     else await driver.close();
     if (offered.has('wasm')) {
       const dir = join(this.opts.dataDir, 'wasm');
       this.drivers.add(
-        new WasmDriver({
-          dataDir: dir,
-          cacheDir: this.opts.wasmCacheDir ?? join(dir, 'cache'),
-          log: this.opts.log.child({ driver: 'wasm' }),
-          hostExecPath: this.opts.wasmHost?.execPath,
-          spareWorkers: this.opts.wasmHost?.spareWorkers,
-        }),
+        metered(
+          new WasmDriver({
+            dataDir: dir,
+            cacheDir: this.opts.wasmCacheDir ?? join(dir, 'cache'),
+            log: this.opts.log.child({ driver: 'wasm' }),
+            hostExecPath: this.opts.wasmHost?.execPath,
+            spareWorkers: this.opts.wasmHost?.spareWorkers,
+          }),
+          this.meter,
+        ),
       );
     }
     if (offered.has('vm')) this.opts.log.warn('the vm driver is not built yet; this node does not offer it');
     this.opts.log.info({ drivers: this.drivers.names() }, 'drivers');
+  }
+
+  /** `host:port` of the SSH server (known after start). */
+  get sshAddress(): string | undefined {
+    return this.record?.ssh;
   }
 
   get rpcUrl(): string {
@@ -191,7 +238,7 @@ export class Agent {
 
   async start(): Promise<this> {
     const { log } = this.opts;
-    const app = createRpcApp({
+    const rpcDeps: RpcDeps = {
       nodeId: this.identity.id,
       service: this.service,
       view: this.view,
@@ -202,7 +249,23 @@ export class Agent {
       maxArtifactBytes: this.opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
+    };
+    const operations = operationRoutes(rpcDeps, {
+      governance: this.governance,
+      attest: (instanceId, nonce) => this.attest(instanceId, nonce),
     });
+    const logs = logRoutes({
+      nodeId: this.identity.id,
+      keyPair: this.identity.keyPair,
+      service: this.service,
+      view: this.view,
+      dataDir: this.opts.dataDir,
+    });
+    rpcDeps.extraRoutes = (app, requests) => {
+      operations(app, requests);
+      logs(app, requests);
+    };
+    const app = createRpcApp(rpcDeps);
     const host = this.opts.host ?? '127.0.0.1';
     const port = await new Promise<number>((resolve, reject) => {
       this.server = serve({ fetch: app.fetch, hostname: host, port: this.opts.port ?? 0 }, (info: AddressInfo) => resolve(info.port));
@@ -225,6 +288,31 @@ export class Agent {
       log,
     });
     const ingressPort = await this.ingress.start();
+    this.ssh = new SshServer({
+      hostKey: this.identity.keyPair,
+      nodeId: this.identity.id,
+      log,
+      lookup: (name) =>
+        this.service.read(name).then(
+          (r) => r.spec,
+          () => undefined,
+        ),
+      cached: (name) => this.view.instance(name),
+      replica: (instanceId, slot) =>
+        slot === undefined
+          ? this.supervisor.replicasOf(instanceId).flatMap((r) => this.supervisor.replicaOf(instanceId, r.desired.slot) ?? [])[0]
+          : this.supervisor.replicaOf(instanceId, slot),
+      whereIs: (instanceId, slot) => {
+        const quorum = this.view.quorumOf(instanceId);
+        const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+        if (!quorum || !spec) return undefined;
+        const eligible = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
+        return assignSlots(instanceId, eligible, desiredReplicas(spec, this.scale.get(keys.scale(spec.id)))).find((s) => s.slot === slot)
+          ?.nodeId;
+      },
+      record: async (instanceId, entry) => (await this.service.history.appendAlone(instanceId, entry).catch(() => null)) !== null,
+    });
+    const sshPort = await this.ssh.start(host, this.opts.sshPort ?? 0);
     this.record = {
       id: this.identity.id,
       rpc: `http://${bracketed}:${port}`,
@@ -234,6 +322,7 @@ export class Agent {
       load: 0,
       startedAt: Date.now(),
       ingress: `${bracketed}:${ingressPort}`,
+      ssh: `${bracketed}:${sshPort}`,
       ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
       drivers: this.drivers.names(),
     };
@@ -250,11 +339,17 @@ export class Agent {
     this.autoscaler.start();
     this.figuresTimer = setInterval(() => this.publishFigures(), 1_000);
     this.figuresTimer.unref();
-    this.view.onChange(() => this.reconcile());
+    this.view.onChange(() => {
+      this.reconcile();
+      this.ssh?.recheck();
+    });
     this.scale.onChange(() => this.reconcile());
     this.reconcile();
-    this.gcTimer = setInterval(() => this.collectGarbage(), 30_000);
+    this.meter.start();
+    this.gcTimer = setInterval(() => void this.collectGarbageWithProposals(), 30_000);
     this.gcTimer.unref();
+    this.statusTimer = setInterval(() => this.publishStateStatus(), 1_000);
+    this.statusTimer.unref();
     log.info({ node: this.identity.id, rpc: this.record.rpc, ingress: this.record.ingress }, 'agent started');
     return this;
   }
@@ -272,6 +367,9 @@ export class Agent {
         try {
           await this.announce();
           this.supervisor.republishAll();
+          // Records under the lost lease are gone: this member's instance reports must be written again.
+          for (const entry of this.reported.values()) entry.published = undefined;
+          this.publishStateStatus();
           this.controller?.kick();
           this.autoscaler?.kick();
         } catch {
@@ -349,6 +447,18 @@ export class Agent {
     }
   }
 
+  /** This node's signed account of the replicas of an instance it runs, for a verifier's nonce. */
+  private attest(instanceId: string, nonce: string): Attestation & { signature: RecordSignature } {
+    const replicas = this.supervisor.replicasOf(instanceId).map((r) => ({
+      slot: r.desired.slot,
+      version: r.desired.version,
+      healthy: r.running && r.healthy,
+      artifact: r.desired.attest?.artifact ?? null,
+      specHash: r.desired.attest?.specHash ?? '',
+    }));
+    return signRecord(this.identity.keyPair, { nodeId: this.identity.id, instanceId, nonce, at: Date.now(), replicas });
+  }
+
   /** Runs a reconcile pass now, or once more after the pass in progress. */
   private reconcile(): void {
     if (!this.stopping) this.reconciler.request();
@@ -358,21 +468,27 @@ export class Agent {
     const desired: DesiredReplica[] = [];
     const present = new Set<string>();
     const counts = new Map<string, number>();
+    /** Instances this node is a quorum member of (it keeps a copy of their state). */
+    const memberOf = new Set<string>();
     for (const spec of this.view.instances.values()) {
       present.add(spec.id);
       this.known.set(spec.id, spec.artifact?.sha256 ?? null);
-      if (spec.state !== 'running') continue;
       const quorum = this.view.quorumOf(spec.id);
       if (!quorum?.members.includes(this.identity.id)) continue;
+      // Every member keeps a verified copy of the instance's state, running or not, replica here or not.
+      memberOf.add(spec.id);
+      const stateServed = this.state.ready(spec.id);
+      if (spec.state !== 'running') continue;
       // Slots go to the members that offer the instance's driver; the autoscaler decides how many there are.
-      const members = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
+      const eligible = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
       const count = desiredReplicas(spec, this.scale.get(keys.scale(spec.id)));
       counts.set(spec.id, count);
-      const mine = assignSlots(spec.id, members, count).filter((s) => s.nodeId === this.identity.id);
+      const mine = assignSlots(spec.id, eligible, count).filter((s) => s.nodeId === this.identity.id);
       if (mine.length === 0) continue;
       // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
       const workDir = this.preparer.ready(spec);
-      if (!workDir) continue;
+      // Replicas start once their state API answers (it is started above, and a pass follows when it is up).
+      if (!workDir || !stateServed) continue;
       // Only processes have a command; a wasm app's entry is found in its files when it is compiled.
       const cmd = spec.driver === 'process' ? spec.cmd || inferCommand(workDir) : spec.cmd;
       if (spec.driver === 'process' && !cmd) {
@@ -386,6 +502,7 @@ export class Agent {
           slot,
           version: spec.version,
           driver: spec.driver,
+          attest: { artifact: spec.artifact?.sha256 ?? null, specHash: specHash(spec) },
           launch: {
             instanceId: spec.id,
             instanceName: spec.name,
@@ -398,6 +515,9 @@ export class Agent {
             listenPort: spec.port,
             limits: spec.limits,
             logFile: join(this.opts.dataDir, 'logs', spec.id, `replica-${slot}.log`),
+            exposed: [{ hostPath: this.state.socketPath(spec.id), port: STATE_PORT }],
+            stateUrl: `http://127.0.0.1:${STATE_PORT}/v1/`,
+            hostStateUrl: () => this.state.loopbackUrl(spec.id),
           },
         });
       }
@@ -405,6 +525,7 @@ export class Agent {
     const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
     this.supervisor.reconcile(desired, stillRunning, counts);
     this.destroyDeleted(present);
+    for (const id of this.state.held()) if (!memberOf.has(id)) void this.state.forget(id);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
   }
 
@@ -441,9 +562,19 @@ export class Agent {
    * unreferenced for a while: an upload in progress writes its blob before the spec that refers to it.
    */
   private readonly unreferencedSince = new Map<string, number>();
+  /** Blobs of pending governance deploy proposals, as of the last periodic collection. */
+  private proposed = new Set<string>();
+  private async collectGarbageWithProposals(): Promise<void> {
+    try {
+      this.proposed = await this.governance.pendingArtifacts();
+    } catch {
+      return; // registry unreachable: collect next time, knowing what is proposed
+    }
+    this.collectGarbage();
+  }
   private collectGarbage(released?: Set<string>): void {
     const now = Date.now();
-    const referenced = new Set<string>();
+    const referenced = new Set<string>(this.proposed);
     for (const spec of this.view.instances.values()) if (spec.artifact) referenced.add(spec.artifact.sha256);
     for (const sha256 of this.blobs.list()) {
       if (referenced.has(sha256)) {
@@ -460,47 +591,58 @@ export class Agent {
   }
 
   private figuresTimer: NodeJS.Timeout | null = null;
-  /** The figures last published per instance, to publish only changes. */
-  private readonly publishedFigures = new Map<string, string>();
 
   /**
    * Replica-level load figures beside the gateways' signals: what replicas report about themselves (a wasm
-   * replica's queue in its host), in this member's instance status, published when they change.
+   * replica's queue in its host), in this member's instance status (publishMember writes only changes).
    */
   private publishFigures(): void {
     if (this.stopping) return;
-    const figures = this.supervisor.figures();
-    for (const [instanceId, list] of figures) {
-      if (!list.some((f) => f.inFlight !== undefined)) continue;
-      const text = JSON.stringify(list.map((f) => [f.slot, f.healthy, f.inFlight, f.queued]));
-      if (this.publishedFigures.get(instanceId) === text) continue;
-      const spec = [...this.view.instances.values()].find((x) => x.id === instanceId);
-      const status = this.preparer.status(instanceId);
-      if (!spec || !status) continue;
-      this.publishedFigures.set(instanceId, text);
-      void this.publishStatus(spec, status);
-    }
-    for (const id of this.publishedFigures.keys()) if (!figures.has(id)) this.publishedFigures.delete(id);
+    for (const [instanceId, list] of this.supervisor.figures())
+      if (list.some((f) => f.inFlight !== undefined)) void this.publishMember(instanceId);
   }
 
-  /** Publishes this member's view of an instance (artifact phase and reason) for `allegra status`. */
   private async publishStatus(spec: InstanceSpec, status: PrepareStatus): Promise<void> {
+    const entry = this.reported.get(spec.id) ?? {};
+    entry.prepare = status;
+    this.reported.set(spec.id, entry);
+    await this.publishMember(spec.id);
+  }
+
+  /** Re-publishes members' records whose state copy changed (revision, verdict), at most once a second each. */
+  private publishStateStatus(): void {
+    for (const id of this.state.held()) void this.publishMember(id);
+  }
+
+  private async publishMember(instanceId: string): Promise<void> {
     if (!this.lease || this.stopping) return;
-    const replicas = this.supervisor.figures().get(spec.id);
+    const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+    if (!spec) return;
+    const entry = this.reported.get(instanceId) ?? {};
+    this.reported.set(instanceId, entry);
+    const prepare = entry.prepare ?? this.preparer.status(instanceId);
+    const state = await this.state.status(instanceId);
+    const replicas = this.supervisor.figures().get(instanceId);
     const record: InstanceStatusRecord = {
-      instanceId: spec.id,
+      instanceId,
       nodeId: this.identity.id,
       version: spec.version,
-      artifact: status.sha256,
-      phase: status.phase,
-      ...(status.reason ? { reason: status.reason } : {}),
-      ...(status.retryAt ? { retryAt: status.retryAt } : {}),
+      artifact: prepare?.sha256 ?? spec.artifact?.sha256 ?? null,
+      phase: prepare?.phase ?? (spec.artifact ? 'fetching' : 'ready'),
+      ...(prepare?.reason ? { reason: prepare.reason } : {}),
+      ...(prepare?.retryAt ? { retryAt: prepare.retryAt } : {}),
+      ...(state ? { state: { ...state, quotaBytes: this.state.quota.maxBytes, quotaKeys: this.state.quota.maxKeys } } : {}),
       updatedAt: Date.now(),
       ...(replicas ? { replicas: replicas.slice(0, 64) } : {}),
     };
+    const { updatedAt: _t, ...fingerprint } = record;
+    const text = JSON.stringify(fingerprint);
+    if (entry.published === text) return;
+    entry.published = text;
     try {
-      await this.opts.registry.put(keys.instanceStatus(spec.id, this.identity.id), JSON.stringify(record), { lease: this.lease.id });
+      await this.opts.registry.put(keys.instanceStatus(instanceId, this.identity.id), JSON.stringify(record), { lease: this.lease.id });
     } catch (err) {
+      entry.published = undefined;
       this.opts.log.warn({ err, instance: spec.name }, 'could not publish instance status');
     }
   }
@@ -554,7 +696,11 @@ export class Agent {
     if (this.figuresTimer) clearInterval(this.figuresTimer);
     this.controller?.stop();
     this.autoscaler?.stop();
+    await this.ssh?.stop();
     await this.supervisor.stopAll();
+    await this.state.close();
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    await this.meter.stop().catch((err) => this.opts.log.warn({ err }, 'could not write the last usage records'));
     await this.ingress?.stop();
     await this.drivers
       .close()

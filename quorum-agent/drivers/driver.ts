@@ -8,6 +8,7 @@
 import type { Readable, Writable } from 'node:stream';
 import type { DriverName, ReplicaLimits } from '../../protocol/types.js';
 import type { ExposedSocket } from '../sandbox/bwrap.js';
+import type { EnterTarget } from '../sandbox/sandbox.js';
 
 export interface ReplicaLaunch {
   instanceId: string;
@@ -29,6 +30,8 @@ export interface ReplicaLaunch {
   exposed?: ExposedSocket[];
   /** ALLEGRA_STATE_URL of the replica, e.g. `http://127.0.0.1:<exposed port>/v1/`. */
   stateUrl?: string;
+  /** For a replica that runs unsandboxed: its state API on a loopback port of the host. */
+  hostStateUrl?: () => Promise<string>;
   /** File that receives the replica's stdout and stderr (its log, as `allegra logs` reads it). */
   logFile: string;
 }
@@ -88,6 +91,12 @@ export interface ReplicaHandle {
   exec(req: ExecRequest): Promise<ExecSession>;
   /** What the replica can tell about its own load, if anything. */
   figures?(): ReplicaFigures | undefined;
+  /**
+   * How an SSH session joins the replica's sandbox (the SSH server builds its own command line and PTY from
+   * it); absent where there is no sandbox to join (unsandboxed process replicas, wasm). `exec` is the
+   * driver-neutral way to run one command.
+   */
+  enter?(): Promise<EnterTarget | undefined>;
 }
 
 /** A start the node's policy refuses (not a crash): the reason is shown in the replica's status. */

@@ -164,34 +164,6 @@ export function bwrapArgv(c: SandboxCommand): string[] {
 }
 
 /**
- * A command run inside a running sandbox: into the namespaces of its init (`initPid`, the host pid bwrap
- * reports), its root and /app, then down to the instance's uid with no capabilities, exactly as the replica
- * itself runs. `inCgroups` wraps it so the command counts against the replica's limits.
- */
-export function execArgv(tools: SandboxTools, initPid: number, uid: number, gid: number, argv: string[]): string[] {
-  return [
-    tools.nsenter,
-    `--target=${initPid}`,
-    '--mount',
-    '--uts',
-    '--ipc',
-    '--net',
-    '--pid',
-    '--root',
-    `--wdns=${INSIDE.app}`,
-    tools.setpriv,
-    `--reuid=${uid}`,
-    `--regid=${gid}`,
-    '--clear-groups',
-    '--no-new-privs',
-    '--bounding-set=-all',
-    '--inh-caps=-all',
-    '--',
-    ...argv,
-  ];
-}
-
-/**
  * Joins the replica's cgroups before bwrap exists: `sh` writes its own pid into each cgroup.procs, then
  * becomes bwrap (exec keeps the pid), so every process of the sandbox is born inside its limits.
  */

@@ -10,12 +10,14 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
-import { bwrapArgv, type ExposedSocket, execArgv, INSIDE, identityFiles, inCgroups } from './bwrap.js';
+import { attachLog } from '../logs.js';
+import { enterArgv } from '../ssh/enter.js';
+import { bwrapArgv, type ExposedSocket, INSIDE, identityFiles, inCgroups } from './bwrap.js';
 import { CgroupScope, type Limits } from './cgroups.js';
 import { replicaEnv, sessionEnvironment } from './env.js';
 import type { SandboxSupport } from './support.js';
@@ -56,6 +58,20 @@ export interface SandboxedProcess {
    * the replica's limits), with the replica's environment plus `env`. It dies with the sandbox.
    */
   exec(argv: string[], env?: Record<string, string>): Promise<ChildProcess>;
+  /** What a process needs to join this running sandbox (SSH sessions); undefined once it has exited. */
+  enter(): Promise<EnterTarget | undefined>;
+}
+
+/** A running sandbox as a process joins it: its namespaces (through its init), its cgroups and its ids. */
+export interface EnterTarget {
+  /** Host pid of the sandbox's init (pid 1 inside): nsenter joins its namespaces. */
+  initPid: number;
+  /** The `cgroup.procs` files of the replica's cgroups: a joining process is counted and limited with it. */
+  procsFiles: string[];
+  uid: number;
+  gid: number;
+  /** Tools on the host that enter it. */
+  setpriv: string;
 }
 
 export class Sandbox {
@@ -150,15 +166,14 @@ export class Sandbox {
       stateUrl: req.stateUrl,
     });
     let child: ChildProcess;
-    const log = openSync(req.logFile, 'a');
     try {
-      child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', log, log, 'pipe'], detached: true });
+      // Output goes through the agent, which stamps each line and keeps the file bounded (logs.ts).
+      child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
     } catch (err) {
       await cleanup();
       throw err;
-    } finally {
-      closeSync(log);
     }
+    attachLog(req.logFile, child.stdout, child.stderr);
     const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
       child.once('error', () => resolve({ code: null, signal: null }));
@@ -190,13 +205,25 @@ export class Sandbox {
       socketPath,
       uid,
       exited,
+      enter: async () => {
+        const init = await initPid;
+        return done || init === undefined ? undefined : { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv };
+      },
       exec: async (command, extra = {}) => {
         const init = await initPid;
         if (done || init === undefined) throw new Error('the replica is not running');
-        const sessionEnv = sessionEnvironment(env, extra);
-        const full = inCgroups(procs, execArgv(this.support.tools, init, uid, gid, command));
+        // The same way in as SSH sessions (ssh/enter.ts: cgroups, namespaces, then the instance's uid).
+        const full = enterArgv(
+          { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv },
+          command,
+          this.support.tools.nsenter,
+        );
         // Its own process group: kill(-pid) reaches nsenter and the command it forked inside.
-        return spawn(full[0] as string, full.slice(1), { env: sessionEnv, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+        return spawn(full[0] as string, full.slice(1), {
+          env: sessionEnvironment(env, extra),
+          stdio: ['pipe', 'pipe', 'pipe'],
+          detached: true,
+        });
       },
       stop: async (graceMs) => {
         if (!done) {

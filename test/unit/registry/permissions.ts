@@ -32,6 +32,7 @@ const SPEC: Array<[prefix: string, agent: Access, gateway: Access]> = [
   ['usage/', 'rw', ''],
   ['load/', 'r', 'rw'],
   ['scale/', 'rw', 'r'],
+  ['governance/', 'rw', ''],
   // Not listed: admin only.
   ['locks/other/', '', ''],
   ['secrets/', '', ''],
