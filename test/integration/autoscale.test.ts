@@ -95,10 +95,11 @@ describe('autoscaling, scale to zero and the wasm driver through the gateway', (
       expect(JSON.parse(json.text)).toMatchObject({ method: 'GET', path: '/json', query: '7' });
       const s = await status('hello');
       expect(s.replicas).toHaveLength(3);
-      // Wasm replicas have no process of their own: their endpoint is a socket of the agent's wasm host.
+      // Wasm replicas have no process of their own (they live in the agent's wasm host); like every replica
+      // they are published as the agent's counting relay (usage records), which relays to the host's socket.
       for (const r of s.replicas) {
         expect(r.pid).toBeNull();
-        expect(r.endpoint).toMatch(/^unix:.*\/wasm\/run\/[0-9a-f]+\.sock$/);
+        expect(r.endpoint).toMatch(/^unix:.*\/meter\/i-[0-9a-f]+\.\d+\.[0-9a-f]+\.sock$/);
       }
     }, 300_000);
 
