@@ -230,6 +230,14 @@ program
   .action(async (name, o) => (await import('./logs-command.js')).logsCommand(checkName(name), o, globals(), out()));
 
 program
+  .command('ui')
+  .description('the web dashboard: prints its URL with a short-lived sign-in for your key (your key stays here)')
+  .option('--open', 'open it in a browser (default where a display and a browser exist)')
+  .option('--print', 'only print the URL')
+  .option('--ttl <duration>', 'how long the sign-in lasts: 1m to 12h (default 1h)')
+  .action(async (o) => (await import('./ui-command.js')).uiCommand(o, globals(), out()));
+
+program
   .command('history <name>')
   .description('every operation on the instance, who signed it, hash-chained')
   .option('--verify', 'check the chain, every signature and that each author was allowed (exit 1 if not)')

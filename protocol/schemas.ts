@@ -106,6 +106,7 @@ export const gatewayRecord = z.object({
   id: z.string().min(1).max(128),
   publicKey: hexKey,
   machine: z.string().max(128).optional(),
+  metrics: z.string().url().max(256).optional(),
   startedAt: z.number(),
 });
 

@@ -33,6 +33,8 @@ export interface GatewayRecord {
   /** Hex Ed25519 key of the gateway's TLS client certificate. */
   publicKey: string;
   machine?: string;
+  /** Where the gateway's Prometheus metrics are (its admin port): the UI samples them for its plots. */
+  metrics?: string;
   startedAt: number;
 }
 

@@ -39,6 +39,7 @@ import { SerialPass } from './serial-pass.js';
 import { SshServer } from './ssh/server.js';
 import { STATE_PORT, StateService } from './state/service.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
+import { type UiService, uiService } from './ui/api.js';
 import { UsageMeter } from './usage/meter.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
@@ -79,6 +80,8 @@ export interface AgentOptions {
 export class Agent {
   readonly identity: NodeIdentity;
   readonly view: ClusterView;
+  /** The dashboard (`/ui`) and its API, served beside the RPC API. */
+  private ui: UiService | null = null;
   private readonly blobs: BlobStore;
   private readonly supervisor: Supervisor;
   private readonly service: InstanceService;
@@ -224,9 +227,18 @@ export class Agent {
       view: this.view,
       dataDir: this.opts.dataDir,
     });
+    this.ui = uiService({
+      nodeId: this.identity.id,
+      registry: this.opts.registry,
+      view: this.view,
+      service: this.service,
+      machine: this.opts.machineId,
+    });
+    const ui = this.ui;
     rpcDeps.extraRoutes = (app, requests) => {
       operations(app, requests);
       logs(app, requests);
+      ui.routes(app, requests);
     };
     const app = createRpcApp(rpcDeps);
     const host = this.opts.host ?? '127.0.0.1';
@@ -608,6 +620,7 @@ export class Agent {
     await this.meter.stop().catch((err) => this.opts.log.warn({ err }, 'could not write the last usage records'));
     await this.ingress?.stop();
     await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
+    this.ui?.close();
     this.view.close();
     try {
       await this.lease?.revoke();
