@@ -293,7 +293,7 @@ interface UiEvent {
 function Events(props: { signer: Signer; name: string; version: number }) {
   const path = `/v1/instances/${enc(props.name)}`;
   const live = useData(
-    () => props.signer.json<{ events: UiEvent[]; network: UiEvent[] }>('GET', `/v1/ui${path}/events`),
+    () => props.signer.json<{ events: UiEvent[]; network: UiEvent[] }>('GET', `/v1/ui/instances/${enc(props.name)}/events`),
     [props.name, props.version],
   );
   const hist = useData(() => props.signer.json<{ records: HistoryRecord[] }>('GET', `${path}/history`), [props.name, props.version]);
