@@ -4,6 +4,7 @@
  * so that one bad record is skipped with a log line instead of crashing a gateway.
  */
 import { z } from 'zod';
+import { KEEP_PREVIOUS } from './types.js';
 
 export const INSTANCE_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const hexKey = z.string().regex(/^[0-9a-f]{64}$/, 'must be a 64-character hex Ed25519 public key');
@@ -130,6 +131,10 @@ export const instanceSpec = z.object({
   replicas: z.object({ min: z.number().int(), max: z.number().int() }),
   limits: replicaLimits.optional(),
   artifact: artifactRef.nullable(),
+  previous: z
+    .array(z.object({ version: z.number().int(), artifact: artifactRef, cmd: z.string() }))
+    .max(KEEP_PREVIOUS)
+    .optional(),
   state: z.enum(['running', 'stopped']),
   version: z.number().int(),
   domains: z.array(z.string()),
@@ -147,6 +152,7 @@ export const governancePolicy = z
   .refine((g) => new Set(g.keys).size === g.keys.length, 'governance keys must be distinct')
   .refine((g) => g.threshold <= g.keys.length, 'governance threshold cannot exceed the number of keys');
 
+export const rollbackRequest = z.object({ version: z.number().int().min(1) }).strict();
 export const revokeRequest = z.object({ governance: governancePolicy.optional() }).strict();
 export const authRequest = z
   .object({ add: hexKey.optional(), remove: hexKey.optional() })

@@ -31,6 +31,7 @@ interface Status {
     port: number;
     replicas: { min: number; max: number };
     artifact: { sha256: string; size: number } | null;
+    previous?: Array<{ version: number; artifact: { sha256: string }; cmd: string }>;
     immutable: boolean;
     revokedAt?: number;
     governance?: { threshold: number; keys: string[] };
@@ -82,7 +83,7 @@ export function InstanceView(props: { signer: Signer; name: string; tab: Tab }) 
       ${TABS.map(([id, label]) => html`<a href=${`#/i/${enc(name)}/${id}`} aria-current=${tab === id ? 'page' : undefined}>${label}</a>`)}
     </nav>
     ${data && tab === 'replicas' ? html`<${Replicas} signer=${signer} status=${data} revoked=${revoked} />` : null}
-    ${tab === 'deployments' ? html`<${Deployments} signer=${signer} name=${name} version=${v} revoked=${revoked} />` : null}
+    ${data && tab === 'deployments' ? html`<${Deployments} signer=${signer} status=${data} version=${v} revoked=${revoked} />` : null}
     ${tab === 'logs' ? html`<${Logs} signer=${signer} name=${name} />` : null}
     ${tab === 'events' ? html`<${Events} signer=${signer} name=${name} version=${v} />` : null}
     ${tab === 'metrics' ? html`<${Metrics} signer=${signer} name=${name} />` : null}
@@ -200,27 +201,40 @@ interface HistoryRecord {
   detail: Record<string, unknown>;
 }
 
-function Deployments(props: { signer: Signer; name: string; version: number; revoked: boolean }) {
+function Deployments(props: { signer: Signer; status: Status; version: number; revoked: boolean }) {
+  const spec = props.status.instance;
+  const name = spec.name;
   const { data, error } = useData(
-    () => props.signer.json<{ records: HistoryRecord[] }>('GET', `/v1/instances/${enc(props.name)}/history`),
-    [props.name, props.version],
+    () => props.signer.json<{ records: HistoryRecord[] }>('GET', `/v1/instances/${enc(name)}/history`),
+    [name, props.version],
   );
-  const deploys = (data?.records ?? []).filter((r) => r.op === 'deploy' || r.op === 'governance').reverse();
+  const rollback = useAction();
+  const kept = new Set((spec.previous ?? []).map((p) => p.version));
+  const deploys = (data?.records ?? []).filter((r) => r.op === 'deploy' || r.op === 'rollback' || r.op === 'governance').reverse();
   return html`<div>
     <h2>Deployments</h2>
     <${ErrorLine} error=${error} />
-    <p class="muted">Every version, signed by its author and hash-chained (<code>allegra history ${props.name} --verify</code> checks the chain).
-      To roll back, deploy the earlier bundle again; its artifact hash below tells it apart.</p>
+    <p class="muted">Every version, signed by its author and hash-chained (<code>allegra history ${name} --verify</code> checks the chain).
+      The last ${kept.size || 'few'} earlier versions stay on the quorum: rolling back puts one back as a new version, without an upload.</p>
+    <${Outcome} message=${rollback.message} />
     ${
       deploys.length === 0
         ? html`<p>No deployment yet.</p>`
-        : html`<table><thead><tr><th scope="col">Version</th><th scope="col">When</th><th scope="col">Artifact</th><th scope="col">Command</th><th scope="col">Signed by</th></tr></thead>
-          <tbody>${deploys.map(
-            (
-              r,
-            ) => html`<tr><th scope="row">${String(r.detail.version ?? '–')}</th><td>${when(r.at)}</td><td><code>${short(String(r.detail.artifact ?? r.detail.action ?? ''), 16)}</code></td>
-              <td><code>${String(r.detail.cmd ?? '')}</code></td><td><code>${short(r.author)}</code></td></tr>`,
-          )}</tbody></table>`
+        : html`<table><thead><tr><th scope="col">Version</th><th scope="col">When</th><th scope="col">What</th><th scope="col">Artifact</th><th scope="col">Command</th><th scope="col">Signed by</th><th scope="col"><span class="sr-only">Action</span></th></tr></thead>
+          <tbody>${deploys.map((r) => {
+            const version = Number(r.detail.version);
+            const current = version === spec.version;
+            return html`<tr data-version=${String(version)}><th scope="row">${Number.isFinite(version) ? version : '–'}${current ? ' (running)' : ''}</th><td>${when(r.at)}</td>
+              <td>${r.op === 'rollback' ? `rollback to ${String(r.detail.to)}` : r.op}</td>
+              <td><code>${short(String(r.detail.artifact ?? ''), 16)}</code></td>
+              <td><code>${String(r.detail.cmd ?? '')}</code></td><td><code>${short(r.author)}</code></td>
+              <td>${
+                !current && kept.has(version)
+                  ? html`<button type="button" ...${lockedBy(props.revoked)} disabled=${props.revoked || rollback.busy}
+                    onClick=${() => rollback.run(`roll back to version ${version}`, () => props.signer.json('POST', `/v1/instances/${enc(name)}/rollback`, { json: { version } }))}>Roll back to ${version}</button>`
+                  : null
+              }</td></tr>`;
+          })}</tbody></table>`
     }
   </div>`;
 }

@@ -5,7 +5,7 @@
  * (hostile markup shown as text, never run), add a team key, a revoked instance's disabled actions, the
  * network view, metrics plots; every input labelled; screenshots of each view under a temp dir.
  */
-import { existsSync, mkdtempSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -218,11 +218,27 @@ describe('the Allegra UI in Chromium', () => {
     await shot('instance-metrics');
   }, 60_000);
 
-  it('shows deployments, events and domains', async () => {
+  it('rolls back to an earlier version from the deployments view', async () => {
+    const v1 = (await status('web')).instance.artifact?.sha256;
+    const next = join(dir.path, 'app-v2');
+    cpSync(APP, next, { recursive: true });
+    writeFileSync(join(next, 'VERSION'), '2\n');
+    await cliJson(['deploy', 'web', next, '--cmd', 'node server.mjs'], env);
     await open('#/i/web/deployments');
-    await page.locator('h2', { hasText: 'Deployments' }).waitFor();
-    await page.locator('table tbody tr th', { hasText: '1' }).first().waitFor({ timeout: 10_000 });
+    const button = page.getByRole('button', { name: 'Roll back to 1' });
+    await button.waitFor({ timeout: 10_000 });
     await shot('instance-deployments');
+    await button.focus();
+    await page.keyboard.press('Enter');
+    await page.locator('[data-version="3"]', { hasText: 'rollback to 1' }).waitFor({ timeout: 15_000 });
+    const back = await status('web');
+    expect(back.instance.version).toBe(3);
+    expect(back.instance.artifact?.sha256).toBe(v1);
+    // The chain still verifies with the rollback in it.
+    expect((await runCli(['history', 'web', '--verify'], env)).code).toBe(0);
+  }, 90_000);
+
+  it('shows events and domains', async () => {
     await open('#/i/web/events');
     await page.locator('.events li', { hasText: 'restarted' }).first().waitFor({ timeout: 10_000 });
     await page.locator('.events li', { hasText: 'replicas 2–2 → 3–3' }).first().waitFor({ timeout: 10_000 });
