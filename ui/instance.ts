@@ -41,6 +41,7 @@ interface Status {
   replicas: Replica[];
   routes: string[];
   members: Array<{ nodeId: string; version: number; phase: string; reason?: string }>;
+  scale?: { desired: number; reason: string; panic: boolean } | null;
   urls?: string[];
 }
 
@@ -113,6 +114,8 @@ function Replicas(props: { signer: Signer; status: Status; revoked: boolean }) {
   const [min, setMin] = useState(String(spec.replicas.min));
   const [max, setMax] = useState(String(spec.replicas.max));
   const [cmd, setCmd] = useState('');
+  const [target, setTarget] = useState('');
+  const [idle, setIdle] = useState('');
   const file = useRef<HTMLInputElement>(null);
   useEffect(() => {
     setMin(String(spec.replicas.min));
@@ -122,7 +125,8 @@ function Replicas(props: { signer: Signer; status: Status; revoked: boolean }) {
   const running = status.replicas.filter((r) => r.endpoint !== '');
   return html`<div>
     <h2>Replicas</h2>
-    <p id="replica-count" aria-live="polite">${running.length} running, ${running.filter((r) => r.healthy).length} healthy (wanted ${spec.state === 'running' ? spec.replicas.min : 0})</p>
+    <p id="replica-count" aria-live="polite">${running.length} running, ${running.filter((r) => r.healthy).length} healthy (wanted ${spec.state === 'running' ? (status.scale?.desired ?? spec.replicas.min) : 0})</p>
+    ${status.scale ? html`<p class="muted">Autoscaler: ${status.scale.desired} replicas${status.scale.panic ? ' (panic mode)' : ''} — ${status.scale.reason}</p>` : null}
     ${members.map((m) => {
       const mine = status.replicas.filter((r) => r.nodeId === m).sort((a, b) => a.slot - b.slot);
       const member = status.members.find((x) => x.nodeId === m);
@@ -155,7 +159,10 @@ function Replicas(props: { signer: Signer; status: Status; revoked: boolean }) {
       </fieldset>
       <form onSubmit=${(e: Event) => {
         e.preventDefault();
-        void scale.run('scale', () => signer.json('POST', `${path}/scale`, { json: { min: Number(min), max: Number(max) } }));
+        const body: Record<string, number> = { min: Number(min), max: Number(max) };
+        if (target.trim()) body.target = Number(target);
+        if (idle.trim()) body.idleSeconds = Number(idle);
+        void scale.run('scale', () => signer.json('POST', `${path}/scale`, { json: body }));
       }}>
         <fieldset>
           <legend>Scale</legend>
@@ -163,6 +170,10 @@ function Replicas(props: { signer: Signer; status: Status; revoked: boolean }) {
           <input id="scale-min" type="number" min="0" max="64" required value=${min} onInput=${(e: Event) => setMin((e.target as HTMLInputElement).value)} ...${lockedBy(revoked)} />
           <label for="scale-max">Most replicas</label>
           <input id="scale-max" type="number" min="1" max="64" required value=${max} onInput=${(e: Event) => setMax((e.target as HTMLInputElement).value)} ...${lockedBy(revoked)} />
+          <label for="scale-target">Target requests in flight per replica (optional)</label>
+          <input id="scale-target" type="number" min="1" value=${target} onInput=${(e: Event) => setTarget((e.target as HTMLInputElement).value)} ...${lockedBy(revoked)} />
+          <label for="scale-idle">Idle seconds before scaling to zero (optional, with 0 fewest)</label>
+          <input id="scale-idle" type="number" min="1" value=${idle} onInput=${(e: Event) => setIdle((e.target as HTMLInputElement).value)} ...${lockedBy(revoked)} />
           <button type="submit" ...${lockedBy(revoked)} disabled=${revoked || scale.busy}>Scale</button>
           <${Outcome} message=${scale.message} />
         </fieldset>

@@ -9,8 +9,8 @@
  */
 import { keys, PREFIX } from '../../protocol/keys.js';
 import type { Registry, Watch } from '../../protocol/registry.js';
-import { certRecord, certStatusRecord, instanceStatusRecord, replicaRecord, routeRecord } from '../../protocol/schemas.js';
-import type { CertStatusRecord, InstanceSpec, InstanceStatusRecord, ReplicaRecord } from '../../protocol/types.js';
+import { certRecord, certStatusRecord, instanceStatusRecord, replicaRecord, routeRecord, scaleRecord } from '../../protocol/schemas.js';
+import type { CertStatusRecord, InstanceSpec, InstanceStatusRecord, ReplicaRecord, ScaleRecord } from '../../protocol/types.js';
 import type { ClusterView } from '../../registry/cluster-view.js';
 import { jsonRecord, Mirror, type MirrorChange } from '../../registry/mirror.js';
 
@@ -51,6 +51,8 @@ export class UiFeed {
   readonly routes: Mirror<RouteSummary>;
   readonly certs: Mirror<CertSummary>;
   readonly certStatus: Mirror<CertStatusRecord>;
+  /** The elected autoscaler's decisions. */
+  readonly scale: Mirror<ScaleRecord>;
   private history: Watch | null = null;
   private readonly events = new Map<string, UiEvent[]>();
   private readonly networkEvents: UiEvent[] = [];
@@ -74,6 +76,7 @@ export class UiFeed {
       return c && { host: c.host, notAfter: c.notAfter, issuer: c.issuer, issuedAt: c.issuedAt };
     });
     this.certStatus = new Mirror(registry, PREFIX.certStatus, jsonRecord(certStatusRecord));
+    this.scale = new Mirror(registry, PREFIX.scale, jsonRecord(scaleRecord));
   }
 
   start(): Promise<void> {
@@ -114,6 +117,15 @@ export class UiFeed {
         this.notify(r.instanceName, true);
       }
     });
+    this.scale.onChange((changes) => {
+      for (const c of changes) {
+        const name = nameOfId((c.value ?? c.previous)?.instanceId ?? '');
+        if (!name) continue;
+        if (c.value && c.previous && c.value.desired !== c.previous.desired)
+          this.record(name, 'scale', `autoscaler: ${c.previous.desired} → ${c.value.desired} replicas (${c.value.reason})`);
+        this.notify(name);
+      }
+    });
     const certChanged = (changes: MirrorChange<{ host: string }>[]) => {
       for (const c of changes) {
         const host = (c.value ?? c.previous)?.host;
@@ -123,7 +135,9 @@ export class UiFeed {
     };
     this.certs.onChange(certChanged);
     this.certStatus.onChange(certChanged);
-    await Promise.all([this.replicas.start(), this.members.start(), this.routes.start(), this.certs.start(), this.certStatus.start()]);
+    await Promise.all(
+      [this.replicas, this.members, this.routes, this.certs, this.certStatus, this.scale].map((m) => (m as Mirror<unknown>).start()),
+    );
     // Every operation writes its history head: a new record is a change of that instance (deploys, keys…).
     this.history = this.registry.watch(PREFIX.history, (events) => {
       for (const e of events) {
@@ -230,7 +244,7 @@ export class UiFeed {
 
   close(): void {
     this.history?.close();
-    for (const m of [this.replicas, this.members, this.routes, this.certs, this.certStatus]) m.close();
+    for (const m of [this.replicas, this.members, this.routes, this.certs, this.certStatus, this.scale]) m.close();
   }
 }
 
