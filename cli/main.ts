@@ -243,6 +243,11 @@ program
   .action(async (name, o) => (await import('./logs-command.js')).logsCommand(checkName(name), o, globals(), out()));
 
 program
+  .command('rollback <name> <version>')
+  .description('put the code of an earlier version back (the last 3 are kept), as a new version')
+  .action(async (name, version) => (await import('./instance-commands.js')).rollbackCommand(checkName(name), version, globals(), out()));
+
+program
   .command('ui')
   .description('the web dashboard: prints its URL with a short-lived sign-in for your key (your key stays here)')
   .option('--open', 'open it in a browser (default where a display and a browser exist)')
