@@ -5,7 +5,8 @@
  * (hostile markup shown as text, never run), add a team key, a revoked instance's disabled actions, the
  * network view, metrics plots; every input labelled; screenshots of each view under a temp dir.
  */
-import { cpSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createPrivateKey } from 'node:crypto';
+import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,6 +66,12 @@ describe('the Allegra UI in Chromium', () => {
     const ui = await cliJson<{ url: string; owner: string; session: string; expiresAt: string }>(['ui', '--print', '--ttl', '30m'], env);
     expect(ui.url.startsWith(`${info.rpc.replace(/\/$/, '')}/ui/#k=`)).toBe(true);
     expect(ui.session).not.toBe(ui.owner);
+    // The owner's private key (the seed inside the PKCS#8 file devnet wrote) is nowhere in the URL.
+    const ownerSeed = createPrivateKey(readFileSync(join(env.ALLEGRA_HOME, 'key'), 'utf8'))
+      .export({ format: 'der', type: 'pkcs8' })
+      .subarray(-32)
+      .toString('hex');
+    expect(ui.url).not.toContain(ownerSeed);
     expect(Date.parse(ui.expiresAt) - Date.now()).toBeLessThanOrEqual(30 * 60_000);
 
     const res = await page.goto(ui.url);
