@@ -183,6 +183,12 @@ function Replicas(props: { signer: Signer; status: Status; revoked: boolean }) {
         const f = file.current?.files?.[0];
         void deploy.run('deploy', async () => {
           if (!f) throw new Error('choose a bundle first');
+          await signer.ready();
+          // The agent refuses bigger uploads; say so before reading the file into memory.
+          if (f.size > signer.maxArtifactBytes)
+            throw new Error(
+              `the bundle is ${Math.ceil(f.size / 1048576)} MiB; the network takes at most ${Math.floor(signer.maxArtifactBytes / 1048576)} MiB`,
+            );
           const bytes = new Uint8Array(await f.arrayBuffer());
           if (bytes[0] !== 0x1f || bytes[1] !== 0x8b)
             throw new Error('the bundle must be a gzipped tar (.tar.gz), as `tar czf app.tar.gz -C DIR .` makes it');

@@ -73,6 +73,8 @@ function base64(bytes: Uint8Array): string {
 
 export class Signer {
   private audience: Promise<string> | null = null;
+  /** Largest upload the agent accepts (from its health answer). */
+  maxArtifactBytes = 256 * 1024 * 1024;
   /** Agent clock minus ours, when they differ by more than a few seconds (signatures allow 30 s). */
   private skew = 0;
 
@@ -82,10 +84,16 @@ export class Signer {
     this.audience ??= fetch('/v1/health').then(async (res) => {
       const date = Date.parse(res.headers.get('date') ?? '');
       if (Number.isFinite(date) && Math.abs(date - Date.now()) > 5_000) this.skew = date - Date.now();
-      const body = (await res.json()) as { node: string };
+      const body = (await res.json()) as { node: string; maxArtifactBytes?: number };
+      if (typeof body.maxArtifactBytes === 'number') this.maxArtifactBytes = body.maxArtifactBytes;
       return body.node;
     });
     return this.audience;
+  }
+
+  /** Learns the agent's node id and limits (once). */
+  async ready(): Promise<void> {
+    await this.node();
   }
 
   /** The signed headers for one request (the CLI's canonical form). */

@@ -5,6 +5,7 @@
  * (hostile markup shown as text, never run), add a team key, a revoked instance's disabled actions, the
  * network view, metrics plots; every input labelled; screenshots of each view under a temp dir.
  */
+import { execFileSync } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -226,12 +227,22 @@ describe('the Allegra UI in Chromium', () => {
     await shot('instance-metrics');
   }, 60_000);
 
-  it('rolls back to an earlier version from the deployments view', async () => {
+  it('deploys a bundle chosen in the browser, then rolls back to the earlier version', async () => {
     const v1 = (await status('web')).instance.artifact?.sha256;
     const next = join(dir.path, 'app-v2');
     cpSync(APP, next, { recursive: true });
     writeFileSync(join(next, 'VERSION'), '2\n');
-    await cliJson(['deploy', 'web', next, '--cmd', 'node server.mjs'], env);
+    const bundle = join(dir.path, 'app-v2.tar.gz');
+    execFileSync('tar', ['czf', bundle, '-C', next, '.']);
+    await open('#/i/web/replicas');
+    await page.locator('#deploy-file').setInputFiles(bundle);
+    await page.locator('#deploy-cmd').fill('node server.mjs');
+    await page.getByRole('button', { name: 'Deploy' }).click();
+    await page.locator('text=deploy: done').waitFor({ timeout: 30_000 });
+    const v2 = await status('web');
+    expect(v2.instance.version).toBe(2);
+    expect(v2.instance.artifact?.sha256).not.toBe(v1);
+    expect(v2.instance.cmd).toBe('node server.mjs');
     await open('#/i/web/deployments');
     const button = page.getByRole('button', { name: 'Roll back to 1' });
     await button.waitFor({ timeout: 10_000 });
