@@ -357,3 +357,18 @@ export async function lifecycleCommand(action: 'start' | 'stop' | 'delete', name
       : `${name} is ${instance.state === 'running' ? 'starting' : 'stopping'}`,
   );
 }
+
+/** `allegra rollback NAME VERSION`: put an earlier version's code back (one the spec still keeps), as a new version. */
+export async function rollbackCommand(name: string, version: string, g: GlobalOpts, out: Output): Promise<void> {
+  const to = Number(version);
+  if (!Number.isInteger(to) || to < 1) throw new CliError(`VERSION is a version number from allegra history (got "${version}")`, 2);
+  const { instance } = await client(g).call<{ instance: InstanceSpec }>({
+    method: 'POST',
+    path: `${instancePath(name)}/rollback`,
+    body: { json: { version: to } },
+  });
+  out.result(
+    { name, version: instance.version, rolledBackTo: to, artifact: instance.artifact?.sha256 ?? null },
+    () => `${name}: version ${instance.version} runs the code of version ${to}`,
+  );
+}

@@ -33,6 +33,8 @@ const NEEDED = {
   ssh: 'openssh-client',
   sftp: 'openssh-client',
   script: 'bsdutils',
+  // The UI's browser tests drive Debian's Chromium (playwright-core, no browser download).
+  chromium: 'chromium',
 };
 
 const SEARCH_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`;
