@@ -10,7 +10,7 @@
  *
  * Bounded on purpose: at most 12 hours, only while the request's own timestamp lies inside the window
  * (stored requests stay verifiable later, without a clock), and never for irreversible ownership changes
- * (revoke, governance votes) or node-to-node routes: those need the real key. Expiry is the revocation.
+ * (revoke, governance votes, deleting an instance) or node-to-node routes: those need the real key. Expiry is the revocation.
  * Pure functions over node:crypto, no I/O.
  */
 import { type Signer, signBytes, verifyBytes } from './ed25519.js';
@@ -85,10 +85,11 @@ export function decodeDelegation(value: string): DelegationCheck {
   return { ok: true, delegation };
 }
 
-/** Routes a session key may never use: irreversible ownership changes and node-only endpoints. */
+/** Routes a session key may never use: irreversible changes (revoke, governance votes, delete) and node-only endpoints. */
 function outOfScope(method: string, path: string): boolean {
   const p = path.split('?')[0] ?? '';
   if (p.startsWith('/v1/blobs/') || /\/logs\/member$/.test(p)) return true;
+  if (method === 'DELETE' && /^\/v1\/instances\/[^/]+$/.test(p)) return true;
   return method === 'POST' && /^\/v1\/instances\/[^/]+\/(revoke|proposals(\/[^/]+\/approve)?)$/.test(p);
 }
 

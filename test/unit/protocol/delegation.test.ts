@@ -103,12 +103,17 @@ describe('delegations (allegra ui sessions)', () => {
     expect(check(T0 + 1000, headers)).toEqual({ ok: false, reason: 'bad signature' });
   });
 
-  it('never lets a session revoke, vote on governance or act as a node', () => {
+  it('never lets a session revoke, vote on governance, delete an instance or act as a node', () => {
     const { session, header } = setup();
     for (const path of ['/v1/instances/demo/revoke', '/v1/instances/demo/proposals', '/v1/instances/demo/proposals/p1/approve']) {
       const result = check(T0 + 1000, sign(session, header, { path, body: '{}' }), 'POST', path);
       expect(result).toMatchObject({ ok: false, reason: expect.stringMatching(/UI session may not/) });
     }
+    const del = '/v1/instances/demo';
+    expect(check(T0 + 1000, sign(session, header, { method: 'DELETE', path: del }), 'DELETE', del)).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/UI session may not DELETE/),
+    });
     const blob = `/v1/blobs/${'a'.repeat(64)}`;
     expect(check(T0 + 1000, sign(session, header, { method: 'GET', path: blob }), 'GET', blob).ok).toBe(false);
   });
