@@ -27,9 +27,27 @@ export interface Upstream {
 
 export const GRPC_UPSTREAM = fileURLToPath(new URL('../fixtures/grpc/server.mjs', import.meta.url));
 
+export interface ProcessOptions {
+  /**
+   * Start the process in a session of its own (setsid), hence in a scheduling group of its own on kernels
+   * with autogroups, so its priority can be raised on its own (test/helpers/scheduling.ts). It then no
+   * longer shares the test's process group: it exits when its parent does.
+   */
+  ownSession?: boolean;
+}
+
 /** Starts a replica process (the HTTP fixture by default) that prints {"port":N} when listening. */
-export function startUpstream(name: string, env: Record<string, string> = {}, script = UPSTREAM): Promise<Upstream> {
-  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env, NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] });
+export function startUpstream(
+  name: string,
+  env: Record<string, string> = {},
+  script = UPSTREAM,
+  opts: ProcessOptions = {},
+): Promise<Upstream> {
+  const child = spawn(process.execPath, [script], {
+    env: { ...process.env, ...env, NAME: name, ...(opts.ownSession ? { EXIT_WITH_PARENT: '1' } : {}) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+    detached: opts.ownSession === true,
+  });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => {
@@ -58,7 +76,7 @@ export interface Cluster {
   /** Puts an instance `name` with one route `<name>.test` whose replicas are `upstreams`. */
   addApp(name: string, upstreams: Upstream[], policy?: RoutePolicy): Promise<{ instanceId: string; host: string }>;
   setReplicas(name: string, upstreams: Upstream[]): Promise<void>;
-  startGateway(args?: string[], config?: Record<string, unknown>): Promise<GatewayProcess>;
+  startGateway(args?: string[], config?: Record<string, unknown>, opts?: ProcessOptions): Promise<GatewayProcess>;
   cleanup(): Promise<void>;
 }
 
@@ -100,7 +118,7 @@ export async function startCluster(): Promise<Cluster> {
       return { instanceId: seeded.spec.id, host: seeded.route.host };
     },
     setReplicas,
-    async startGateway(args = [], config) {
+    async startGateway(args = [], config, opts = {}) {
       const n = gateways.length;
       const logFile = join(tmp.path, `gateway-${n}.log`);
       const extra = [...args];
@@ -112,9 +130,8 @@ export async function startCluster(): Promise<Cluster> {
       const child = fork(
         CLI,
         ['gateway', '--registry', `embedded:${registryDir}`, '--http', '0', '--https', '0', '--admin', '0', '--log', logFile, ...extra],
-        {
-          stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-        },
+        // A gateway leaves when its IPC channel closes, so one in a session of its own still dies with the test.
+        { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: opts.ownSession === true },
       );
       const ready = await new Promise<{ http: number; https: number | null; admin: number }>((resolve, reject) => {
         child.on('message', (m: { type?: string; http: number; https: number | null; admin: number }) => m?.type === 'ready' && resolve(m));
