@@ -22,8 +22,12 @@ export const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHO
 /** Errors that mean the replica's end of the connection went away (closed, reset) before it answered. */
 const CONNECTION_LOST = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
 
-/** How long a refusal for exceeding the client's share waits before it is sent. */
-const REFUSAL_DELAY_MS = 500;
+/**
+ * How long a refusal for exceeding the client's share waits before it is sent: 400–600 ms, spread so that
+ * a wave of refusals does not come back as one wave of retries.
+ */
+const REFUSAL_DELAY_MS = 400;
+const REFUSAL_JITTER_MS = 200;
 
 export class ClientGone extends Error {
   readonly code = 'ALLEGRA_CLIENT_GONE';
@@ -103,10 +107,10 @@ export class Exchange {
       if (refusal === 'client-share') {
         // Answered after a pause: a client over its share that ignores Retry-After would otherwise turn
         // instant refusals into a request flood that costs the gateway CPU every other route needs.
-        const t = setTimeout(
-          () => this.fail(429, `too many requests from your address in flight for ${this.id.host}; retry shortly`, { 'retry-after': '1' }),
-          REFUSAL_DELAY_MS,
-        );
+        // Sent in the client's own intake lane, so a wave of them takes turns with other clients' work.
+        const refuse = () =>
+          this.fail(429, `too many requests from your address in flight for ${this.id.host}; retry shortly`, { 'retry-after': '1' });
+        const t = setTimeout(() => this.fw.intake.push(this.id.client, refuse), REFUSAL_DELAY_MS + Math.random() * REFUSAL_JITTER_MS);
         this.res.once('close', () => clearTimeout(t));
       } else this.fail(503, `route ${this.id.host} is at capacity; retry shortly`, { 'retry-after': '1' });
       return;
@@ -115,7 +119,7 @@ export class Exchange {
     if (this.hasBody) {
       const max = this.req.headers['content-length'] === undefined ? this.policy.maxBodyBytes : Number.POSITIVE_INFINITY;
       this.body = new BodyMeter(this.req, max);
-      this.fw.bodyRate.watch(this.body, () => this.onBodyTooSlow());
+      this.fw.bodyRate.watch(this.body, () => this.fw.intake.push(this.id.client, () => this.onBodyTooSlow()));
     }
     this.next();
   }

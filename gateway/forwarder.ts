@@ -23,6 +23,7 @@ import { Exchange, sendError } from './exchange.js';
 import { type Decision, type QueuedAdmission, RetryBudget, RouteGate, type RouteLimits } from './gates.js';
 import { GrpcCall, GrpcUpstreams, isGrpc } from './grpc.js';
 import { upstreamRequestHeaders } from './headers.js';
+import { Intake } from './intake.js';
 import type { GatewayMetrics } from './metrics.js';
 import { OutlierDetector } from './outlier.js';
 import { DEFAULT_POLICY, type GatewayPolicy, type RequestPolicy, requestPolicy } from './policy.js';
@@ -67,6 +68,8 @@ export class Forwarder {
   readonly bodyRate: BodyRateGuard;
   private readonly outliers: OutlierDetector;
   private readonly grpc: GrpcUpstreams;
+  /** Fair ordering of request work between client addresses (intake.ts). */
+  readonly intake: Intake;
   /** Requests being handled, for graceful drain. */
   active = 0;
   draining = false;
@@ -81,6 +84,7 @@ export class Forwarder {
       perClient: Math.max(1, Math.ceil(this.policy.maxInFlightPerReplica * this.policy.maxClientShare)),
     };
     this.grpc = new GrpcUpstreams(opts.log);
+    this.intake = new Intake({ onError: (err) => opts.log.error({ err }, 'request handling failed') });
     this.outliers = new OutlierDetector({
       consecutiveFailures: this.policy.consecutiveFailures,
       baseEjectionMs: this.policy.baseEjectionMs,

@@ -227,25 +227,27 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
   const certs = opts.certs;
   let httpsPortForRedirect = 443;
+  /**
+   * Every request (HTTP/1 and HTTP/2 streams) is handled in the fair intake's turns (intake.ts), never in
+   * the I/O callback that parsed it: a burst from one client then cannot delay another's request by more
+   * than one turn. An HTTP/2 stream reset in the same packet as its HEADERS (rapid reset) is closed by the
+   * time its turn comes and is dropped before any routing or upstream work.
+   */
   const handler = (proto: 'http' | 'https') => {
     const handle = route(proto);
     return (req: ClientRequest, res: ClientResponse) => {
-      if (req.httpVersionMajor === 2) {
-        // HTTP/2 requests are handled after the current read is processed: a stream reset in the same
-        // packet as its HEADERS (rapid reset) is then dropped before any routing or upstream work.
-        setImmediate(handleStream, handle, req, res);
-        return;
-      }
-      handle(req, res);
+      forwarder.intake.push(clientAddress(req.socket).ip, () => {
+        const gone =
+          req.httpVersionMajor === 2
+            ? (req as Http2ServerRequest).stream.closed || (req as Http2ServerRequest).stream.destroyed
+            : (req.socket?.destroyed ?? true);
+        if (gone) {
+          metrics.clientAborts.labels('before-routing').inc();
+          return;
+        }
+        handle(req, res);
+      });
     };
-  };
-  const handleStream = (handle: (req: ClientRequest, res: ClientResponse) => void, req: ClientRequest, res: ClientResponse) => {
-    const stream = (req as Http2ServerRequest).stream;
-    if (stream.closed || stream.destroyed) {
-      metrics.clientAborts.labels('before-routing').inc();
-      return;
-    }
-    handle(req, res);
   };
   const route = (proto: 'http' | 'https') => (req: ClientRequest, res: ClientResponse) => {
     const url = req.url ?? '/';

@@ -46,7 +46,10 @@ export async function startAllegraGateway(opts: {
   processes?: number;
   cpus?: string;
   accessLog?: boolean;
+  /** The CLI to run (another build's dist/cli/main.js); default: this build's. */
+  cli?: string;
 }): Promise<AllegraTarget> {
+  const cli = opts.cli ?? CLI;
   const dir = mkdtempSync(join(tmpdir(), 'allegra-bench-'));
   const registry = await EmbeddedHost.start(join(dir, 'registry'));
   await seedRegistry(registry, opts.upstreams);
@@ -66,8 +69,8 @@ export async function startAllegraGateway(opts: {
   ];
   // With a CPU list the gateway runs under taskset; fork keeps the IPC channel for the ready message.
   const child: ChildProcess = opts.cpus
-    ? fork(CLI, args, { execPath: 'taskset', execArgv: ['-c', opts.cpus, process.execPath], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
-    : fork(CLI, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    ? fork(cli, args, { execPath: 'taskset', execArgv: ['-c', opts.cpus, process.execPath], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+    : fork(cli, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const ready = await new Promise<{ http: number; admin: number; workers?: number[] }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('allegra gateway did not start within 20 s')), 20_000);
     child.on('message', (msg: { type?: string; http: number; admin: number; workers?: number[] }) => {
