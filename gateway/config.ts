@@ -29,6 +29,8 @@ const schema = z
       .partial()
       .strict(),
     readiness: z.object({ maxRegistryStalenessMs: ms }).partial().strict(),
+    /** File holding the secret a Workers edge presents (x-allegra-edge); see GatewayOptions.edgeToken. */
+    edgeTokenFile: z.string().min(1),
     healthCheck: z.union([
       z.literal(false),
       z
@@ -81,6 +83,15 @@ export function loadGatewayConfig(path: string): Partial<GatewayOptions> {
     const issue = parsed.error.issues[0];
     throw new Error(`gateway config ${path}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
   }
-  const { accessLog, ...rest } = parsed.data;
-  return { ...rest, ...(accessLog === false ? { accessLog: null } : {}) };
+  const { accessLog, edgeTokenFile, ...rest } = parsed.data;
+  let edgeToken: string | undefined;
+  if (edgeTokenFile) {
+    try {
+      edgeToken = readFileSync(edgeTokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new Error(`gateway config ${path}: edgeTokenFile: ${(err as Error).message}`);
+    }
+    if (edgeToken.length < 16) throw new Error(`gateway config ${path}: edgeTokenFile: the token must have at least 16 characters`);
+  }
+  return { ...rest, ...(accessLog === false ? { accessLog: null } : {}), ...(edgeToken ? { edgeToken } : {}) };
 }

@@ -44,6 +44,12 @@ export interface Runtime {
   /** Attempts one request may make in all: Workers' subrequest limit per invocation; Infinity on Node. */
   readonly maxAttempts: number;
   /**
+   * Whether a request body can be sent again after an attempt that did not read it. Node: yes (the body
+   * waits in the socket until an attempt reads it). Workers: no, a request's body stream goes with its
+   * first fetch, so requests with a body are never retried there.
+   */
+  readonly replayableBodies: boolean;
+  /**
    * Orders deferred work (delayed refusals, slow-body cuts) fairly between clients (Node's intake.ts).
    * Absent on Workers: each request is an invocation of its own and the platform schedules them.
    */
@@ -102,6 +108,11 @@ export interface ClientInfo {
   trusted: boolean;
   /** Set when a trusted edge forwarded the request for another host (Workers cannot set Host). */
   forwardedHost?: string;
+}
+
+/** gRPC calls are told by their content type (they need HTTP/2 end to end: their own transport). */
+export function isGrpc(contentType: string | string[] | undefined): boolean {
+  return typeof contentType === 'string' && contentType.startsWith('application/grpc');
 }
 
 /** How long a refusal for exceeding the client's share waits before it is sent: 400–600 ms (see `admit`). */
@@ -409,7 +420,7 @@ class Call<P extends ClientPort> {
       failure: cancelled ? 'client-gone' : failure,
       method: this.method,
       responseStarted: this.responseStarted,
-      bodyConsumed: this.port.hasBody && this.port.bodyConsumed(),
+      bodyConsumed: this.port.hasBody && (!this.deps.runtime.replayableBodies || this.port.bodyConsumed()),
       attempts: this.attempts,
       retries: policy.retries,
       maxAttempts: this.deps.runtime.maxAttempts,

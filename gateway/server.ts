@@ -31,7 +31,7 @@ import { accessLogFor } from './access-log.js';
 import { type AdminDeps, createAdminApp, createFallbackApp } from './app.js';
 import { BodyRateGuard } from './body-rate.js';
 import { parseIngressEndpoint } from './dial.js';
-import { type ClientInfo, type EngineDeps, ProxyEngine } from './engine.js';
+import { type ClientInfo, type EngineDeps, isGrpc, ProxyEngine } from './engine.js';
 import { RetryBudget, RouteGate } from './gates.js';
 import { DEFAULT_H2_LIMITS, guardSession, type H2Limits, h2ServerSettings } from './h2-guard.js';
 import { makeTrustCheck } from './headers.js';
@@ -45,7 +45,7 @@ import { OutlierDetector } from './outlier.js';
 import { PenaltyBox } from './penalty-box.js';
 import { DEFAULT_POLICY, type GatewayPolicy } from './policy.js';
 import { RoutingCore } from './routing.js';
-import { H2SessionTransport, isGrpc } from './transport-h2.js';
+import { H2SessionTransport } from './transport-h2.js';
 import { TunnelTransport } from './transport-tunnel.js';
 import { UndiciTransport } from './transport-undici.js';
 import { validateRequest } from './validate.js';
@@ -189,6 +189,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       name: 'node',
       kinds: new Set(['http', 'grpc', 'upgrade']),
       maxAttempts: Number.POSITIVE_INFINITY,
+      replayableBodies: true,
       defer: (c, job) => intake.push(c, job),
     },
     resolve: (host) => routing.core.resolve(host),

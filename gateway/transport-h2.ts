@@ -29,10 +29,6 @@ const CONNECTION_SPECIFIC = new Set([
   'http2-settings',
 ]);
 
-export function isGrpc(contentType: string | undefined): boolean {
-  return contentType?.startsWith('application/grpc') === true;
-}
-
 export class H2SessionTransport implements Transport<NodeHttpPort> {
   readonly name = 'h2-sessions';
   private readonly sessions = new Map<string, ClientHttp2Session>();
