@@ -5,6 +5,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ensureKey, keyPath, loadKey } from './config.js';
 import { agentCommand, gatewayCommand } from './daemon-commands.js';
 import { devnetCommand } from './devnet.js';
+import { edgeDevCommand } from './edge-command.js';
 import { exposeCommand } from './expose-command.js';
 import { createCommand, deployCommand, type GlobalOpts, lifecycleCommand, listCommand, statusCommand } from './instance-commands.js';
 import { CliError, makeOutput, reportError } from './output.js';
@@ -123,6 +124,23 @@ registryCmd
   .option('--json', 'print one JSON document on stdout')
   .action((o) => setupAuthCommand(o, out()));
 
+const edgeCmd = program.command('edge').description('the gateway on Cloudflare Workers (wrangler.toml deploys it)');
+edgeCmd
+  .command('dev')
+  .description('run the Workers edge locally in workerd, fed from a registry, forwarding to Node gateways')
+  .requiredOption('--registry <url>', 'embedded:DIR or etcd://host:port[,host:port…]')
+  .option('--port <port>', 'port to serve on', '8787')
+  .option('--host <address>', 'listen address', '127.0.0.1')
+  .option('--origin <url>', 'a Node gateway to forward to (repeatable; default http://127.0.0.1:8080)', (v: string, acc: string[] = []) => [
+    ...acc,
+    v,
+  ])
+  .option('--edge-token-file <file>', 'the secret shown to the origins (created when missing; name it in their edgeTokenFile)')
+  .option('--registry-role <role>', 'registry role to act as (picks the credential)', 'gateway')
+  .option('--registry-credentials <file>', 'etcd with auth: credentials file (default: $ALLEGRA_REGISTRY_CREDENTIALS)')
+  .option('--log <file>', 'write logs to a file instead of stderr')
+  .action((o) => edgeDevCommand(o));
+
 const keysCmd = program.command('keys').description('manage your Ed25519 key');
 keysCmd
   .command('init')
@@ -190,7 +208,7 @@ for (const action of ['start', 'stop', 'delete'] as const) {
 }
 
 for (const cmd of [...program.commands, ...keysCmd.commands]) {
-  if (cmd === keysCmd || cmd === registryCmd) continue;
+  if (cmd === keysCmd || cmd === registryCmd || cmd === edgeCmd) continue;
   withGlobals(cmd, { rpc: !['devnet', 'agent', 'gateway'].includes(cmd.name()) });
 }
 

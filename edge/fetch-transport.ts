@@ -49,9 +49,11 @@ export class FetchTransport implements Transport<WorkersPort> {
         clearTimeout(timer);
         if (stopped) return;
         stopped = true;
-        // fetch does not say whether the origin received anything: only a timeout is told apart.
+        // fetch does not say whether the origin received anything: a failure before any answer counts as a
+        // lost connection (retried only when the request is idempotent and has no body, outside the budget:
+        // such retries are bounded by what a dead origin held); a timeout is told apart.
         const code = (err as { code?: string }).code;
-        sink.fail(err, code === 'ALLEGRA_BODY_TOO_LARGE' ? 'body-too-large' : timedOut ? 'timeout' : 'error');
+        sink.fail(err, code === 'ALLEGRA_BODY_TOO_LARGE' ? 'body-too-large' : timedOut ? 'timeout' : 'connection-lost');
       },
     );
     return {

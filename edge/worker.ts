@@ -65,6 +65,7 @@ function isolateFor(env: EdgeEnv): Isolate {
       kinds: new Set(['http']),
       maxAttempts: Math.max(1, Number(env.MAX_ATTEMPTS ?? 3) || 3),
       replayableBodies: false,
+      pooledConnections: false,
     },
     resolve: (host) => {
       const route = routes.peek(host);

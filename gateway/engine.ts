@@ -49,6 +49,8 @@ export interface Runtime {
    * first fetch, so requests with a body are never retried there.
    */
   readonly replayableBodies: boolean;
+  /** Transports keep connections to replicas between requests (Node's pools; Workers' fetch: none visible). */
+  readonly pooledConnections: boolean;
   /**
    * Orders deferred work (delayed refusals, slow-body cuts) fairly between clients (Node's intake.ts).
    * Absent on Workers: each request is an invocation of its own and the platform schedules them.
@@ -267,11 +269,9 @@ class Call<P extends ClientPort> {
     const transport = deps.transports[this.kind];
     if (!transport || !deps.runtime.kinds.has(this.kind)) {
       deps.metrics.count(r.route.instanceName, 501);
-      port.error(
-        501,
-        requestId,
-        `${this.kind === 'grpc' ? 'gRPC' : 'WebSocket upgrades'} are not served by this ${deps.runtime.name} gateway`,
-      );
+      const what = this.kind === 'grpc' ? 'gRPC calls' : this.kind === 'upgrade' ? 'WebSocket upgrades' : 'requests';
+      const here = deps.runtime.name === 'workers' ? 'the Workers edge' : 'this gateway';
+      port.error(501, requestId, `${what} are not served by ${here}; connect to a gateway directly`);
       return;
     }
     this.transport = transport;
@@ -425,6 +425,7 @@ class Call<P extends ClientPort> {
       retries: policy.retries,
       maxAttempts: this.deps.runtime.maxAttempts,
       retriedSameReplica: this.retriedSameReplica,
+      pooledConnections: this.deps.runtime.pooledConnections,
       budget: this.holdsRetrySlot ? 'held' : budget.available() ? 'available' : 'exhausted',
     });
     if (decision.retry) {

@@ -65,6 +65,11 @@ export interface RetryInput {
   maxAttempts: number;
   /** The request already retried once on the same replica after a lost connection. */
   retriedSameReplica: boolean;
+  /**
+   * The transport keeps connections to replicas open between requests (Node's pools), so a lost one may
+   * just have been closed while idle. Workers' fetch keeps none the engine could see.
+   */
+  pooledConnections: boolean;
   /** The retry budget: this request already holds a retry slot, one is available, or none is. */
   budget: 'held' | 'available' | 'exhausted';
 }
@@ -104,6 +109,6 @@ export function decideRetry(i: RetryInput): RetryDecision {
   if (!exempt && i.budget === 'exhausted') return fail;
   // A lost pooled HTTP/1 connection usually means the replica closed it while idle: the replica itself is
   // fine and may be tried once more on a fresh connection. Anything else excludes it for this request.
-  const sameReplica = i.kind === 'http' && i.failure === 'connection-lost' && !i.retriedSameReplica;
+  const sameReplica = i.pooledConnections && i.kind === 'http' && i.failure === 'connection-lost' && !i.retriedSameReplica;
   return { retry: true, sameReplica, takesBudget: !exempt && i.budget === 'available' };
 }

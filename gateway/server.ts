@@ -190,6 +190,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       kinds: new Set(['http', 'grpc', 'upgrade']),
       maxAttempts: Number.POSITIVE_INFINITY,
       replayableBodies: true,
+      pooledConnections: true,
       defer: (c, job) => intake.push(c, job),
     },
     resolve: (host) => routing.core.resolve(host),

@@ -11,6 +11,7 @@ const base: RetryInput = {
   retries: 2,
   maxAttempts: Number.POSITIVE_INFINITY,
   retriedSameReplica: false,
+  pooledConnections: true,
   budget: 'available',
 };
 const decide = (over: Partial<RetryInput>) => decideRetry({ ...base, ...over });
@@ -47,6 +48,14 @@ describe('decideRetry', () => {
   it('tries a lost pooled connection once more on the same replica, then elsewhere, without the budget', () => {
     expect(decide({ failure: 'connection-lost', budget: 'exhausted' })).toEqual({ retry: true, sameReplica: true, takesBudget: false });
     expect(decide({ failure: 'connection-lost', retriedSameReplica: true, attempts: 2 })).toEqual({
+      retry: true,
+      sameReplica: false,
+      takesBudget: false,
+    });
+  });
+
+  it('retries a lost connection elsewhere at once where the transport keeps no pooled connections (Workers)', () => {
+    expect(decide({ failure: 'connection-lost', pooledConnections: false })).toEqual({
       retry: true,
       sameReplica: false,
       takesBudget: false,
