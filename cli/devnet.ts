@@ -2,6 +2,7 @@
  * `allegra devnet`: a whole network on one machine. The embedded registry is hosted in this process; the
  * agents and the gateway are child processes, exactly as they run on separate machines.
  */
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalCa } from '../cert/local-ca.js';
@@ -18,10 +19,10 @@ import { EmbeddedHost } from '../registry/embedded.js';
 import { CREDENTIALS_ENV, credentialsFileOf } from '../registry/etcd-credentials.js';
 import { openRegistry } from '../registry/open.js';
 import { bundle } from './bundle.js';
-import { type Daemon, startDaemon, stopDaemon } from './children.js';
 import { allegraHome, ensureKey, keyPath, writeConfig } from './config.js';
 import { parsePort } from './daemon-commands.js';
 import { CliError, type Output } from './output.js';
+import { SupervisedDaemon, withArg } from './supervise.js';
 
 export interface DevnetOptions {
   agents?: string;
@@ -68,6 +69,24 @@ async function openDevnetRegistry(
   };
 }
 
+/** A devnet pointed at an unreachable ACME directory fails at once with the reason, not after a minute. */
+async function checkAcmeDirectory(url: string, caFile: string | undefined): Promise<void> {
+  const { Agent, request } = await import('undici');
+  const dispatcher = new Agent({ connect: { timeout: 5_000, ...(caFile ? { ca: readFileSync(caFile) } : {}) } });
+  try {
+    const res = await request(url, { dispatcher, headersTimeout: 5_000, bodyTimeout: 5_000 });
+    const body = (await res.body.json().catch(() => undefined)) as { newOrder?: unknown } | undefined;
+    if (res.statusCode !== 200 || typeof body?.newOrder !== 'string')
+      throw new CliError(`--acme-directory ${url} is not an ACME directory (HTTP ${res.statusCode})`);
+  } catch (err) {
+    if (err instanceof CliError) throw err;
+    const e = err as Error & { cause?: Error };
+    throw new CliError(`cannot reach the ACME directory ${url}: ${e.cause?.message ?? e.message}`);
+  } finally {
+    await dispatcher.close();
+  }
+}
+
 async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -91,11 +110,11 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
   const progress = out.progress('starting registry');
 
   const { registry, childEnv } = await openDevnetRegistry(registryUrl, opts.registryCredentials);
-  const daemons: Daemon[] = [];
+  const daemons: SupervisedDaemon[] = [];
   let stopping = false;
   const stopAll = async () => {
     stopping = true;
-    await Promise.allSettled(daemons.map((d) => stopDaemon(d)));
+    await Promise.allSettled(daemons.map((d) => d.stop()));
     await registry.close().catch(() => {});
   };
   const onSignal = (signal: NodeJS.Signals) => {
@@ -116,81 +135,89 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
       : ['--local-ca', caDir];
     await registry.put(keys.network(), JSON.stringify({ baseDomain, quorumSize: 3 } satisfies NetworkConfig));
 
+    // The developer's key, with or without the demo: the next `allegra create` signs with it.
+    const { keyPair: devKey } = ensureKey(keyPath(opts.key));
+    if (opts.acmeDirectory) {
+      progress.update(`checking the ACME directory ${opts.acmeDirectory}`);
+      await checkAcmeDirectory(opts.acmeDirectory, opts.acmeCa);
+    }
     // Replicas run sandboxed where the host can; where it can't (no root, no bubblewrap), the agents still
     // run the developer's own instances, so `npm start` works on a fresh machine.
     const sandbox = probeSandbox();
     const trustArgs: string[] = [];
     if (!sandbox.ok) {
-      trustArgs.push('--trusted-owner', ensureKey(keyPath(opts.key)).keyPair.publicKeyHex);
+      trustArgs.push('--trusted-owner', devKey.publicKeyHex);
       process.stderr.write(
         `allegra devnet: this host cannot sandbox replicas (${sandbox.reason}); your own instances run unsandboxed, others are refused\n`,
       );
     }
     progress.update(`starting ${agentCount} quorum agents`);
-    const agentStarts = Array.from({ length: agentCount }, (_, i) =>
-      startDaemon(
-        `agent-${i}`,
-        [
-          'agent',
-          '--registry',
-          registryUrl,
-          '--listen',
-          `127.0.0.1:${rpcBase === 0 ? 0 : rpcBase + i}`,
-          '--data',
-          join(dataDir, `agent-${i}`),
-          '--log',
-          join(dataDir, 'logs', `agent-${i}.log`),
-          // Agents on one host need disjoint uid ranges, or two tenants could share a uid.
-          '--uid-range',
-          `${DEFAULT_UID_RANGE.first + i * DEFAULT_UID_RANGE.count}+${DEFAULT_UID_RANGE.count}`,
-          ...trustArgs,
-        ],
-        undefined,
-        undefined,
-        childEnv('agent'),
-      ),
-    );
-    const gatewayStart = startDaemon(
-      'gateway',
-      [
-        'gateway',
+    // Every daemon is supervised: one that dies is restarted (same ports, same data dir) and reported.
+    const report = (line: string) => {
+      if (!stopping) process.stderr.write(`allegra devnet: ${line}; logs in ${join(dataDir, 'logs')}\n`);
+    };
+    const agentStarts = Array.from({ length: agentCount }, (_, i) => {
+      const args = [
+        'agent',
         '--registry',
         registryUrl,
-        '--http',
-        String(httpPort),
-        '--https',
-        String(httpsPortWanted),
-        '--admin',
-        String(adminPort),
+        '--listen',
+        `127.0.0.1:${rpcBase === 0 ? 0 : rpcBase + i}`,
+        '--data',
+        join(dataDir, `agent-${i}`),
         '--log',
-        join(dataDir, 'logs', 'gateway.log'),
-        ...issuerArgs,
-      ],
-      undefined,
-      undefined,
-      childEnv('gateway'),
-    );
+        join(dataDir, 'logs', `agent-${i}.log`),
+        // Agents on one host need disjoint uid ranges, or two tenants could share a uid.
+        '--uid-range',
+        `${DEFAULT_UID_RANGE.first + i * DEFAULT_UID_RANGE.count}+${DEFAULT_UID_RANGE.count}`,
+        ...trustArgs,
+      ];
+      return new SupervisedDaemon(`agent-${i}`, args, {
+        env: childEnv('agent'),
+        report,
+        restartArgs: (ready) => withArg(args, '--listen', `127.0.0.1:${new URL(String(ready.rpc)).port}`),
+      }).start();
+    });
+    const gatewayArgs = [
+      'gateway',
+      '--registry',
+      registryUrl,
+      '--http',
+      String(httpPort),
+      '--https',
+      String(httpsPortWanted),
+      '--admin',
+      String(adminPort),
+      '--log',
+      join(dataDir, 'logs', 'gateway.log'),
+      ...issuerArgs,
+    ];
+    const gatewayStart = new SupervisedDaemon('gateway', gatewayArgs, {
+      env: childEnv('gateway'),
+      report,
+      restartArgs: (ready) =>
+        withArg(
+          withArg(withArg(gatewayArgs, '--http', String(ready.http)), '--https', String(ready.https)),
+          '--admin',
+          String(ready.admin),
+        ),
+    }).start();
     const started = await Promise.allSettled([...agentStarts, gatewayStart]);
     for (const s of started) if (s.status === 'fulfilled') daemons.push(s.value);
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) throw new CliError(`devnet: ${(failed.reason as Error).message}`);
-    for (const d of daemons) {
-      d.child.once('exit', (code, signal) => {
-        if (!stopping)
-          process.stderr.write(
-            `allegra devnet: ${d.name} exited unexpectedly (${signal ?? `code ${code}`}); see ${join(dataDir, 'logs')}\n`,
-          );
-      });
-    }
 
     const agents = daemons.filter((d) => d.ready.role === 'agent');
-    const gateway = daemons.find((d) => d.ready.role === 'gateway') as Daemon;
+    const gateway = daemons.find((d) => d.ready.role === 'gateway') as SupervisedDaemon;
     const nodeIds = agents.map((a) => String(a.ready.node));
     const rpcUrl = String(agents[0]?.ready.rpc);
     const http = `http://127.0.0.1:${gateway.ready.http}`;
     const httpsPort = Number(gateway.ready.https);
     const https = `https://127.0.0.1:${httpsPort}`;
-    await registry.put(keys.network(), JSON.stringify({ baseDomain, quorumSize: 3, httpsPort } satisfies NetworkConfig));
+    await registry.put(
+      keys.network(),
+      JSON.stringify({ baseDomain, quorumSize: 3, httpsPort, httpPort: Number(gateway.ready.http) } satisfies NetworkConfig),
+    );
 
     progress.update('forming quorums');
     await waitFor('quorums to include every agent', 20_000, async () => {
@@ -203,18 +230,19 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
     const instances: Array<{ name: string; url: string; https: string | null }> = [];
     if (opts.demo !== false) {
       progress.update('deploying the demo app');
-      const { keyPair } = ensureKey(keyPath(opts.key));
-      const rpc = new RpcClient(rpcUrl, keyPair);
+      const rpc = new RpcClient(rpcUrl, devKey);
       try {
         await rpc.call({ method: 'POST', path: '/v1/instances', body: { json: { name: 'demo', cmd: 'node server.mjs' } } });
       } catch (err) {
         if (!(err instanceof AllegraError && err.code === 'conflict')) throw err;
       }
-      const packed = await bundle(DEMO_DIR);
+      const bundled = await bundle(DEMO_DIR);
+      const bytes = readFileSync(bundled.file);
+      bundled.cleanup();
       const deployed = await rpc.call<{ instance: InstanceSpec }>({
         method: 'PUT',
         path: '/v1/instances/demo/code',
-        body: { bytes: packed.bytes },
+        body: { bytes },
         headers: { 'x-allegra-cmd': 'node%20server.mjs' },
       });
       progress.update('waiting for demo replicas');
@@ -229,13 +257,18 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
         path: '/v1/instances/demo/expose',
         body: { json: { port: 3000, redirectHttp: false } },
       });
-      await waitFor('the demo certificate', 60_000, async () => {
-        const { certificates } = await rpc.call<{ certificates: Array<{ host: string; notAfter: number | null }> }>({
-          method: 'GET',
-          path: '/v1/instances/demo/certificates',
-        });
-        return certificates.find((c) => c.host === exposed.host)?.notAfter ? true : undefined;
+      // Waiting says what the issuer is doing, and gives up on the first failed attempt with its reason:
+      // the devnet serves plain HTTP meanwhile and the gateway keeps retrying the certificate.
+      const certNote = await waitFor('the demo certificate', 60_000, async () => {
+        const { certificates } = await rpc.call<{
+          certificates: Array<{ host: string; notAfter: number | null; status: { state: string; detail: string } | null }>;
+        }>({ method: 'GET', path: '/v1/instances/demo/certificates' });
+        const cert = certificates.find((c) => c.host === exposed.host);
+        if (cert?.notAfter) return '';
+        if (cert?.status) progress.update(`demo certificate: ${cert.status.state}: ${cert.status.detail}`);
+        return cert?.status?.state === 'failed' ? `no certificate yet for ${exposed.host}: ${cert.status.detail} (retrying)` : undefined;
       });
+      if (certNote) process.stderr.write(`allegra devnet: ${certNote}\n`);
       instances.push({ name: 'demo', url: `http://demo.${baseDomain}:${gateway.ready.http}/`, https: exposed.url });
     }
     progress.succeed('devnet is up');
@@ -246,8 +279,8 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
         https,
         rpc: rpcUrl,
         admin: `http://127.0.0.1:${gateway.ready.admin}`,
-        agents: agents.map((a) => ({ node: a.ready.node, rpc: a.ready.rpc, pid: a.child.pid })),
-        gateway: { pid: gateway.child.pid },
+        agents: agents.map((a) => ({ node: a.ready.node, rpc: a.ready.rpc, pid: a.pid })),
+        gateway: { pid: gateway.pid },
         registry: registryUrl,
         sandboxed: sandbox.ok,
         data: dataDir,
@@ -265,10 +298,15 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
             `  ${i.name.padEnd(8)}  ${i.url}   or: curl -H 'Host: ${i.name}.${baseDomain}' ${http}/`,
             ...(i.https ? [`  ${''.padEnd(8)}  ${i.https}`] : []),
           ]),
-          `  https     ${https}${localCa ? `   certificates from the local CA ${localCa.rootCertPath}` : ''}`,
+          // The HTTPS port serves names with certificates only: a bare address has none.
+          `  https     port ${httpsPort}, names under ${baseDomain}${localCa ? `; certificates from the local CA ${localCa.rootCertPath}` : ''}`,
           ...(localCa ? [`  trust it  ${localCa.trustHint()}`] : []),
-          `  logs      ${join(dataDir, 'logs')}`,
+          `  logs      allegra logs NAME (replica output); daemons: ${join(dataDir, 'logs')}`,
           '  CLI       configured for this devnet: try `allegra list`',
+          `  failures  kill -9 ${agents[0]?.pid ?? '<pid>'} (agent-0; others: ${agents
+            .slice(1)
+            .map((a) => a.pid)
+            .join(', ')}; gateway: ${gateway.pid}): the devnet restarts it, traffic and the CLI carry on`,
           'Press Ctrl-C to stop.',
         ].join('\n'),
     );

@@ -66,6 +66,7 @@ function isolateFor(env: EdgeEnv): Isolate {
       maxAttempts: Math.max(1, Number(env.MAX_ATTEMPTS ?? 3) || 3),
       replayableBodies: false,
       pooledConnections: false,
+      mintsSessions: false,
     },
     resolve: (host) => {
       const route = routes.peek(host);

@@ -29,7 +29,7 @@ import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import type { OutlierDetector } from './outlier.js';
 import { type GatewayPolicy, type RequestPolicy, requestPolicy } from './policy.js';
 import { classify, decideRetry, type Failure, type RequestKind } from './retry.js';
-import { selectorFor, selectReplica, stickyKeyOf } from './selector.js';
+import { selectorFor, selectReplica, sessionCookie, sessionOf } from './selector.js';
 import { type AttemptHandle, type AttemptRequest, type AttemptSink, ClientGone, type ClientPort, type Transport } from './transport.js';
 import type { Caps, Upstream, UpstreamSet } from './upstream.js';
 import { type Validation, validateRequest } from './validate.js';
@@ -51,6 +51,12 @@ export interface Runtime {
   readonly replayableBodies: boolean;
   /** Transports keep connections to replicas between requests (Node's pools; Workers' fetch: none visible). */
   readonly pooledConnections: boolean;
+  /**
+   * Whether this runtime gives a client a new sticky session cookie on routes whose cookie the gateway owns.
+   * Node: yes, it picks the replica the cookie maps to. Workers: no, the edge forwards to a Node gateway,
+   * which mints the cookie for the replica it picks (two minted cookies would disagree).
+   */
+  readonly mintsSessions: boolean;
   /**
    * Orders deferred work (delayed refusals, slow-body cuts) fairly between clients (Node's intake.ts).
    * Absent on Workers: each request is an invocation of its own and the platform schedules them.
@@ -193,6 +199,8 @@ class Call<P extends ClientPort> {
   private lastTimedOut = false;
   private retriedSameReplica = false;
   private holdsRetrySlot = false;
+  /** The sticky session key; `minted` when the gateway gave this client a new session cookie. */
+  private session: { key: string | undefined; minted: string | undefined } | null = null;
 
   constructor(
     private readonly engine: ProxyEngine<P>,
@@ -356,14 +364,17 @@ class Call<P extends ClientPort> {
   }
 
   // 4. select: a replica by the route's selector (sticky or P2C-EWMA), within the caps, not tried before.
+  //    On a route whose sticky cookie the gateway owns, a plain HTTP client without one is given a new
+  //    session here (its key picks the replica; the respond phase sets the cookie).
   private select(): void {
     const policy = this.policy as RequestPolicy;
+    this.session ??= sessionOf(this.port.req.headers, policy, this.kind === 'http' && this.deps.runtime.mintsSessions);
     const sel = selectReplica(
       selectorFor(policy),
       this.upstreams as UpstreamSet,
       this.engine.caps,
       this.client.ip,
-      stickyKeyOf(this.port.req.headers, policy),
+      this.session.key,
       this.tried,
     );
     if (sel.upstream) return this.attempt(sel.upstream);
@@ -467,12 +478,20 @@ class Call<P extends ClientPort> {
     }
   }
 
-  // 7. respond: the replica's head for the client — hop-by-hop headers removed, x-request-id set, and
-  //    `Connection: close` while draining. A WebSocket 101 keeps its Upgrade and Connection headers.
+  // 7. respond: the replica's head for the client — hop-by-hop headers removed, x-request-id set, a minted
+  //    session cookie added, and `Connection: close` while draining. A WebSocket 101 keeps its Upgrade and
+  //    Connection headers.
   private respond(status: number, headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
     this.responseStarted = true;
     this.status = status;
     const out = clientResponseHeaders(headers, this.requestId, this.deps.isDraining() && this.port.req.httpVersionMajor === 1);
+    const minted = this.session?.minted;
+    const cookieName = (this.policy as RequestPolicy).stickyCookie;
+    if (minted && cookieName) {
+      const set = out['set-cookie'];
+      const cookie = sessionCookie(cookieName, minted);
+      out['set-cookie'] = set === undefined ? [cookie] : ([] as string[]).concat(set, cookie);
+    }
     if (this.kind === 'upgrade' && status === 101) {
       if (headers.upgrade !== undefined) out.upgrade = headers.upgrade;
       out.connection = 'Upgrade';

@@ -9,6 +9,9 @@ import type { BodyRateGuard } from './body-rate.js';
 import { BodyMeter } from './body-rate.js';
 import type { ClientPort } from './transport.js';
 
+/** How long the rest of an unread request body is drained after the answer before the connection is cut. */
+const DISCARD_LINGER_MS = 2_000;
+
 export type ClientRequest = IncomingMessage | Http2ServerRequest;
 export type ClientResponse = ServerResponse | Http2ServerResponse;
 
@@ -81,7 +84,28 @@ export class NodeHttpPort implements ClientPort {
     const meter = new BodyMeter(this.req, maxBytes);
     this.meter = meter;
     this.bodyRate.watch(meter, onTooSlow);
+    this.res.once('finish', () => {
+      if (!this.req.complete) this.discardRestOfBody(meter);
+    });
     return meter;
+  }
+
+  /**
+   * The answer is complete but the client is still sending a body nobody will read (the replica answered
+   * early, e.g. 413). Left paused, that body would sit in front of the client's next request on the same
+   * connection, which then never gets an answer. So the rest is read and thrown away — for a short while
+   * only: a client that keeps sending loses the connection instead of keeping us busy.
+   */
+  private discardRestOfBody(meter: BodyMeter): void {
+    const req = this.req;
+    req.unpipe(meter);
+    meter.destroy(); // also ends its watch by the body-rate guard
+    req.resume();
+    const timer = setTimeout(() => {
+      if (!req.complete) req.socket?.destroy();
+    }, DISCARD_LINGER_MS);
+    timer.unref();
+    req.once('end', () => clearTimeout(timer));
   }
 
   bodyConsumed(): boolean {

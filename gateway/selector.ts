@@ -116,6 +116,37 @@ export const sticky: Selector = {
 export interface StickyPolicy {
   stickyCookie: string | undefined;
   stickyHeader: string | undefined;
+  stickyInsert?: boolean;
+}
+
+/**
+ * The session of a request: its sticky key, and the cookie value the gateway mints for a client that has
+ * none on a route whose cookie the gateway owns. A minted value is random; the replica it maps to (by the
+ * sticky selector's rendezvous hashing) serves the request, and the answer sets the cookie, so the client's next
+ * requests land there too — and when replicas are added, only the sessions that hash to the new ones move.
+ */
+export function sessionOf(
+  headers: Record<string, string | string[] | undefined>,
+  policy: StickyPolicy,
+  mayMint = true,
+): { key: string | undefined; minted: string | undefined } {
+  const key = stickyKeyOf(headers, policy);
+  if (key !== undefined || !mayMint || !policy.stickyInsert || !policy.stickyCookie) return { key, minted: undefined };
+  const minted = randomSessionId();
+  return { key: minted, minted };
+}
+
+/** 128 random bits, hex (Web Crypto: the engine runs on Workers too, where node:crypto is absent). */
+function randomSessionId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  let hex = '';
+  for (const b of bytes) hex += b.toString(16).padStart(2, '0');
+  return hex;
+}
+
+/** The Set-Cookie of a minted session. */
+export function sessionCookie(name: string, value: string): string {
+  return `${name}=${value}; Path=/; HttpOnly; SameSite=Lax`;
 }
 
 /** The selector a route's policy asks for. */

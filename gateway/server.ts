@@ -180,7 +180,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     grpc: new H2SessionTransport((endpoint, err) => log.debug({ endpoint, err: err.message }, 'grpc upstream session error')),
     upgrade: new TunnelTransport(metrics),
   };
-  const routing = await startRouting(opts, (endpoint) => transports.http.release(endpoint));
+  const routing = await startRouting(opts, {
+    upstreamGone: (endpoint) => transports.http.release(endpoint),
+    sever: (matches) => {
+      transports.http.sever(matches);
+      transports.grpc.sever(matches);
+    },
+  });
   const intake = new Intake({ onError: (err) => log.error({ err }, 'request handling failed') });
   const bodyRate = new BodyRateGuard(policy.minBodyBytesPerSec, policy.bodyRateWindowMs);
   let draining = false;
@@ -191,6 +197,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       maxAttempts: Number.POSITIVE_INFINITY,
       replayableBodies: true,
       pooledConnections: true,
+      mintsSessions: true,
       defer: (c, job) => intake.push(c, job),
     },
     resolve: (host) => routing.core.resolve(host),
@@ -271,7 +278,14 @@ interface Routing {
  * The routing core with what keeps its replica sets true: node liveness (NodeLink: replicas of nodes that
  * stop answering pings leave rotation) and the gateway's own active health checks.
  */
-async function startRouting(opts: GatewayOptions, onUpstreamGone: (endpoint: string) => void): Promise<Routing> {
+interface ConnectionHooks {
+  /** A replica left the route table: its connections close once their requests are done. */
+  upstreamGone(endpoint: string): void;
+  /** A node stopped answering: every connection to the endpoints `matches` selects is cut at once. */
+  sever(matches: (endpoint: string) => boolean): void;
+}
+
+async function startRouting(opts: GatewayOptions, hooks: ConnectionHooks): Promise<Routing> {
   const { log } = opts;
   let health: ActiveHealthChecker | null = null;
   // Replicas on other machines: reached through their node's ingress, which admits this gateway's key.
@@ -283,7 +297,11 @@ async function startRouting(opts: GatewayOptions, onUpstreamGone: (endpoint: str
       const node = core.view.node(nodeId);
       return node?.ingress ? { ingress: node.ingress, publicKey: node.publicKey } : undefined;
     },
-    onNodeChange: () => core.refresh(),
+    onNodeChange: (nodeId, down) => {
+      // Out of rotation first, then cut: the requests the cut fails are retried on the replicas left.
+      core.refresh();
+      if (down) hooks.sever((endpoint) => parseIngressEndpoint(endpoint)?.nodeId === nodeId);
+    },
   });
   const nodeOfEndpoint = (endpoint: string) => parseIngressEndpoint(endpoint)?.nodeId;
   const core = new RoutingCore(
@@ -296,7 +314,7 @@ async function startRouting(opts: GatewayOptions, onUpstreamGone: (endpoint: str
       },
       onUpstreamGone: (endpoint) => {
         health?.remove(endpoint);
-        onUpstreamGone(endpoint);
+        hooks.upstreamGone(endpoint);
         const node = nodeOfEndpoint(endpoint);
         if (node) link.untrack(node);
       },
@@ -324,6 +342,7 @@ async function startRouting(opts: GatewayOptions, onUpstreamGone: (endpoint: str
   }
   await link.start();
   await core.start();
+  opts.certs?.checkRoutesWith((record) => core.servedRoute(record));
   return {
     core,
     stop: async () => {

@@ -163,6 +163,15 @@ export class H2SessionTransport implements Transport<NodeHttpPort> {
     };
   }
 
+  /** Destroys the sessions to the endpoints `matches` selects (their node stopped answering). */
+  sever(matches: (endpoint: string) => boolean): void {
+    for (const [endpoint, s] of [...this.sessions]) {
+      if (!matches(endpoint)) continue;
+      this.sessions.delete(endpoint);
+      s.destroy();
+    }
+  }
+
   close(): void {
     for (const s of this.sessions.values()) s.destroy();
     this.sessions.clear();

@@ -65,6 +65,20 @@ export class UndiciTransport implements Transport<NodeHttpPort> {
     void pool.close().catch(() => {});
   }
 
+  /**
+   * Cuts every connection to the endpoints `matches` selects (their node stopped answering): requests in
+   * flight on them fail at once as lost connections — idempotent ones are retried on another replica —
+   * instead of waiting out their deadline on a link that is gone.
+   */
+  sever(matches: (endpoint: string) => boolean): void {
+    for (const [endpoint, pool] of [...this.pools]) {
+      if (!matches(endpoint)) continue;
+      this.pools.delete(endpoint);
+      const lost = Object.assign(new Error(`the node of ${endpoint} stopped answering`), { code: 'ECONNRESET' });
+      void pool.destroy(lost).catch(() => {});
+    }
+  }
+
   /** Connections open to each replica endpoint (undici pool stats), for metrics. */
   connections(): Array<{ endpoint: string; connected: number; queued: number }> {
     return [...this.pools].map(([endpoint, p]) => ({ endpoint, connected: p.stats.connected, queued: p.stats.queued }));

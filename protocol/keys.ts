@@ -23,11 +23,13 @@ export const PREFIX = {
   gateways: 'gateways/',
   /** Per-member status of an instance (deploy failures and the like), written by agents. */
   instanceStatus: 'instance-status/',
-  /** Future: app state, audit log, metering (agents), and gateway load signals. */
+  /** App state (agents), the instances' hash-chained histories, metering records and gateway load signals. */
   state: 'state/',
   history: 'history/',
   usage: 'usage/',
   load: 'load/',
+  /** Pending governance proposals of revoked instances (agents). */
+  governance: 'governance/',
 } as const;
 
 export const keys = {
@@ -49,6 +51,16 @@ export const keys = {
   certLock: (host: string) => `${PREFIX.certLocks}${host}`,
   instanceStatusOf: (instanceId: string) => `${PREFIX.instanceStatus}${instanceId}/`,
   instanceStatus: (instanceId: string, nodeId: string) => `${PREFIX.instanceStatus}${instanceId}/${nodeId}`,
+  /** Everything of one instance's history: the head `{seq, hash}` and the records under `r/`. */
+  historyOf: (instanceId: string) => `${PREFIX.history}${instanceId}/`,
+  historyHead: (instanceId: string) => `${PREFIX.history}${instanceId}/head`,
+  historyRecords: (instanceId: string) => `${PREFIX.history}${instanceId}/r/`,
+  /** Zero-padded so that a listing returns the records in order. */
+  historyRecord: (instanceId: string, seq: number) => `${PREFIX.history}${instanceId}/r/${String(seq).padStart(12, '0')}`,
+  usageOf: (instanceId: string) => `${PREFIX.usage}${instanceId}/`,
+  usage: (instanceId: string, nodeId: string) => `${PREFIX.usage}${instanceId}/${nodeId}`,
+  proposalsOf: (instanceId: string) => `${PREFIX.governance}${instanceId}/`,
+  proposal: (instanceId: string, id: string) => `${PREFIX.governance}${instanceId}/${id}`,
 } as const;
 
 /** Hosts are case-insensitive and may carry a port; routes are keyed by the bare lower-case name. */

@@ -10,9 +10,10 @@ import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
 import { identityCert } from '../protocol/identity-cert.js';
 import { keys, PREFIX } from '../protocol/keys.js';
-import { signRecord } from '../protocol/records.js';
+import { type RecordSignature, signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
 import { RequestVerifier } from '../protocol/signing.js';
+import { type Attestation, specHash } from '../protocol/spec-hash.js';
 import type { ArtifactRef, InstanceSpec, InstanceStatusRecord, NodeRecord, ReplicaRecord } from '../protocol/types.js';
 import { ClusterView } from '../registry/cluster-view.js';
 import { assignSlots } from '../router/slots.js';
@@ -22,16 +23,23 @@ import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
 import type { Driver } from './drivers/driver.js';
 import { openProcessDriver, type ProcessDriver } from './drivers/process.js';
+import { Governance } from './governance.js';
+import { HistoryWriter } from './history.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { NodeIngress } from './ingress.js';
 import { InstanceService } from './instances.js';
+import { logRoutes } from './logs-api.js';
 import { ArtifactPreparer, type PrepareStatus } from './preparer.js';
-import { createRpcApp } from './rpc.js';
+import { createRpcApp, type RpcDeps } from './rpc.js';
+import { operationRoutes } from './rpc-operations.js';
 import type { SandboxPolicyOptions, SandboxSupport } from './sandbox/support.js';
 import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
+import { SshServer } from './ssh/server.js';
+import { STATE_PORT, StateService } from './state/service.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
+import { UsageMeter } from './usage/meter.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
 export const DEFAULT_MAX_ARTIFACT_BYTES = 256 * 1024 * 1024;
@@ -51,6 +59,8 @@ export interface AgentOptions {
   advertise?: string;
   /** Port of the node ingress (mutual TLS) on the listen host; 0: any free port. Default 0. */
   ingressPort?: number;
+  /** Port of the SSH server (sessions inside this node's replicas) on the listen host; 0: any free port. Default 0. */
+  sshPort?: number;
   /** Identifies this machine to gateways: one on the same machine reaches replicas by their local sockets. */
   machineId?: string;
   region?: string;
@@ -72,6 +82,7 @@ export class Agent {
   private readonly blobs: BlobStore;
   private readonly supervisor: Supervisor;
   private readonly service: InstanceService;
+  private readonly governance: Governance;
   private controller: Controller | null = null;
   private server: ServerType | null = null;
   private lease: Lease | null = null;
@@ -88,6 +99,12 @@ export class Agent {
   private readonly destroying = new Set<string>();
   private gcTimer: NodeJS.Timeout | null = null;
   private ingress: NodeIngress | null = null;
+  private readonly state: StateService;
+  private statusTimer: NodeJS.Timeout | null = null;
+  /** What this member last reported per instance: its code's phase and its state copy. */
+  private readonly reported = new Map<string, { prepare?: PrepareStatus; published?: string }>();
+  private ssh: SshServer | null = null;
+  private readonly meter: UsageMeter;
   /** Set in start(), once the host's sandboxing support is known. */
   private driver: ProcessDriver | null = null;
   private sandboxSupport: SandboxSupport | null = null;
@@ -106,14 +123,35 @@ export class Agent {
       onSettled: () => this.reconcile(),
       onStatus: (spec, status) => void this.publishStatus(spec, status),
     });
-    this.service = new InstanceService(opts.registry, this.view, this.identity.id);
+    this.state = new StateService({
+      registry: opts.registry,
+      dataDir: opts.dataDir,
+      log: opts.log,
+      onStatus: () => this.publishStateStatus(),
+      onReady: () => this.reconcile(),
+    });
+    this.service = new InstanceService(
+      opts.registry,
+      this.view,
+      this.identity.id,
+      new HistoryWriter(opts.registry, this.identity.keyPair, this.identity.id),
+    );
+    this.governance = new Governance(opts.registry, this.service);
     this.reconciler = new SerialPass(
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
     );
+    this.meter = new UsageMeter({
+      registry: opts.registry,
+      keyPair: this.identity.keyPair,
+      nodeId: this.identity.id,
+      dataDir: opts.dataDir,
+      log: opts.log,
+    });
     const driver: Driver = {
       name: 'process',
-      start: (launch) => this.processDriver().start(launch),
+      // Every replica is reached through a counting relay: what this node served is what it can sign for.
+      start: async (launch) => this.meter.wrap(launch, await this.processDriver().start(launch)),
       destroy: (instanceId) => this.processDriver().destroy(instanceId),
     };
     this.supervisor = new Supervisor({
@@ -151,6 +189,11 @@ export class Agent {
     for (const id of hosted) if (!this.known.has(id)) this.known.set(id, null);
   }
 
+  /** `host:port` of the SSH server (known after start). */
+  get sshAddress(): string | undefined {
+    return this.record?.ssh;
+  }
+
   get rpcUrl(): string {
     if (!this.record) throw new Error('agent not started');
     return this.record.rpc;
@@ -158,7 +201,7 @@ export class Agent {
 
   async start(): Promise<this> {
     const { log } = this.opts;
-    const app = createRpcApp({
+    const rpcDeps: RpcDeps = {
       nodeId: this.identity.id,
       service: this.service,
       view: this.view,
@@ -169,7 +212,23 @@ export class Agent {
       maxArtifactBytes: this.opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
+    };
+    const operations = operationRoutes(rpcDeps, {
+      governance: this.governance,
+      attest: (instanceId, nonce) => this.attest(instanceId, nonce),
     });
+    const logs = logRoutes({
+      nodeId: this.identity.id,
+      keyPair: this.identity.keyPair,
+      service: this.service,
+      view: this.view,
+      dataDir: this.opts.dataDir,
+    });
+    rpcDeps.extraRoutes = (app, requests) => {
+      operations(app, requests);
+      logs(app, requests);
+    };
+    const app = createRpcApp(rpcDeps);
     const host = this.opts.host ?? '127.0.0.1';
     const port = await new Promise<number>((resolve, reject) => {
       this.server = serve({ fetch: app.fetch, hostname: host, port: this.opts.port ?? 0 }, (info: AddressInfo) => resolve(info.port));
@@ -191,6 +250,29 @@ export class Agent {
       log,
     });
     const ingressPort = await this.ingress.start();
+    this.ssh = new SshServer({
+      hostKey: this.identity.keyPair,
+      nodeId: this.identity.id,
+      log,
+      lookup: (name) =>
+        this.service.read(name).then(
+          (r) => r.spec,
+          () => undefined,
+        ),
+      cached: (name) => this.view.instance(name),
+      replica: (instanceId, slot) =>
+        slot === undefined
+          ? this.supervisor.replicasOf(instanceId).flatMap((r) => this.supervisor.replicaOf(instanceId, r.desired.slot) ?? [])[0]
+          : this.supervisor.replicaOf(instanceId, slot),
+      whereIs: (instanceId, slot) => {
+        const quorum = this.view.quorumOf(instanceId);
+        const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+        if (!quorum || !spec) return undefined;
+        return assignSlots(instanceId, quorum.members, spec.replicas.min).find((s) => s.slot === slot)?.nodeId;
+      },
+      record: async (instanceId, entry) => (await this.service.history.appendAlone(instanceId, entry).catch(() => null)) !== null,
+    });
+    const sshPort = await this.ssh.start(host, this.opts.sshPort ?? 0);
     this.record = {
       id: this.identity.id,
       rpc: `http://${bracketed}:${port}`,
@@ -200,15 +282,22 @@ export class Agent {
       load: 0,
       startedAt: Date.now(),
       ingress: `${bracketed}:${ingressPort}`,
+      ssh: `${bracketed}:${sshPort}`,
       ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
     };
     await this.announce();
     this.controller = new Controller(this.opts.registry, this.view, this.identity.id, () => this.lease?.id ?? '', log);
     this.controller.start();
-    this.view.onChange(() => this.reconcile());
+    this.view.onChange(() => {
+      this.reconcile();
+      this.ssh?.recheck();
+    });
     this.reconcile();
-    this.gcTimer = setInterval(() => this.collectGarbage(), 30_000);
+    this.meter.start();
+    this.gcTimer = setInterval(() => void this.collectGarbageWithProposals(), 30_000);
     this.gcTimer.unref();
+    this.statusTimer = setInterval(() => this.publishStateStatus(), 1_000);
+    this.statusTimer.unref();
     log.info({ node: this.identity.id, rpc: this.record.rpc, ingress: this.record.ingress }, 'agent started');
     return this;
   }
@@ -226,6 +315,9 @@ export class Agent {
         try {
           await this.announce();
           this.supervisor.republishAll();
+          // Records under the lost lease are gone: this member's instance reports must be written again.
+          for (const entry of this.reported.values()) entry.published = undefined;
+          this.publishStateStatus();
           this.controller?.kick();
         } catch {
           setTimeout(() => void retry(), 500).unref();
@@ -284,6 +376,18 @@ export class Agent {
     }
   }
 
+  /** This node's signed account of the replicas of an instance it runs, for a verifier's nonce. */
+  private attest(instanceId: string, nonce: string): Attestation & { signature: RecordSignature } {
+    const replicas = this.supervisor.replicasOf(instanceId).map((r) => ({
+      slot: r.desired.slot,
+      version: r.desired.version,
+      healthy: r.running && r.healthy,
+      artifact: r.desired.attest?.artifact ?? null,
+      specHash: r.desired.attest?.specHash ?? '',
+    }));
+    return signRecord(this.identity.keyPair, { nodeId: this.identity.id, instanceId, nonce, at: Date.now(), replicas });
+  }
+
   /** Runs a reconcile pass now, or once more after the pass in progress. */
   private reconcile(): void {
     if (!this.stopping) this.reconciler.request();
@@ -292,17 +396,22 @@ export class Agent {
   private async reconcilePass(): Promise<void> {
     const desired: DesiredReplica[] = [];
     const present = new Set<string>();
+    const members = new Set<string>();
     for (const spec of this.view.instances.values()) {
       present.add(spec.id);
       this.known.set(spec.id, spec.artifact?.sha256 ?? null);
-      if (spec.state !== 'running') continue;
       const quorum = this.view.quorumOf(spec.id);
       if (!quorum?.members.includes(this.identity.id)) continue;
+      // Every member keeps a verified copy of the instance's state, running or not, replica here or not.
+      members.add(spec.id);
+      const stateServed = this.state.ready(spec.id);
+      if (spec.state !== 'running') continue;
       const mine = assignSlots(spec.id, quorum.members, spec.replicas.min).filter((s) => s.nodeId === this.identity.id);
       if (mine.length === 0) continue;
       // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
       const workDir = this.preparer.ready(spec);
-      if (!workDir) continue;
+      // Replicas start once their state API answers (it is started above, and a pass follows when it is up).
+      if (!workDir || !stateServed) continue;
       const cmd = spec.cmd || inferCommand(workDir);
       if (!cmd) {
         this.opts.log.warn({ instance: spec.name }, 'instance has no command and none could be inferred from its files');
@@ -314,6 +423,7 @@ export class Agent {
           instanceName: spec.name,
           slot,
           version: spec.version,
+          attest: { artifact: spec.artifact?.sha256 ?? null, specHash: specHash(spec) },
           launch: {
             instanceId: spec.id,
             instanceName: spec.name,
@@ -325,6 +435,9 @@ export class Agent {
             listenPort: spec.port,
             limits: spec.limits,
             logFile: join(this.opts.dataDir, 'logs', spec.id, `replica-${slot}.log`),
+            exposed: [{ hostPath: this.state.socketPath(spec.id), port: STATE_PORT }],
+            stateUrl: `http://127.0.0.1:${STATE_PORT}/v1/`,
+            hostStateUrl: () => this.state.loopbackUrl(spec.id),
           },
         });
       }
@@ -332,6 +445,7 @@ export class Agent {
     const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
     this.supervisor.reconcile(desired, stillRunning);
     this.destroyDeleted(present);
+    for (const id of this.state.held()) if (!members.has(id)) void this.state.forget(id);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
   }
 
@@ -368,9 +482,19 @@ export class Agent {
    * unreferenced for a while: an upload in progress writes its blob before the spec that refers to it.
    */
   private readonly unreferencedSince = new Map<string, number>();
+  /** Blobs of pending governance deploy proposals, as of the last periodic collection. */
+  private proposed = new Set<string>();
+  private async collectGarbageWithProposals(): Promise<void> {
+    try {
+      this.proposed = await this.governance.pendingArtifacts();
+    } catch {
+      return; // registry unreachable: collect next time, knowing what is proposed
+    }
+    this.collectGarbage();
+  }
   private collectGarbage(released?: Set<string>): void {
     const now = Date.now();
-    const referenced = new Set<string>();
+    const referenced = new Set<string>(this.proposed);
     for (const spec of this.view.instances.values()) if (spec.artifact) referenced.add(spec.artifact.sha256);
     for (const sha256 of this.blobs.list()) {
       if (referenced.has(sha256)) {
@@ -386,22 +510,46 @@ export class Agent {
     }
   }
 
-  /** Publishes this member's view of an instance (artifact phase and reason) for `allegra status`. */
+  /** Publishes this member's view of an instance (its code's phase and reason) for `allegra status`. */
   private async publishStatus(spec: InstanceSpec, status: PrepareStatus): Promise<void> {
+    const entry = this.reported.get(spec.id) ?? {};
+    entry.prepare = status;
+    this.reported.set(spec.id, entry);
+    await this.publishMember(spec.id);
+  }
+
+  /** Re-publishes members' records whose state copy changed (revision, verdict), at most once a second each. */
+  private publishStateStatus(): void {
+    for (const id of this.state.held()) void this.publishMember(id);
+  }
+
+  private async publishMember(instanceId: string): Promise<void> {
     if (!this.lease || this.stopping) return;
+    const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+    if (!spec) return;
+    const entry = this.reported.get(instanceId) ?? {};
+    this.reported.set(instanceId, entry);
+    const prepare = entry.prepare ?? this.preparer.status(instanceId);
+    const state = await this.state.status(instanceId);
     const record: InstanceStatusRecord = {
-      instanceId: spec.id,
+      instanceId,
       nodeId: this.identity.id,
       version: spec.version,
-      artifact: status.sha256,
-      phase: status.phase,
-      ...(status.reason ? { reason: status.reason } : {}),
-      ...(status.retryAt ? { retryAt: status.retryAt } : {}),
+      artifact: prepare?.sha256 ?? spec.artifact?.sha256 ?? null,
+      phase: prepare?.phase ?? (spec.artifact ? 'fetching' : 'ready'),
+      ...(prepare?.reason ? { reason: prepare.reason } : {}),
+      ...(prepare?.retryAt ? { retryAt: prepare.retryAt } : {}),
+      ...(state ? { state: { ...state, quotaBytes: this.state.quota.maxBytes, quotaKeys: this.state.quota.maxKeys } } : {}),
       updatedAt: Date.now(),
     };
+    const { updatedAt: _t, ...fingerprint } = record;
+    const text = JSON.stringify(fingerprint);
+    if (entry.published === text) return;
+    entry.published = text;
     try {
-      await this.opts.registry.put(keys.instanceStatus(spec.id, this.identity.id), JSON.stringify(record), { lease: this.lease.id });
+      await this.opts.registry.put(keys.instanceStatus(instanceId, this.identity.id), JSON.stringify(record), { lease: this.lease.id });
     } catch (err) {
+      entry.published = undefined;
       this.opts.log.warn({ err, instance: spec.name }, 'could not publish instance status');
     }
   }
@@ -453,7 +601,11 @@ export class Agent {
     this.preparer.stop();
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.controller?.stop();
+    await this.ssh?.stop();
     await this.supervisor.stopAll();
+    await this.state.close();
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    await this.meter.stop().catch((err) => this.opts.log.warn({ err }, 'could not write the last usage records'));
     await this.ingress?.stop();
     await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
     this.view.close();

@@ -1,12 +1,12 @@
 /**
- * The microbenchmark modules of the router (dist/bench/hashing.js, dist/bench/routing.js), each
+ * The microbenchmark modules (dist/bench/hashing.js, routing.js, expose.js, wasm.js), each
  * exporting `main(opts: { quick: boolean }): Promise<string>` that returns a markdown section.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { MicroSection } from './report.js';
 
-const MODULES = ['hashing', 'routing', 'expose', 'replica-start'] as const;
+const MODULES = ['hashing', 'routing', 'expose', 'replica-start', 'wasm', 'state'] as const;
 
 export async function runMicroSections(quick: boolean, log: (msg: string) => void): Promise<MicroSection[]> {
   const out: MicroSection[] = [];

@@ -5,6 +5,7 @@
  */
 import type { DriverName, ReplicaLimits } from '../../protocol/types.js';
 import type { ExposedSocket } from '../sandbox/bwrap.js';
+import type { EnterTarget } from '../sandbox/sandbox.js';
 
 export interface ReplicaLaunch {
   instanceId: string;
@@ -23,6 +24,8 @@ export interface ReplicaLaunch {
   exposed?: ExposedSocket[];
   /** ALLEGRA_STATE_URL of the replica, e.g. `http://127.0.0.1:<exposed port>/v1/`. */
   stateUrl?: string;
+  /** For a replica that runs unsandboxed: its state API on a loopback port of the host. */
+  hostStateUrl?: () => Promise<string>;
   /** File that receives the replica's stdout and stderr. */
   logFile: string;
 }
@@ -43,6 +46,8 @@ export interface ReplicaHandle {
   health(): Promise<boolean>;
   /** Asks the replica to stop, and forces it after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
+  /** How to run a process inside the replica's sandbox (SSH); absent for a replica that runs unsandboxed. */
+  enter?(): Promise<EnterTarget | undefined>;
 }
 
 /** A start the node's policy refuses (not a crash): the reason is shown in the replica's status. */

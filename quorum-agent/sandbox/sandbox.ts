@@ -10,11 +10,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
+import { attachLog } from '../logs.js';
 import { bwrapArgv, type ExposedSocket, INSIDE, identityFiles, inCgroups } from './bwrap.js';
 import { CgroupScope, type Limits } from './cgroups.js';
 import { replicaEnv } from './env.js';
@@ -51,6 +52,20 @@ export interface SandboxedProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM to the app's process group, SIGKILL to the sandbox after `graceMs`. */
   stop(graceMs: number): Promise<void>;
+  /** What a process needs to join this running sandbox (SSH sessions); undefined once it has exited. */
+  enter(): Promise<EnterTarget | undefined>;
+}
+
+/** A running sandbox as a process joins it: its namespaces (through its init), its cgroups and its ids. */
+export interface EnterTarget {
+  /** Host pid of the sandbox's init (pid 1 inside): nsenter joins its namespaces. */
+  initPid: number;
+  /** The `cgroup.procs` files of the replica's cgroups: a joining process is counted and limited with it. */
+  procsFiles: string[];
+  uid: number;
+  gid: number;
+  /** Tools on the host that enter it. */
+  setpriv: string;
 }
 
 export class Sandbox {
@@ -145,15 +160,14 @@ export class Sandbox {
       stateUrl: req.stateUrl,
     });
     let child: ChildProcess;
-    const log = openSync(req.logFile, 'a');
     try {
-      child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', log, log, 'pipe'], detached: true });
+      // Output goes through the agent, which stamps each line and keeps the file bounded (logs.ts).
+      child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
     } catch (err) {
       await cleanup();
       throw err;
-    } finally {
-      closeSync(log);
     }
+    attachLog(req.logFile, child.stdout, child.stderr);
     const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
       child.once('error', () => resolve({ code: null, signal: null }));
@@ -185,6 +199,10 @@ export class Sandbox {
       socketPath,
       uid,
       exited,
+      enter: async () => {
+        const init = await initPid;
+        return done || init === undefined ? undefined : { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv };
+      },
       stop: async (graceMs) => {
         if (!done) {
           // The init script (bwrap's init's only child) forwards SIGTERM to the app's whole process group.

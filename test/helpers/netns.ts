@@ -5,7 +5,9 @@
  * the lab's range and no lab traffic can leave the lab. Faults are real: a link set down, netem delay and
  * loss, a machine isolated from some peers (a partition).
  *
- * Processes run inside a machine with `ip netns exec` (which execs the command: the PID is the program's).
+ * Processes run inside a machine with `nsenter --net` (which execs the command: the PID is the program's). Not
+ * `ip netns exec`: it also remounts /sys for the namespace, which hides the cgroup hierarchies the agents'
+ * replica sandboxes need; a simulated machine shares the host's filesystem, only its network is its own.
  * `cleanup()` kills every process it started (by PID), then deletes the namespaces, also after a failure;
  * a run that was itself SIGKILLed is swept by the next run (namespace names carry the creator's PID).
  */
@@ -156,7 +158,9 @@ export class Lab {
   private netemAvailable: boolean | undefined;
 
   private async startWanBridge(ns: string): Promise<NonNullable<Machine['wan']>> {
-    const child = spawn('ip', ['netns', 'exec', ns, 'python3', WAN_BRIDGE, 'ia', 'ib'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', 'python3', WAN_BRIDGE, 'ia', 'ib'], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
@@ -215,7 +219,7 @@ export class Lab {
   /** Starts a program on a machine; killed by `cleanup`. */
   spawn(name: string, argv: string[], opts: SpawnOptions = {}): ChildProcess {
     if (this.closed) throw new Error('lab is closed');
-    const child = spawn('ip', ['netns', 'exec', this.machine(name).ns, ...argv], opts);
+    const child = spawn('nsenter', [`--net=/run/netns/${this.machine(name).ns}`, '--', ...argv], opts);
     this.children.add(child);
     child.once('exit', () => this.children.delete(child));
     return child;
@@ -223,7 +227,7 @@ export class Lab {
 
   /** Runs a program on a machine to completion. */
   run(name: string, argv: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {}) {
-    const r = spawnSync('ip', ['netns', 'exec', this.machine(name).ns, ...argv], {
+    const r = spawnSync('nsenter', [`--net=/run/netns/${this.machine(name).ns}`, '--', ...argv], {
       encoding: 'utf8',
       env: opts.env ?? process.env,
       timeout: opts.timeoutMs ?? 60_000,

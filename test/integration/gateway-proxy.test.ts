@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
@@ -102,6 +102,29 @@ describe('gateway proxy semantics', () => {
     expect(cont.stderr).toMatch(/HTTP\/1\.1 100 Continue/);
     // The expectation was met by the gateway, so it is not repeated to the replica.
     expect(JSON.parse(cont.stdout)).toMatchObject({ bytes: 300_000, expect: null });
+  });
+
+  it('keeps a client connection usable after the replica answers before reading the body', async () => {
+    // The replica answers 413 without reading a 1 MiB body: the rest must not sit in front of the
+    // client's next request on the same connection (that request used to wait forever).
+    const one = new Agent({ connections: 1 });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const early = await request(`${gw.http}/status?code=413`, {
+          method: 'PUT',
+          headers: { host },
+          body: Buffer.alloc(1024 * 1024 + 1),
+          dispatcher: one,
+        });
+        await early.body.dump();
+        expect(early.statusCode).toBe(413);
+        const next = await request(`${gw.http}/`, { method: 'PUT', headers: { host }, body: 'x', dispatcher: one, headersTimeout: 5_000 });
+        await next.body.dump();
+        expect(next.statusCode).toBe(200);
+      }
+    } finally {
+      await one.close();
+    }
   });
 
   it('forwards response trailers', async () => {

@@ -70,6 +70,7 @@ describe.each<Entry>(['node gateway', 'Workers edge'])('proxy semantics through 
     }
     await cluster.addApp('alpha', [a1, a2] as Upstream[]);
     await cluster.addApp('sticky', [s1, s2, s3] as Upstream[], { sticky: { cookie: 'sid' } });
+    await cluster.addApp('minted', [s1, s2, s3] as Upstream[], { sticky: { cookie: 'mid', insert: true } });
     await cluster.addApp('flaky', [f1, dead1] as Upstream[]);
     await cluster.addApp('gone', [dead1, dead2] as Upstream[]);
     await cluster.addApp('slow', [slow] as Upstream[], { timeoutMs: 1_000 });
@@ -166,6 +167,26 @@ describe.each<Entry>(['node gateway', 'Workers edge'])('proxy semantics through 
     for (let i = 0; i < 8; i++) expect(await nameOf('session-a')).toBe(first);
     const names = new Set(await Promise.all(Array.from({ length: 12 }, (_, i) => nameOf(`session-${i}`))));
     expect(names.size).toBeGreaterThan(1);
+  });
+
+  it('gives a client without a session cookie one that keeps it on the replica that answered', async () => {
+    const visit = async () => {
+      const res = await send('minted.test');
+      const set = ([] as string[]).concat(res.headers['set-cookie'] ?? []);
+      // Exactly one session cookie (an edge in front must not mint a second one that disagrees).
+      expect(set.filter((c) => c.startsWith('mid='))).toHaveLength(1);
+      const cookie = (set[0] as string).split(';')[0] as string;
+      return { cookie, name: (JSON.parse(res.text) as { name: string }).name };
+    };
+    const firsts = await Promise.all(Array.from({ length: 12 }, visit));
+    for (const { cookie, name } of firsts.slice(0, 4)) {
+      for (let i = 0; i < 4; i++) {
+        const again = await send('minted.test', '/', { headers: { cookie } });
+        expect(again.headers['set-cookie']).toBeUndefined();
+        expect((JSON.parse(again.text) as { name: string }).name).toBe(name);
+      }
+    }
+    expect(new Set(firsts.map((f) => f.name)).size).toBeGreaterThan(1);
   });
 
   it('serves a route added to the registry within 5 s, and stops serving it within 5 s of its removal', async () => {
