@@ -11,7 +11,7 @@ import type { Op } from '../../protocol/registry.js';
 import { generateKeyPair } from '../../protocol/signing.js';
 import type { RoutePolicy } from '../../protocol/types.js';
 import { EmbeddedHost } from '../../registry/embedded.js';
-import { seedInstance, seedNode, seedReplica } from '../../registry/seed.js';
+import { type SeededInstance, seedExpose, seedInstance, seedNode, seedReplica } from '../../registry/seed.js';
 import { CLI } from './cli.js';
 import { tempDir } from './tmp.js';
 
@@ -76,6 +76,8 @@ export interface Cluster {
   /** Puts an instance `name` with one route `<name>.test` whose replicas are `upstreams`. */
   addApp(name: string, upstreams: Upstream[], policy?: RoutePolicy): Promise<{ instanceId: string; host: string }>;
   setReplicas(name: string, upstreams: Upstream[]): Promise<void>;
+  /** Exposes an app as its owner would (`allegra expose`): its route gets TLS, and gateways order its certificate. */
+  expose(name: string, body: { redirectHttp: boolean }): Promise<void>;
   startGateway(args?: string[], config?: Record<string, unknown>, opts?: ProcessOptions): Promise<GatewayProcess>;
   cleanup(): Promise<void>;
 }
@@ -86,6 +88,7 @@ export async function startCluster(): Promise<Cluster> {
   const registry = await EmbeddedHost.start(registryDir);
   const gateways: GatewayProcess[] = [];
   const apps = new Map<string, string>();
+  const seededApps = new Map<string, SeededInstance>();
   // Records as agents would write them: an owner's signed create request, a node whose key signs its replicas.
   const owner = generateKeyPair();
   const node = seedNode('n-test');
@@ -113,11 +116,17 @@ export async function startCluster(): Promise<Cluster> {
         ...(policy ? { policy } : {}),
       });
       apps.set(name, seeded.spec.id);
+      seededApps.set(name, seeded);
       await registry.txn({ compare: [], success: seeded.ops });
       await setReplicas(name, upstreams);
       return { instanceId: seeded.spec.id, host: seeded.route.host };
     },
     setReplicas,
+    async expose(name, body) {
+      const seeded = seededApps.get(name);
+      if (!seeded) throw new Error(`no app ${name}`);
+      await registry.txn({ compare: [], success: [seedExpose(owner, seeded, body).op] });
+    },
     async startGateway(args = [], config, opts = {}) {
       const n = gateways.length;
       const logFile = join(tmp.path, `gateway-${n}.log`);
