@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { OutlierDetector } from '../../../gateway/outlier.js';
-import { p2cEwma, type Selector, selectReplica, sticky, stickyKeyOf, stickyTarget } from '../../../gateway/selector.js';
+import {
+  p2cEwma,
+  type Selector,
+  selectReplica,
+  sessionCookie,
+  sessionOf,
+  sticky,
+  stickyKeyOf,
+  stickyTarget,
+} from '../../../gateway/selector.js';
 import { UpstreamSet } from '../../../gateway/upstream.js';
 
 const ids = (n: number) => Array.from({ length: n }, (_, i) => ({ id: `n${i}.0@http://r${i}`, endpoint: `http://r${i}`, nodeId: `n${i}` }));
@@ -102,6 +111,20 @@ describe('selectors', () => {
     expect(stickyKeyOf({ cookie: 'a=1; sid=abc; b=2' }, policy)).toBe('abc');
     expect(stickyKeyOf({ 'x-user': 'u1' }, { stickyCookie: undefined, stickyHeader: 'x-user' })).toBe('u1');
     expect(stickyKeyOf({}, policy)).toBeUndefined();
+  });
+
+  it('mints a session only for a client without one, on a route whose cookie the gateway owns, where allowed', () => {
+    const owned = { stickyCookie: 'sid', stickyHeader: undefined, stickyInsert: true };
+    const a = sessionOf({}, owned);
+    const b = sessionOf({}, owned);
+    expect(a.minted).toMatch(/^[0-9a-f]{32}$/);
+    expect(a.key).toBe(a.minted);
+    expect(b.minted).not.toBe(a.minted);
+    expect(sessionOf({ cookie: 'sid=kept' }, owned)).toEqual({ key: 'kept', minted: undefined });
+    // The app owns the cookie, or this runtime does not mint (the Workers edge): no session is made up.
+    expect(sessionOf({}, { ...owned, stickyInsert: false })).toEqual({ key: undefined, minted: undefined });
+    expect(sessionOf({}, owned, false)).toEqual({ key: undefined, minted: undefined });
+    expect(sessionCookie('sid', 'v')).toBe('sid=v; Path=/; HttpOnly; SameSite=Lax');
   });
 
   it('selectReplica skips replicas at their cap and says so when every one is full', () => {
