@@ -61,7 +61,7 @@ export interface RegistryCliOptions {
   registryCredentials?: string;
 }
 
-async function openOrFail(opts: RegistryCliOptions, defaultRole: Role): Promise<Registry> {
+export async function openOrFail(opts: RegistryCliOptions, defaultRole: Role): Promise<Registry> {
   const role = opts.registryRole ?? defaultRole;
   if (!isRole(role)) throw new CliError(`--registry-role expects one of ${ROLES.join(', ')} (got "${role}")`, 2);
   try {
@@ -76,7 +76,7 @@ async function openOrFail(opts: RegistryCliOptions, defaultRole: Role): Promise<
 }
 
 /** Stops `stop` on SIGINT/SIGTERM or when the parent's IPC channel closes; exits afterwards. */
-function runUntilStopped(log: Logger, stop: () => Promise<void>): void {
+export function runUntilStopped(log: Logger, stop: () => Promise<void>): void {
   let stopping = false;
   const shutdown = (why: string) => {
     if (stopping) return;

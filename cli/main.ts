@@ -136,6 +136,23 @@ registryCmd
   .option('--json', 'print one JSON document on stdout')
   .action(async (o) => (await import('./registry-commands.js')).setupAuthCommand(o, out()));
 
+const edgeCmd = program.command('edge').description('the gateway on Cloudflare Workers (wrangler.toml deploys it)');
+edgeCmd
+  .command('dev')
+  .description('run the Workers edge locally in workerd, fed from a registry, forwarding to Node gateways')
+  .requiredOption('--registry <url>', 'embedded:DIR or etcd://host:port[,host:port…]')
+  .option('--port <port>', 'port to serve on', '8787')
+  .option('--host <address>', 'listen address', '127.0.0.1')
+  .option('--origin <url>', 'a Node gateway to forward to (repeatable; default http://127.0.0.1:8080)', (v: string, acc: string[] = []) => [
+    ...acc,
+    v,
+  ])
+  .option('--edge-token-file <file>', 'the secret shown to the origins (created when missing; name it in their edgeTokenFile)')
+  .option('--registry-role <role>', 'registry role to act as (picks the credential)', 'gateway')
+  .option('--registry-credentials <file>', 'etcd with auth: credentials file (default: $ALLEGRA_REGISTRY_CREDENTIALS)')
+  .option('--log <file>', 'write logs to a file instead of stderr')
+  .action(async (o) => (await import('./edge-command.js')).edgeDevCommand(o));
+
 const keysCmd = program.command('keys').description('manage your Ed25519 key');
 keysCmd
   .command('init')
@@ -300,7 +317,7 @@ program
   .action(async (name) => (await import('./governance-commands.js')).proposalsCommand(name, globals(), out()));
 
 for (const cmd of [...program.commands, ...keysCmd.commands, ...authCmd.commands]) {
-  if (cmd === keysCmd || cmd === registryCmd || cmd === authCmd) continue;
+  if (cmd === keysCmd || cmd === registryCmd || cmd === authCmd || cmd === edgeCmd) continue;
   withGlobals(cmd, { rpc: !['devnet', 'agent', 'gateway'].includes(cmd.name()) });
 }
 

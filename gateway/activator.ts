@@ -7,13 +7,14 @@
  * leaves while held is forgotten. Released responses carry `x-allegra-cold-start: <ms held>`, and the
  * wait is exported as the `allegra_gateway_cold_start_seconds` histogram.
  *
- * The hook into the request path is one call in server.ts: `activator.hold(…)` where a route has no replica.
+ * The hook into the request path is the engine's resolve phase (engine.ts): a route without a replica in
+ * rotation whose instance sleeps is handed to `hold`, which knows nothing of the runtime's request objects:
+ * it calls `resume` to forward and `refuse` to answer 503.
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry as MetricsRegistry } from 'prom-client';
 import type { InstanceSpec, RouteRecord } from '../protocol/types.js';
 import { scalesToZero } from '../router/scale.js';
-import { type ClientRequest, type ClientResponse, sendError } from './forwarder.js';
 
 export interface ActivatorOptions {
   /** Requests held per instance; more are refused at once (503). */
@@ -29,13 +30,23 @@ export const DEFAULT_ACTIVATOR: ActivatorOptions = { maxPerInstance: 2_000, maxT
 /** What became of a held request when the activator tried to forward it. */
 export type Resumed = 'forwarded' | 'no-replica' | 'full';
 
+/** How the request path lets a held request go on. */
+export interface HeldRequest {
+  /** Forwards the request if the instance has a replica with room for it (and not otherwise); `coldStartMs` is how long it was held. */
+  resume(coldStartMs: number): Resumed;
+  /** Answers 503 with Retry-After and this one-line reason. */
+  refuse(message: string): void;
+}
+
+/** Given back by `hold`: the caller cancels when its client goes away. */
+export interface HoldTicket {
+  cancel(): void;
+}
+
 interface Held {
-  req: ClientRequest;
-  res: ClientResponse;
+  request: HeldRequest;
   since: number;
-  timer: NodeJS.Timeout;
-  /** Forwards the request if the instance has a replica with room for it (it is not forwarded otherwise). */
-  resume: () => Resumed;
+  timer: ReturnType<typeof setTimeout>;
   done: boolean;
 }
 
@@ -98,39 +109,39 @@ export class Activator {
   }
 
   /**
-   * Holds a request until `release(instanceId)` finds the instance servable; `resume` forwards it then.
-   * `deadlineMs` is the request's own timeout: the wait never exceeds it.
+   * Holds a request until `release(instanceId)` finds the instance servable, then resumes it. `deadlineMs` is
+   * the request's own timeout: the wait never exceeds it. Null when refused at once (the queue is full).
    */
-  hold(route: RouteRecord, req: ClientRequest, res: ClientResponse, deadlineMs: number, requestId: string, resume: () => Resumed): void {
+  hold(route: RouteRecord, deadlineMs: number, request: HeldRequest): HoldTicket | null {
     const id = route.instanceId;
     this.names.set(id, route.instanceName);
     let queue = this.queues.get(id);
     if ((queue?.length ?? 0) >= this.opts.maxPerInstance || this.total >= this.opts.maxTotal) {
       this.refused.labels('queue-full').inc();
-      sendError(res, 503, requestId, `${route.host} is waking up and its queue is full; retry shortly`, { 'retry-after': '1' });
-      return;
+      request.refuse(`${route.host} is waking up and its queue is full; retry shortly`);
+      return null;
     }
     if (!queue) this.queues.set(id, (queue = []));
     const q = queue;
     const waitMs = Math.max(0, Math.min(this.opts.timeoutMs, deadlineMs));
     const held: Held = {
-      req,
-      res,
+      request,
       since: performance.now(),
-      resume,
       done: false,
       timer: setTimeout(() => {
         if (!this.drop(id, q, held)) return;
         this.refused.labels('timeout').inc();
-        sendError(res, 503, requestId, `${route.host} did not wake within ${waitMs} ms; retry shortly`, { 'retry-after': '1' });
+        request.refuse(`${route.host} did not wake within ${waitMs} ms; retry shortly`);
       }, waitMs),
     };
     q.push(held);
     this.total++;
-    res.once('close', () => {
-      if (this.drop(id, q, held)) this.log.debug({ route: route.host }, 'client left while its request was held');
-    });
     this.onHeldChanged(id);
+    return {
+      cancel: () => {
+        if (this.drop(id, q, held)) this.log.debug({ route: route.host }, 'client left while its request was held');
+      },
+    };
   }
 
   /** Removes a held request; true if it was still held. */
@@ -160,10 +171,11 @@ export class Activator {
     let firstSince = 0;
     for (const held of [...q]) {
       const ms = now - held.since;
-      held.res.setHeader('x-allegra-cold-start', String(Math.round(ms)));
-      const outcome = held.resume();
+      // Dropped first: a request resumed and then answered at once must not be released again.
+      held.done = true;
+      const outcome = held.request.resume(ms);
+      held.done = false;
       if (outcome !== 'forwarded') {
-        held.res.removeHeader('x-allegra-cold-start');
         if (outcome === 'full') this.retrySoon(instanceId);
         break;
       }
@@ -195,7 +207,7 @@ export class Activator {
     for (const [id, q] of [...this.queues]) {
       for (const held of [...q]) {
         if (!this.drop(id, q, held)) continue;
-        sendError(held.res, 503, crypto.randomUUID(), 'the gateway is shutting down; retry', { 'retry-after': '1' });
+        held.request.refuse('the gateway is shutting down; retry');
       }
     }
   }

@@ -56,7 +56,11 @@ export class BodyRateGuard {
     private readonly checkEveryMs = Math.min(1_000, windowMs),
   ) {}
 
-  /** Watches `meter` until it ends; calls `onTooSlow` once if a window's average rate falls short. */
+  /**
+   * Watches `meter` until it ends; calls `onTooSlow` once if a window's average rate falls short. Bodies that
+   * started together (a slow-POST wave) fail their window together: `onTooSlow` should only queue the cut
+   * (the exchange puts it in its client's intake lane) so other requests are served in between.
+   */
   watch(meter: BodyMeter, onTooSlow: () => void): void {
     if (this.minBytesPerSec <= 0) return;
     const t: Tracked = { meter, windowStart: performance.now(), windowBytes: 0, onTooSlow };
@@ -89,7 +93,7 @@ export class BodyRateGuard {
       t.windowStart = now;
       t.windowBytes = t.meter.bytes;
     }
-    cutInBatches(tooSlow, 0);
+    for (const t of tooSlow) t.onTooSlow();
     if (this.tracked.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = null;
@@ -101,14 +105,4 @@ export class BodyRateGuard {
     this.timer = null;
     this.tracked.clear();
   }
-}
-
-/**
- * Bodies that started together (a slow-POST wave) fail their window together: cut them a few dozen at
- * a time so that other requests are served in between instead of waiting behind thousands of closes.
- */
-function cutInBatches(list: Tracked[], from: number): void {
-  const end = Math.min(list.length, from + 32);
-  for (let i = from; i < end; i++) (list[i] as Tracked).onTooSlow();
-  if (end < list.length) setImmediate(cutInBatches, list, end);
 }

@@ -38,6 +38,8 @@ const schema = z
       .partial()
       .strict(),
     loadTickMs: z.number().int().min(100).max(60_000),
+    /** File holding the secret a Workers edge presents (x-allegra-edge); see GatewayOptions.edgeToken. */
+    edgeTokenFile: z.string().min(1),
     healthCheck: z.union([
       z.literal(false),
       z
@@ -90,6 +92,15 @@ export function loadGatewayConfig(path: string): Partial<GatewayOptions> {
     const issue = parsed.error.issues[0];
     throw new Error(`gateway config ${path}: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
   }
-  const { accessLog, ...rest } = parsed.data;
-  return { ...rest, ...(accessLog === false ? { accessLog: null } : {}) };
+  const { accessLog, edgeTokenFile, ...rest } = parsed.data;
+  let edgeToken: string | undefined;
+  if (edgeTokenFile) {
+    try {
+      edgeToken = readFileSync(edgeTokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new Error(`gateway config ${path}: edgeTokenFile: ${(err as Error).message}`);
+    }
+    if (edgeToken.length < 16) throw new Error(`gateway config ${path}: edgeTokenFile: the token must have at least 16 characters`);
+  }
+  return { ...rest, ...(accessLog === false ? { accessLog: null } : {}), ...(edgeToken ? { edgeToken } : {}) };
 }

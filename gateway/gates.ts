@@ -139,8 +139,13 @@ export class RetryBudget {
     private readonly minRetries = 3,
   ) {}
 
+  /** Whether a retry slot is free now (taking none). */
+  available(): boolean {
+    return this.retries < Math.max(this.minRetries, this.ratio * this.active);
+  }
+
   tryAcquire(): boolean {
-    if (this.retries >= Math.max(this.minRetries, this.ratio * this.active)) return false;
+    if (!this.available()) return false;
     this.retries++;
     return true;
   }

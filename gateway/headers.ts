@@ -83,6 +83,8 @@ export function upstreamRequestHeaders(raw: string[], ctx: ForwardingContext): {
       continue;
     }
     if (lower === 'expect') continue; // the gateway answered 100-continue itself
+    // The Workers edge's credential toward the gateways: never passed on, whoever sent it.
+    if (lower === 'x-allegra-edge') continue;
     if (HOP_BY_HOP.has(lower) || listed?.has(lower)) {
       if (ctx.upgrade && (lower === 'upgrade' || lower === 'connection')) out.push(name, value);
       continue;

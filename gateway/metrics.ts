@@ -1,7 +1,8 @@
 /** Prometheus metrics of a gateway (prom-client), exposed on the admin port. */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { EngineMetrics } from './engine.js';
 
-export class GatewayMetrics {
+export class GatewayMetrics implements EngineMetrics {
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: 'allegra_gateway_requests_total',
@@ -130,6 +131,22 @@ export class GatewayMetrics {
     let c = this.counters.get(key);
     if (!c) this.counters.set(key, (c = this.requests.labels(route, String(status))));
     c.inc();
+  }
+
+  clientAbort(phase: string): void {
+    this.clientAborts.labels(phase).inc();
+  }
+
+  refusal(reason: string): void {
+    this.refusals.labels(reason).inc();
+  }
+
+  upstreamError(reason: string): void {
+    this.upstreamErrors.labels(reason).inc();
+  }
+
+  retry(): void {
+    this.retries.inc();
   }
 
   observe(route: string, seconds: number): void {

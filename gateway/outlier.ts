@@ -3,7 +3,11 @@
  * ejected from its balancer, for longer each time it is ejected again, and a success resets its streak.
  * Connection failures eject at once: the replica is not there.
  */
-import type { Balancer } from '../router/balancer.js';
+/** What ejection acts on: a replica set (upstream.ts), or any balancer with the same two methods. */
+export interface Ejectable {
+  isEjected(id: string): boolean;
+  eject(id: string, durationMs: number): void;
+}
 
 interface Record {
   consecutive: number;
@@ -23,7 +27,7 @@ export class OutlierDetector {
   constructor(private readonly opts: OutlierOptions) {}
 
   /** Reports the outcome of one attempt on upstream `id` of `balancer`. */
-  report(balancer: Balancer<{ id: string }>, id: string, outcome: 'ok' | 'error' | 'connect'): void {
+  report(balancer: Ejectable, id: string, outcome: 'ok' | 'error' | 'connect'): void {
     let r = this.records.get(id);
     if (outcome === 'ok') {
       if (r) r.consecutive = 0;

@@ -1,7 +1,9 @@
 /**
- * The gateway's routing core, independent of any HTTP stack: host → route → quorum → live replicas →
- * balancer. All state is in memory and kept current by registry watches; a request never waits on the
- * registry. The Node entry and the Workers entry share this module.
+ * The gateway's routing core on Node, independent of any HTTP stack: host → route → quorum → live replicas
+ * → their `UpstreamSet`. All state is in memory and kept current by registry watches; a request never waits
+ * on the registry. What a route may serve is decided by `routeFromGrants` (protocol/grants.ts) over the
+ * route table (router/route-table.ts): the same two pieces decide it for the Workers edge, in the bridge
+ * that feeds the edge's route shards (edge/bridge.ts), so both runtimes serve exactly the same routes.
  */
 import { routeFromGrants } from '../protocol/grants.js';
 import { PREFIX } from '../protocol/keys.js';
@@ -11,22 +13,12 @@ import { replicaRecord, routeRecord } from '../protocol/schemas.js';
 import type { ReplicaRecord, RouteRecord } from '../protocol/types.js';
 import { ClusterView } from '../registry/cluster-view.js';
 import { jsonRecord, Mirror } from '../registry/mirror.js';
-import { Balancer } from '../router/balancer.js';
 import { RouteTable } from '../router/route-table.js';
 import { ingressEndpoint } from './dial.js';
+import type { Resolution } from './engine.js';
+import { type UpstreamInit, UpstreamSet } from './upstream.js';
 
-export interface Upstream {
-  /** Stable id of the replica slot: `${nodeId}.${slot}@${endpoint}`. */
-  id: string;
-  endpoint: string;
-  nodeId: string;
-  weight?: number;
-}
-
-export type Resolution =
-  | { kind: 'ok'; route: RouteRecord; balancer: Balancer<Upstream> }
-  | { kind: 'no-route' }
-  | { kind: 'no-replica'; route: RouteRecord; reason: string };
+export type { Resolution };
 
 /**
  * A route as the registry holds it, and what checking its grants against the instance's owner concluded:
@@ -63,9 +55,9 @@ export class RoutingCore {
   private refusedLogged = new Set<string>();
   /** Replica records grouped by instance id. */
   private readonly byInstance = new Map<string, Map<string, ReplicaRecord>>();
-  private readonly balancers = new Map<string, Balancer<Upstream>>();
+  private readonly sets = new Map<string, UpstreamSet>();
   /** Healthy, in-quorum replicas of each instance before the gateway's own health filter. */
-  private readonly knownOf = new Map<string, Upstream[]>();
+  private readonly knownOf = new Map<string, UpstreamInit[]>();
   private readonly reasons = new Map<string, string>();
   private readonly liveEndpoints = new Map<string, number>();
   /** Routes per instance id, to tell whether any route can be served. */
@@ -141,7 +133,7 @@ export class RoutingCore {
   /** Instances that have a route and at least one replica in rotation: what the gateway can serve. */
   get servableInstances(): number {
     let n = 0;
-    for (const id of this.routedInstances.keys()) if ((this.balancers.get(id)?.size ?? 0) > 0) n++;
+    for (const id of this.routedInstances.keys()) if ((this.sets.get(id)?.size ?? 0) > 0) n++;
     return n;
   }
 
@@ -151,11 +143,11 @@ export class RoutingCore {
     return instanceId;
   }
 
-  /** Every instance's balancer with its name, for per-replica metrics. */
-  balancerEntries(): Array<{ instance: string; balancer: Balancer<Upstream> }> {
+  /** Every instance's replicas with its name, for per-replica metrics. */
+  upstreamSets(): Array<{ instance: string; upstreams: UpstreamSet }> {
     const names = new Map<string, string>();
     for (const spec of this.view.instances.values()) names.set(spec.id, spec.name);
-    return [...this.balancers].map(([id, balancer]) => ({ instance: names.get(id) ?? id, balancer }));
+    return [...this.sets].map(([id, upstreams]) => ({ instance: names.get(id) ?? id, upstreams }));
   }
 
   /** Re-evaluates every instance (after an active health check changed an endpoint's state). */
@@ -169,13 +161,13 @@ export class RoutingCore {
     for (const spec of this.view.instances.values()) names.set(spec.id, spec.name);
     return [...this.knownOf].map(([instanceId, known]) => ({
       instance: names.get(instanceId) ?? instanceId,
-      inRotation: this.balancers.get(instanceId)?.size ?? 0,
+      inRotation: this.sets.get(instanceId)?.inRotation ?? 0,
       known: known.length,
     }));
   }
 
   private rebuildAll(): void {
-    const ids = new Set([...this.byInstance.keys(), ...this.balancers.keys()]);
+    const ids = new Set([...this.byInstance.keys(), ...this.sets.keys()]);
     for (const id of ids) this.rebuild(id);
   }
 
@@ -184,7 +176,7 @@ export class RoutingCore {
     const group = this.byInstance.get(instanceId);
     const quorum = this.view.quorumOf(instanceId);
     const members = new Set(quorum?.members ?? []);
-    const candidates: Upstream[] = [];
+    const candidates: UpstreamInit[] = [];
     let unhealthy = 0;
     let outside = 0;
     let unsigned = 0;
@@ -200,20 +192,18 @@ export class RoutingCore {
     // Replicas failing the gateway's own health checks leave rotation, unless all of them fail: then the
     // checks are more likely wrong than every replica, and trying them beats refusing (panic routing).
     const isDown = this.events.isDown;
-    const passing = isDown ? candidates.filter((u) => !isDown(u.endpoint)) : candidates;
-    const upstreams = passing.length > 0 ? passing : candidates;
-    if (passing.length < candidates.length) unhealthy += candidates.length - passing.length;
     const before = new Set((this.knownOf.get(instanceId) ?? []).map((u) => u.endpoint));
     if (candidates.length === 0 && !group) {
-      this.balancers.delete(instanceId);
+      this.sets.delete(instanceId);
       this.knownOf.delete(instanceId);
     } else {
-      const balancer = this.balancers.get(instanceId) ?? new Balancer<Upstream>();
-      const wasEmpty = balancer.size === 0;
-      balancer.setEndpoints(upstreams);
-      this.balancers.set(instanceId, balancer);
+      const set = this.sets.get(instanceId) ?? new UpstreamSet();
+      const wasServable = set.inRotation > 0;
+      set.set(candidates, isDown);
+      this.sets.set(instanceId, set);
       this.knownOf.set(instanceId, candidates);
-      if (wasEmpty && balancer.size > 0) this.events.onServable?.(instanceId);
+      unhealthy += set.size - set.inRotation;
+      if (!wasServable && set.inRotation > 0) this.events.onServable?.(instanceId);
     }
     const after = new Set(candidates.map((u) => u.endpoint));
     for (const e of after) {
@@ -294,10 +284,10 @@ export class RoutingCore {
   resolve(host: string): Resolution {
     const route = this.route(host);
     if (!route) return { kind: 'no-route' };
-    const balancer = this.balancers.get(route.instanceId);
-    if (!balancer || balancer.size === 0)
+    const upstreams = this.sets.get(route.instanceId);
+    if (!upstreams || upstreams.size === 0)
       return { kind: 'no-replica', route, reason: this.reasons.get(route.instanceId) ?? 'instance has no running replica' };
-    return { kind: 'ok', route, balancer };
+    return { kind: 'ok', route, upstreams };
   }
 
   get isReady(): boolean {

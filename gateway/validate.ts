@@ -11,7 +11,16 @@
  *    hop-by-hop would hand the replica a request other than the one the gateway routed.
  */
 import { normalizeHost } from '../protocol/keys.js';
-import type { ValidatedTarget } from './forwarder.js';
+
+/** What the validate phase established about a request. */
+export interface ValidatedTarget {
+  /** Normalized host the route is looked up by. */
+  host: string;
+  /** Host header value to send upstream (with the port, as the client gave it). */
+  authority: string;
+  /** Origin-form target. */
+  path: string;
+}
 
 export type Validation = ({ ok: true } & ValidatedTarget) | { ok: false; message: string };
 
@@ -57,7 +66,11 @@ interface RequestLike {
   headers: Record<string, string | string[] | undefined>;
 }
 
-export function validateRequest(req: RequestLike): Validation {
+/**
+ * `forwardedHost`: the host a trusted edge forwarded the request for (from X-Forwarded-Host, for edges that
+ * cannot set Host, such as Cloudflare Workers); it is checked like a Host and routes the request.
+ */
+export function validateRequest(req: RequestLike, forwardedHost?: string): Validation {
   let hostHeader: string | undefined;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
@@ -82,6 +95,7 @@ export function validateRequest(req: RequestLike): Validation {
       authority = pseudo;
     }
   }
+  if (forwardedHost !== undefined) authority = forwardedHost.trim();
   if (authority !== undefined && authority !== '') {
     const problem = authorityProblem(authority);
     if (problem) return { ok: false, message: problem };

@@ -55,6 +55,31 @@ export function seedInstance(
   };
 }
 
+/**
+ * The instance's route after its owner's `allegra expose` (HTTPS, a certificate ordered for it): the
+ * create grant kept, the expose request added, as the agent writes it. With `domain`, a custom domain's route.
+ */
+export function seedExpose(
+  owner: KeyPair,
+  instance: SeededInstance,
+  body: { redirectHttp: boolean; domain?: string; port?: number },
+  now = Date.now(),
+): { route: RouteRecord; op: Op } {
+  const grant = makeGrant(owner, 'POST', `/v1/instances/${encodeURIComponent(instance.spec.name)}/expose`, body);
+  const host = body.domain ?? instance.route.host;
+  const base: RouteRecord =
+    host === instance.route.host
+      ? instance.route
+      : { host, instanceId: instance.spec.id, instanceName: instance.spec.name, kind: 'custom', createdAt: now, grants: [] };
+  const route: RouteRecord = {
+    ...base,
+    tls: { redirectHttp: body.redirectHttp },
+    ...(body.port !== undefined ? { port: body.port } : {}),
+    grants: [...(base.grants ?? []), grant],
+  };
+  return { route, op: { type: 'put', key: keys.route(host), value: JSON.stringify(route) } };
+}
+
 export interface SeededNode {
   id: string;
   keyPair: KeyPair;

@@ -8,7 +8,17 @@ export const PHASES = ['matrix', 'rate', 'multi', 'failover', 'micro'] as const;
 export type Phase = (typeof PHASES)[number];
 
 /** Interleaving order of the single-process targets (A B C … A B C …). */
-export const ALL_TARGETS = ['direct', 'gateway', 'gateway-nolog', 'nginx', 'haproxy', 'node-min', 'http-proxy', 'fastify'] as const;
+export const ALL_TARGETS = [
+  'direct',
+  'gateway',
+  'gateway-baseline',
+  'gateway-nolog',
+  'nginx',
+  'haproxy',
+  'node-min',
+  'http-proxy',
+  'fastify',
+] as const;
 
 export type Mode = 'full' | 'quick' | 'smoke';
 
@@ -33,6 +43,11 @@ export interface BenchOptions {
   failoverTargets: string[];
   multiTargets: string[];
   loadgen: LoadGenKind | undefined;
+  /**
+   * `--baseline DIR`: another build of the project (a checkout of an earlier commit, built), measured as
+   * target `gateway-baseline` beside `gateway` in the same run, so a change is compared under the same load.
+   */
+  baseline: string | undefined;
   /** Where RESULTS.md, latency.svg and results.json are written. */
   outDir: string;
   /** Where results.json goes (bench/out for the full run, outDir otherwise). */
@@ -52,12 +67,13 @@ export const USAGE = `usage: node dist/bench/run.js [--quick | --smoke] [options
   --duration S         seconds per measured run (default 3)
   --connections N      concurrent connections (default 50)
   --loadgen wrk|autocannon   closed-loop load generator (default: wrk when installed)
+  --baseline DIR       also measure the gateway of another build (DIR/dist/cli/main.js) as gateway-baseline
 `;
 
-function preset(mode: Mode, root: string): Omit<BenchOptions, 'command' | 'loadgen'> {
+function preset(mode: Mode, root: string): Omit<BenchOptions, 'command' | 'loadgen' | 'baseline'> {
   const base = {
     mode,
-    targets: [...ALL_TARGETS],
+    targets: ALL_TARGETS.filter((t) => t !== 'gateway-baseline'),
     scenarios: SCENARIOS.map((s) => s.id),
     phases: [...PHASES],
     connections: 50,
@@ -136,6 +152,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   const o: BenchOptions = {
     ...preset(mode, root),
     loadgen: undefined,
+    baseline: undefined,
     command:
       process.env.npm_lifecycle_event === 'bench'
         ? `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`
@@ -192,9 +209,17 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
         o.loadgen = v;
         break;
       }
+      case '--baseline':
+        o.baseline = next();
+        if (!o.baseline) throw new Error('--baseline needs a directory');
+        break;
       default:
         throw new Error(`unknown option ${flag}\n${USAGE}`);
     }
   }
+  if (o.baseline) {
+    if (!o.targets.includes('gateway-baseline') && o.targets.includes('gateway'))
+      o.targets = ALL_TARGETS.filter((id) => id === 'gateway-baseline' || o.targets.includes(id));
+  } else if (o.targets.includes('gateway-baseline')) throw new Error('target gateway-baseline needs --baseline DIR');
   return o;
 }

@@ -3,6 +3,7 @@
  * authors; it is loaded dynamically so the harness still runs (without this target) when it is absent.
  */
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkInterrupted, interrupted, registerCleanup, registerForeignPids } from '../lib/proc.js';
 import type { TargetSpec } from './types.js';
@@ -20,6 +21,8 @@ export type StartAllegraGateway = (opts: {
   processes?: number;
   cpus?: string;
   accessLog?: boolean;
+  /** The CLI to run (another build's dist/cli/main.js); default: this build's. */
+  cli?: string;
 }) => Promise<AllegraTarget>;
 
 const MODULE = new URL('../targets/allegra.js', import.meta.url);
@@ -44,13 +47,14 @@ export async function loadGateway(): Promise<GatewayLoad> {
 /** Starts the gateway and returns it plus the Host header it routes on. */
 export async function startGateway(
   start: StartAllegraGateway,
-  opts: { upstreams: string[]; processes: number; cpus: string | undefined; accessLog: boolean },
+  opts: { upstreams: string[]; processes: number; cpus: string | undefined; accessLog: boolean; cli?: string },
 ): Promise<AllegraTarget> {
   checkInterrupted();
   const gw = await start({
     upstreams: opts.upstreams,
     processes: opts.processes,
     accessLog: opts.accessLog,
+    ...(opts.cli ? { cli: opts.cli } : {}),
     ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
   });
   if (interrupted()) {
@@ -70,19 +74,30 @@ export async function startGateway(
   };
 }
 
-/** The production gateway (access log on), or the same with the access log off (`gateway-nolog`). */
-export function gatewaySpec(start: StartAllegraGateway, accessLog = true): TargetSpec {
+/**
+ * The production gateway (access log on), the same with the access log off (`gateway-nolog`), or another
+ * build's gateway (`gateway-baseline`, access log on) when `baseline` names that build's directory.
+ */
+export function gatewaySpec(start: StartAllegraGateway, accessLog = true, baseline?: string): TargetSpec {
+  const cli = baseline ? join(baseline, 'dist', 'cli', 'main.js') : undefined;
   return {
-    id: accessLog ? 'gateway' : 'gateway-nolog',
-    label: accessLog ? 'Allegra gateway' : 'Allegra gateway, access log off',
+    id: baseline ? 'gateway-baseline' : accessLog ? 'gateway' : 'gateway-nolog',
+    label: baseline ? 'Allegra gateway, baseline build' : accessLog ? 'Allegra gateway' : 'Allegra gateway, access log off',
     multiWorker: true,
     start: async (ctx) => {
-      const gw = await startGateway(start, { upstreams: ctx.upstreams, processes: ctx.workers, cpus: ctx.cpus, accessLog });
+      if (cli && !existsSync(cli)) throw new Error(`baseline build not found: ${cli} (build it first)`);
+      const gw = await startGateway(start, {
+        upstreams: ctx.upstreams,
+        processes: ctx.workers,
+        cpus: ctx.cpus,
+        accessLog,
+        ...(cli ? { cli } : {}),
+      });
       return {
         url: gw.url,
         host: gw.host,
         pids: gw.pids,
-        detail: `${ctx.workers} process${ctx.workers > 1 ? 'es' : ''}; route lookup + balancing + metrics + undici forward${accessLog ? ' + access log' : ''}, 3 replicas`,
+        detail: `${ctx.workers} process${ctx.workers > 1 ? 'es' : ''}; route lookup + balancing + metrics + undici forward${accessLog ? ' + access log' : ''}, 3 replicas${baseline ? `; build in ${baseline}` : ''}`,
         stop: gw.stop,
       };
     },

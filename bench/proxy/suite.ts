@@ -27,7 +27,7 @@ export async function runSuite(o: BenchOptions, log: (msg: string) => void): Pro
   const tmpDir = makeTempDir('allegra-bench-');
   const loadgen = pickLoadGen(o.loadgen, cpu.loadgen, tmpDir);
   const notes: string[] = [];
-  const usesGateway = [...o.targets, ...o.multiTargets, ...o.failoverTargets].some((t) => t === 'gateway' || t === 'gateway-nolog');
+  const usesGateway = [...o.targets, ...o.multiTargets, ...o.failoverTargets].some((t) => t.startsWith('gateway'));
   const gateway = usesGateway ? await loadGateway() : ({ ok: false, reason: 'not selected' } as const);
   if (usesGateway && !gateway.ok) {
     log(`gateway target unavailable: ${gateway.reason} — continuing without it`);
@@ -66,7 +66,7 @@ export async function runSuite(o: BenchOptions, log: (msg: string) => void): Pro
 
     if (has('matrix') || has('rate')) {
       log('starting targets (1 process / worker / thread each)…');
-      const lineup = await startLineup(targetSpecs(o.targets, gateway), ctx, DEFAULT_HOST, log);
+      const lineup = await startLineup(targetSpecs(o.targets, gateway, o.baseline), ctx, DEFAULT_HOST, log);
       report.host = lineup.host;
       report.targets = lineup.info();
       try {
@@ -105,7 +105,7 @@ export async function runSuite(o: BenchOptions, log: (msg: string) => void): Pro
     checkInterrupted();
     if (has('multi') && o.multiTargets.length) {
       log(`starting targets with ${cpu.multiWorkers} workers each on CPUs ${cpu.multi ?? '(unpinned)'}…`);
-      const specs = targetSpecs(o.multiTargets, gateway).filter((s) => s.multiWorker || s.id === 'direct');
+      const specs = targetSpecs(o.multiTargets, gateway, o.baseline).filter((s) => s.multiWorker || s.id === 'direct');
       const lineup = await startLineup(specs, { ...ctx, cpus: cpu.multi, workers: cpu.multiWorkers }, report.host, log);
       try {
         const rows = await interleave(lineup, small, loadgen, { ...o, tag: `${cpu.multiWorkers}w` }, log);
@@ -119,7 +119,7 @@ export async function runSuite(o: BenchOptions, log: (msg: string) => void): Pro
     checkInterrupted();
     if (has('failover') && o.failoverTargets.length) {
       const rows: FailoverRow[] = [];
-      for (const spec of targetSpecs(o.failoverTargets, gateway)) {
+      for (const spec of targetSpecs(o.failoverTargets, gateway, o.baseline)) {
         rows.push(
           await failover(
             spec,

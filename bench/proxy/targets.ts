@@ -12,8 +12,19 @@ export class Unavailable extends Error {}
 
 const STATIC: TargetSpec[] = [directTarget, nginxTarget, haproxyTarget, minimalTarget, httpProxyTarget, fastifyTarget];
 
-export function targetSpecs(ids: string[], gateway: GatewayLoad): TargetSpec[] {
+export function targetSpecs(ids: string[], gateway: GatewayLoad, baseline?: string): TargetSpec[] {
   return ids.map((id) => {
+    if (id === 'gateway-baseline') {
+      if (gateway.ok && baseline) return gatewaySpec(gateway.start, true, baseline);
+      return {
+        id,
+        label: 'Allegra gateway, baseline build',
+        multiWorker: true,
+        start: async () => {
+          throw new Unavailable(gateway.ok ? 'no --baseline given' : gateway.reason);
+        },
+      };
+    }
     if (id === 'gateway' || id === 'gateway-nolog') {
       const accessLog = id === 'gateway';
       if (gateway.ok) return gatewaySpec(gateway.start, accessLog);

@@ -5,7 +5,7 @@
  * seeded with one instance whose replicas are the benchmark's upstreams.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,8 @@ export interface AllegraTarget {
   pids: number[];
   /** Port of the gateway's admin server (/metrics). */
   adminPort: number;
+  /** The embedded registry the gateway reads (hosted by this process). */
+  registry: EmbeddedHost;
   stop(): Promise<void>;
 }
 
@@ -46,7 +48,12 @@ export async function startAllegraGateway(opts: {
   processes?: number;
   cpus?: string;
   accessLog?: boolean;
+  /** The CLI to run (another build's dist/cli/main.js); default: this build's. */
+  cli?: string;
+  /** A gateway config file's content (`--config`), e.g. `{ edgeTokenFile }`. */
+  config?: Record<string, unknown>;
 }): Promise<AllegraTarget> {
+  const cli = opts.cli ?? CLI;
   const dir = mkdtempSync(join(tmpdir(), 'allegra-bench-'));
   const registry = await EmbeddedHost.start(join(dir, 'registry'));
   await seedRegistry(registry, opts.upstreams);
@@ -64,10 +71,14 @@ export async function startAllegraGateway(opts: {
     join(dir, 'gateway.log'),
     ...(opts.accessLog === false ? ['--no-access-log'] : []),
   ];
+  if (opts.config) {
+    writeFileSync(join(dir, 'gateway.json'), JSON.stringify(opts.config));
+    args.push('--config', join(dir, 'gateway.json'));
+  }
   // With a CPU list the gateway runs under taskset; fork keeps the IPC channel for the ready message.
   const child: ChildProcess = opts.cpus
-    ? fork(CLI, args, { execPath: 'taskset', execArgv: ['-c', opts.cpus, process.execPath], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
-    : fork(CLI, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    ? fork(cli, args, { execPath: 'taskset', execArgv: ['-c', opts.cpus, process.execPath], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+    : fork(cli, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const ready = await new Promise<{ http: number; admin: number; workers?: number[] }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('allegra gateway did not start within 20 s')), 20_000);
     child.on('message', (msg: { type?: string; http: number; admin: number; workers?: number[] }) => {
@@ -86,6 +97,7 @@ export async function startAllegraGateway(opts: {
     host: HOST,
     pids,
     adminPort: ready.admin,
+    registry,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));

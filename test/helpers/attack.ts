@@ -1,13 +1,13 @@
 /**
- * Tools for the attack suite: attackers run as child processes (their busy loops must not delay the
- * probe), a well-behaved probe that sends one GET every 20 ms from a loopback address of its own and
- * records each answer's status and latency, and the gateway's resident memory.
+ * Tools for the attack suite: attackers run as child processes at the lowest priority (their busy loops
+ * must not delay the probe), a well-behaved probe process that sends one GET every 20 ms from a loopback
+ * address of its own and records each answer's status and latency, and the gateway's resident memory.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
-import { agentFrom } from './clients.js';
+import { raisePriority } from './scheduling.js';
 
 export const ATTACKS = fileURLToPath(new URL('../fixtures/attacks/', import.meta.url));
 
@@ -66,64 +66,84 @@ export function stopAttackers(): void {
 }
 
 export interface Sample {
+  /** Wall-clock send time (performance.timeOrigin + performance.now() of the probe), ms. */
   at: number;
   status: number;
   ms: number;
 }
 
 export interface Probe {
-  /** Samples sent between `from` and `to` (performance.now() times). */
-  window(from: number, to: number): { sent: number; ok: number; p99: number; failures: string[] };
+  /**
+   * Samples sent between `from` and `to` (performance.now() times of this process); `slowest` are the five
+   * slowest as [ms after `from`, latency ms], to tell a burst from a spread.
+   */
+  window(from: number, to: number): { sent: number; ok: number; p99: number; failures: string[]; slowest: Array<[number, number]> };
   stop(): Promise<void>;
+  /** Whether the probe runs at the raised priority of the system under test. */
+  readonly prioritized: boolean;
 }
 
-/** One GET every `intervalMs` to `base` with `Host: host`, from `localAddress`, each with a 2 s timeout. */
+/**
+ * The well-behaved client: one GET every `intervalMs` to `base` with `Host: host` from `localAddress`, each
+ * with a 2 s timeout, in a process of its own (test/fixtures/attacks/probe.mjs) at the raised priority of
+ * the system under test, so that its latencies are the gateway's and not the test runner's.
+ */
 export function startProbe(base: string, host: string, localAddress = '127.0.0.2', intervalMs = 20): Probe {
-  const agent = agentFrom(localAddress, { keepAliveTimeout: 30_000 });
+  const child = spawn(process.execPath, [`${ATTACKS}probe.mjs`, base, host, localAddress, String(intervalMs)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+    detached: true,
+  });
+  const prioritized = child.pid !== undefined && raisePriority(child.pid);
   const samples: Sample[] = [];
-  const failures: Array<{ at: number; why: string }> = [];
-  const inFlight = new Set<Promise<void>>();
-  const t0 = performance.now();
-  let n = 0;
-  let stopped = false;
-  const tick = () => {
-    if (stopped) return;
-    const at = performance.now();
-    const p = request(`${base}/`, { headers: { host }, dispatcher: agent, headersTimeout: 2_000, bodyTimeout: 2_000 })
-      .then(async (res) => {
-        await res.body.dump();
-        samples.push({ at, status: res.statusCode, ms: performance.now() - at });
-        if (res.statusCode !== 200) failures.push({ at, why: `status ${res.statusCode}` });
-      })
-      .catch((err: Error) => {
-        samples.push({ at, status: 0, ms: performance.now() - at });
-        failures.push({ at, why: err.message });
-      })
-      .finally(() => inFlight.delete(p));
-    inFlight.add(p);
-    n++;
-    // Fixed schedule: a slow answer does not delay the next probe.
-    setTimeout(tick, Math.max(0, t0 + n * intervalMs - performance.now()));
-  };
-  tick();
+  let rest = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    const lines = (rest + d.toString()).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) {
+      const [at, status, ms] = line.split(' ').map(Number);
+      samples.push({ at: at as number, status: status as number, ms: ms as number });
+    }
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const wall = (t: number) => performance.timeOrigin + t;
   return {
+    prioritized,
     window(from, to) {
-      const inside = samples.filter((s) => s.at >= from && s.at < to);
+      const inside = samples.filter((s) => s.at >= wall(from) && s.at < wall(to));
       const ms = inside.map((s) => (s.status === 200 ? s.ms : Number.POSITIVE_INFINITY)).sort((a, b) => a - b);
       const p99 = ms.length ? (ms[Math.min(ms.length - 1, Math.ceil(ms.length * 0.99) - 1)] as number) : Number.NaN;
+      const slowest = [...inside]
+        .sort((a, b) => b.ms - a.ms)
+        .slice(0, 5)
+        .map((s): [number, number] => [Math.round(s.at - wall(from)), Math.round(s.ms)]);
       return {
         sent: inside.length,
         ok: inside.filter((s) => s.status === 200).length,
         p99,
-        failures: failures.filter((f) => f.at >= from && f.at < to).map((f) => f.why),
+        slowest,
+        failures: inside.filter((s) => s.status !== 200).map((s) => (s.status === 0 ? 'error or timeout' : `status ${s.status}`)),
       };
     },
     async stop() {
-      stopped = true;
-      await Promise.allSettled([...inFlight]);
-      await agent.close();
+      child.stdin?.end();
+      const force = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(force);
     },
   };
+}
+
+/**
+ * CPU time of a process's main thread and the time it waited for a core (run queue), in ms
+ * (/proc/PID/task/PID/schedstat): a wait as long as the run means the machine, not the process, was busy.
+ */
+export function schedOf(pid: number): { runMs: number; waitMs: number } {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+    return { runMs: (run as number) / 1e6, waitMs: (wait as number) / 1e6 };
+  } catch {
+    return { runMs: Number.NaN, waitMs: Number.NaN };
+  }
 }
 
 /** Resident set size of a process, in bytes. */

@@ -11,7 +11,7 @@ import type { Op } from '../../protocol/registry.js';
 import { generateKeyPair } from '../../protocol/signing.js';
 import type { RoutePolicy } from '../../protocol/types.js';
 import { EmbeddedHost } from '../../registry/embedded.js';
-import { seedInstance, seedNode, seedReplica } from '../../registry/seed.js';
+import { type SeededInstance, seedExpose, seedInstance, seedNode, seedReplica } from '../../registry/seed.js';
 import { CLI } from './cli.js';
 import { tempDir } from './tmp.js';
 
@@ -27,9 +27,27 @@ export interface Upstream {
 
 export const GRPC_UPSTREAM = fileURLToPath(new URL('../fixtures/grpc/server.mjs', import.meta.url));
 
+export interface ProcessOptions {
+  /**
+   * Start the process in a session of its own (setsid), hence in a scheduling group of its own on kernels
+   * with autogroups, so its priority can be raised on its own (test/helpers/scheduling.ts). It then no
+   * longer shares the test's process group: it exits when its parent does.
+   */
+  ownSession?: boolean;
+}
+
 /** Starts a replica process (the HTTP fixture by default) that prints {"port":N} when listening. */
-export function startUpstream(name: string, env: Record<string, string> = {}, script = UPSTREAM): Promise<Upstream> {
-  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env, NAME: name }, stdio: ['ignore', 'pipe', 'inherit'] });
+export function startUpstream(
+  name: string,
+  env: Record<string, string> = {},
+  script = UPSTREAM,
+  opts: ProcessOptions = {},
+): Promise<Upstream> {
+  const child = spawn(process.execPath, [script], {
+    env: { ...process.env, ...env, NAME: name, ...(opts.ownSession ? { EXIT_WITH_PARENT: '1' } : {}) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+    detached: opts.ownSession === true,
+  });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => {
@@ -58,7 +76,9 @@ export interface Cluster {
   /** Puts an instance `name` with one route `<name>.test` whose replicas are `upstreams`. */
   addApp(name: string, upstreams: Upstream[], policy?: RoutePolicy): Promise<{ instanceId: string; host: string }>;
   setReplicas(name: string, upstreams: Upstream[]): Promise<void>;
-  startGateway(args?: string[], config?: Record<string, unknown>): Promise<GatewayProcess>;
+  /** Exposes an app as its owner would (`allegra expose`): its route gets TLS, and gateways order its certificate. */
+  expose(name: string, body: { redirectHttp: boolean }): Promise<void>;
+  startGateway(args?: string[], config?: Record<string, unknown>, opts?: ProcessOptions): Promise<GatewayProcess>;
   cleanup(): Promise<void>;
 }
 
@@ -68,6 +88,7 @@ export async function startCluster(): Promise<Cluster> {
   const registry = await EmbeddedHost.start(registryDir);
   const gateways: GatewayProcess[] = [];
   const apps = new Map<string, string>();
+  const seededApps = new Map<string, SeededInstance>();
   // Records as agents would write them: an owner's signed create request, a node whose key signs its replicas.
   const owner = generateKeyPair();
   const node = seedNode('n-test');
@@ -95,12 +116,18 @@ export async function startCluster(): Promise<Cluster> {
         ...(policy ? { policy } : {}),
       });
       apps.set(name, seeded.spec.id);
+      seededApps.set(name, seeded);
       await registry.txn({ compare: [], success: seeded.ops });
       await setReplicas(name, upstreams);
       return { instanceId: seeded.spec.id, host: seeded.route.host };
     },
     setReplicas,
-    async startGateway(args = [], config) {
+    async expose(name, body) {
+      const seeded = seededApps.get(name);
+      if (!seeded) throw new Error(`no app ${name}`);
+      await registry.txn({ compare: [], success: [seedExpose(owner, seeded, body).op] });
+    },
+    async startGateway(args = [], config, opts = {}) {
       const n = gateways.length;
       const logFile = join(tmp.path, `gateway-${n}.log`);
       const extra = [...args];
@@ -112,9 +139,8 @@ export async function startCluster(): Promise<Cluster> {
       const child = fork(
         CLI,
         ['gateway', '--registry', `embedded:${registryDir}`, '--http', '0', '--https', '0', '--admin', '0', '--log', logFile, ...extra],
-        {
-          stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-        },
+        // A gateway leaves when its IPC channel closes, so one in a session of its own still dies with the test.
+        { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: opts.ownSession === true },
       );
       const ready = await new Promise<{ http: number; https: number | null; admin: number }>((resolve, reject) => {
         child.on('message', (m: { type?: string; http: number; https: number | null; admin: number }) => m?.type === 'ready' && resolve(m));

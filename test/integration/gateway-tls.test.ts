@@ -6,8 +6,6 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { keys } from '../../protocol/keys.js';
-import type { RouteRecord } from '../../protocol/types.js';
 import {
   type Cluster,
   type GatewayProcess,
@@ -39,16 +37,9 @@ describe('gateway TLS', () => {
   beforeAll(async () => {
     cluster = await startCluster();
     up = await startUpstream('t1');
-    const { instanceId } = await cluster.addApp('tls', [up]);
-    const route: RouteRecord = {
-      host: 'tls.test',
-      instanceId,
-      instanceName: 'tls',
-      kind: 'network',
-      createdAt: Date.now(),
-      tls: { redirectHttp: false },
-    };
-    await cluster.registry.put(keys.route('tls.test'), JSON.stringify(route));
+    await cluster.addApp('tls', [up]);
+    // Exposed by its owner: certificates are ordered only for routes whose owner-signed grants check out.
+    await cluster.expose('tls', { redirectHttp: false });
     const ca = join(cluster.dir, 'ca');
     gw = await cluster.startGateway(['--local-ca', ca], { healthCheck: false });
     strict = await cluster.startGateway(['--local-ca', ca], { healthCheck: false, tls13Only: true });

@@ -33,14 +33,22 @@ describe('Activator', () => {
     );
     const state = { room: 0 as number, order: [] as string[] };
     server = createServer((req: IncomingMessage, res: ServerResponse) => {
-      activator.hold(route, req, res, 60_000, 'rid', (): Resumed => {
-        if (state.room <= 0) return 'full';
-        state.room--;
-        state.order.push(req.url ?? '');
-        res.writeHead(200, { 'content-type': 'text/plain' });
-        res.end(`served ${req.url}`);
-        return 'forwarded';
+      // What the engine does with a held request: resume forwards it (here: answers), refuse answers 503.
+      const ticket = activator.hold(route, 60_000, {
+        resume: (coldStartMs): Resumed => {
+          if (state.room <= 0) return 'full';
+          state.room--;
+          state.order.push(req.url ?? '');
+          res.writeHead(200, { 'content-type': 'text/plain', 'x-allegra-cold-start': String(Math.round(coldStartMs)) });
+          res.end(`served ${req.url}`);
+          return 'forwarded';
+        },
+        refuse: (message) => {
+          res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '1' });
+          res.end(message);
+        },
       });
+      if (ticket) res.once('close', () => ticket.cancel());
     });
     await new Promise<void>((r) => server?.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
