@@ -60,6 +60,7 @@ export async function createCommand(
     memory?: string;
     pids?: string;
     cpuShares?: string;
+    volume?: boolean;
   },
   g: GlobalOpts,
   out: Output,
@@ -74,6 +75,7 @@ export async function createCommand(
     port,
     ...(opts.replicas ? { replicas: parseReplicas(opts.replicas) } : {}),
     ...limitsFrom(opts),
+    ...(opts.volume ? { volume: true } : {}),
   };
   const created = await rpc.call<{ instance: InstanceSpec; url: string }>({ method: 'POST', path: '/v1/instances', body: { json: body } });
   let deployed: DeployResult | undefined;
@@ -192,8 +194,12 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
       const state = m.state
         ? `; state at revision ${m.state.revision}, ${m.state.matches ? 'matches' : 'DOES NOT MATCH'} (${m.state.keys} keys, ${m.state.bytes} of ${m.state.quotaBytes} bytes${m.state.repairs ? `, ${m.state.repairs} repairs` : ''})`
         : '';
+      const v = m.volume;
+      const volume = v
+        ? `; volume ${v.role === 'writing' ? 'WRITER' : v.role}, snapshot ${v.seq}${v.capturedAt ? ` of ${new Date(v.capturedAt).toISOString()}` : ''} ${v.complete ? 'held whole' : 'INCOMPLETE'}${v.problem ? ` (${v.problem})` : ''}`
+        : '';
       lines.push(
-        `  member ${m.nodeId}: code ${m.phase}${why}${m.retryAt ? ` (retrying at ${new Date(m.retryAt).toISOString()})` : ''}${state}`,
+        `  member ${m.nodeId}: code ${m.phase}${why}${m.retryAt ? ` (retrying at ${new Date(m.retryAt).toISOString()})` : ''}${state}${volume}`,
       );
     }
     if (s.replicas.length > 0) {

@@ -23,6 +23,8 @@ export const PREFIX = {
   gateways: 'gateways/',
   /** Per-member status of an instance (deploy failures and the like), written by agents. */
   instanceStatus: 'instance-status/',
+  /** Volumes (`--volume`): the writer's lease record and the signed head of the newest complete copy. */
+  volumes: 'volumes/',
   /** Future: app state, audit log, metering (agents), and gateway load signals. */
   state: 'state/',
   history: 'history/',
@@ -49,6 +51,9 @@ export const keys = {
   certLock: (host: string) => `${PREFIX.certLocks}${host}`,
   instanceStatusOf: (instanceId: string) => `${PREFIX.instanceStatus}${instanceId}/`,
   instanceStatus: (instanceId: string, nodeId: string) => `${PREFIX.instanceStatus}${instanceId}/${nodeId}`,
+  volumeOf: (instanceId: string) => `${PREFIX.volumes}${instanceId}/`,
+  volumeWriter: (instanceId: string) => `${PREFIX.volumes}${instanceId}/writer`,
+  volumeHead: (instanceId: string) => `${PREFIX.volumes}${instanceId}/head`,
 } as const;
 
 /** Hosts are case-insensitive and may carry a port; routes are keyed by the bare lower-case name. */

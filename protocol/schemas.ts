@@ -50,6 +50,8 @@ export const createInstanceRequest = z.object({
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
   replicas: replicasRange.optional(),
   limits: replicaLimits.optional(),
+  /** One writer replica on a volume replicated to every quorum member (docs/ARCHITECTURE.md, "Volumes"). */
+  volume: z.boolean().optional(),
 });
 export type CreateInstanceRequest = z.infer<typeof createInstanceRequest>;
 
@@ -107,6 +109,7 @@ export const instanceSpec = z.object({
   env: z.record(z.string(), z.string()),
   replicas: z.object({ min: z.number().int(), max: z.number().int() }),
   limits: replicaLimits.optional(),
+  volume: z.boolean().optional(),
   artifact: artifactRef.nullable(),
   state: z.enum(['running', 'stopped']),
   version: z.number().int(),
@@ -149,6 +152,16 @@ export const instanceStatusRecord = z.object({
       bytes: z.number(),
       quotaBytes: z.number(),
       quotaKeys: z.number(),
+    })
+    .optional(),
+  volume: z
+    .object({
+      role: z.enum(['follower', 'taking-over', 'writing', 'stepping-down', 'fenced']),
+      writer: z.string().nullable(),
+      seq: z.number(),
+      capturedAt: z.number().nullable(),
+      complete: z.boolean(),
+      problem: z.string().max(1024).optional(),
     })
     .optional(),
   updatedAt: z.number(),

@@ -55,7 +55,10 @@ export class InstanceService {
     const network = this.view.network();
     const now = Date.now();
     const quorumSize = network.quorumSize;
-    const replicas = req.replicas ?? { min: quorumSize, max: quorumSize };
+    // A volume has exactly one writer, so its instance runs exactly one replica (docs/ARCHITECTURE.md, "Volumes").
+    if (req.volume && req.replicas && (req.replicas.min !== 1 || req.replicas.max !== 1))
+      throw new AllegraError('bad_request', 'an instance with a volume runs one replica (its writer): leave --replicas out or use 1:1');
+    const replicas = req.replicas ?? (req.volume ? { min: 1, max: 1 } : { min: quorumSize, max: quorumSize });
     const spec = newInstanceSpec(
       {
         id: instanceIdFor(grant),
@@ -68,6 +71,7 @@ export class InstanceService {
         replicas,
         createGrant: grant,
         ...(req.limits ? { limits: req.limits } : {}),
+        ...(req.volume ? { volume: true } : {}),
       },
       now,
     );
@@ -284,8 +288,9 @@ export class InstanceService {
       ...routes.map((host) => ({ type: 'delete', key: keys.route(host) }) as Op),
       { type: 'deletePrefix', prefix: keys.replicasOf(spec.id) },
       { type: 'deletePrefix', prefix: keys.instanceStatusOf(spec.id) },
-      // The instance's app state goes with it.
+      // The instance's app state and its volume's records go with it (members then drop the chunks).
       { type: 'deletePrefix', prefix: `${PREFIX.state}${spec.id}/` },
+      { type: 'deletePrefix', prefix: keys.volumeOf(spec.id) },
     ];
     const res = await this.registry.txn({
       compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }],
