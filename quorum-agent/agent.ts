@@ -33,6 +33,8 @@ import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
 import { STATE_PORT, StateService } from './state/service.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
+import type { VolumeLimits } from './volume/layout.js';
+import { VolumeService } from './volume/service.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
 export const DEFAULT_MAX_ARTIFACT_BYTES = 256 * 1024 * 1024;
@@ -65,6 +67,8 @@ export interface AgentOptions {
   dnsResolver?: string;
   /** Who may run unsandboxed when the host cannot sandbox, and the uids replicas get. */
   sandbox?: SandboxPolicyOptions & { uidRange?: UidRange };
+  /** Volumes (`--volume`): writer lease TTL, capture interval, size limits. */
+  volumes?: { leaseTtlMs?: number; intervalMs?: number; limits?: Partial<VolumeLimits> };
 }
 
 export class Agent {
@@ -90,6 +94,7 @@ export class Agent {
   private gcTimer: NodeJS.Timeout | null = null;
   private ingress: NodeIngress | null = null;
   private readonly state: StateService;
+  private readonly volumes: VolumeService;
   private statusTimer: NodeJS.Timeout | null = null;
   /** What this member last reported per instance: its code's phase and its state copy. */
   private readonly reported = new Map<string, { prepare?: PrepareStatus; published?: string }>();
@@ -117,6 +122,19 @@ export class Agent {
       log: opts.log,
       onStatus: () => this.publishStateStatus(),
       onReady: () => this.reconcile(),
+    });
+    this.volumes = new VolumeService({
+      registry: opts.registry,
+      view: this.view,
+      nodeId: this.identity.id,
+      keyPair: this.identity.keyPair,
+      dataDir: opts.dataDir,
+      log: opts.log,
+      ...opts.volumes,
+      pause: (instanceId) => this.supervisor.pause(instanceId, 0),
+      drained: (instanceId) => this.supervisor.drained(instanceId),
+      ownerUid: (instanceId) => this.driver?.uidOf(instanceId),
+      changed: () => this.reconcile(),
     });
     this.service = new InstanceService(opts.registry, this.view, this.identity.id);
     this.reconciler = new SerialPass(
@@ -181,6 +199,7 @@ export class Agent {
       maxArtifactBytes: this.opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
+      chunks: this.volumes.chunks,
     });
     const host = this.opts.host ?? '127.0.0.1';
     const port = await new Promise<number>((resolve, reject) => {
@@ -189,6 +208,7 @@ export class Agent {
     });
     await this.view.start();
     await this.setUpSandbox();
+    await this.volumes.start();
     const advertised = this.opts.advertise ?? host;
     if (/^(0\.0\.0\.0|::|\[::\])$/.test(advertised))
       throw new Error(`listening on ${host} needs --advertise HOST: the address other machines reach this node at`);
@@ -307,16 +327,25 @@ export class Agent {
     const desired: DesiredReplica[] = [];
     const present = new Set<string>();
     const members = new Set<string>();
+    const volumes: Array<{ spec: InstanceSpec; member: boolean }> = [];
     for (const spec of this.view.instances.values()) {
       present.add(spec.id);
       this.known.set(spec.id, spec.artifact?.sha256 ?? null);
       const quorum = this.view.quorumOf(spec.id);
+      if (spec.volume) volumes.push({ spec, member: quorum?.members.includes(this.identity.id) ?? false });
       if (!quorum?.members.includes(this.identity.id)) continue;
       // Every member keeps a verified copy of the instance's state, running or not, replica here or not.
       members.add(spec.id);
       const stateServed = this.state.ready(spec.id);
       if (spec.state !== 'running') continue;
-      const mine = assignSlots(spec.id, quorum.members, spec.replicas.min).filter((s) => s.nodeId === this.identity.id);
+      // A volume's one replica runs where its writer is, once that member has restored the newest copy.
+      const volumeDir = spec.volume ? this.volumes.ready(spec.id) : null;
+      if (spec.volume && !volumeDir) this.readyStandby(spec);
+      const mine = spec.volume
+        ? volumeDir
+          ? [{ slot: 0 }]
+          : []
+        : assignSlots(spec.id, quorum.members, spec.replicas.min).filter((s) => s.nodeId === this.identity.id);
       if (mine.length === 0) continue;
       // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
       const workDir = this.preparer.ready(spec);
@@ -333,7 +362,9 @@ export class Agent {
           instanceName: spec.name,
           slot,
           version: spec.version,
+          ...(volumeDir ? { exclusive: true, stopGraceMs: 1_000 } : {}),
           launch: {
+            ...(volumeDir ? { volumeDir } : {}),
             instanceId: spec.id,
             instanceName: spec.name,
             owner: spec.owner,
@@ -351,11 +382,27 @@ export class Agent {
         });
       }
     }
-    const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
+    // A volume's writer moved or was fenced: its old replica stops at once, never beside the new one.
+    const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running' && !s.volume).map((s) => s.id));
     this.supervisor.reconcile(desired, stillRunning);
+    this.volumes.reconcile(volumes);
     this.destroyDeleted(present);
     for (const id of this.state.held()) if (!members.has(id)) void this.state.forget(id);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
+  }
+
+  /** Code already handed to the instance's uid on this standby member, by instance: its work dir. */
+  private readonly standbys = new Map<string, string>();
+
+  /** A volume's standby member readies the replica's sandbox ahead, so taking over costs no first-start work. */
+  private readyStandby(spec: InstanceSpec): void {
+    const workDir = this.preparer.ready(spec);
+    if (!workDir || this.standbys.get(spec.id) === workDir || !this.driver) return;
+    this.standbys.set(spec.id, workDir);
+    void this.driver.prepare(spec.id, spec.owner, workDir).catch((err) => {
+      this.standbys.delete(spec.id);
+      this.opts.log.warn({ err, instance: spec.name }, 'could not ready the standby sandbox');
+    });
   }
 
   /**
@@ -372,6 +419,7 @@ export class Agent {
           if (!(await this.supervisor.drained(id))) return;
           await this.processDriver().destroy(id);
           this.known.delete(id);
+          this.standbys.delete(id);
           this.preparer.forget(id);
           rmSync(join(this.opts.dataDir, 'logs', id), { recursive: true, force: true });
           await this.opts.registry.delete(keys.instanceStatus(id, this.identity.id)).catch(() => {});
@@ -430,6 +478,7 @@ export class Agent {
     this.reported.set(instanceId, entry);
     const prepare = entry.prepare ?? this.preparer.status(instanceId);
     const state = await this.state.status(instanceId);
+    const volume = this.volumes.status(instanceId);
     const record: InstanceStatusRecord = {
       instanceId,
       nodeId: this.identity.id,
@@ -439,6 +488,7 @@ export class Agent {
       ...(prepare?.reason ? { reason: prepare.reason } : {}),
       ...(prepare?.retryAt ? { retryAt: prepare.retryAt } : {}),
       ...(state ? { state: { ...state, quotaBytes: this.state.quota.maxBytes, quotaKeys: this.state.quota.maxKeys } } : {}),
+      ...(volume ? { volume: { ...volume, ...(volume.problem ? { problem: volume.problem.slice(0, 1024) } : {}) } } : {}),
       updatedAt: Date.now(),
     };
     const { updatedAt: _t, ...fingerprint } = record;
@@ -501,6 +551,8 @@ export class Agent {
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.controller?.stop();
     await this.supervisor.stopAll();
+    // Writers commit what their replica wrote last and release the writer record: a clean stop loses nothing.
+    await this.volumes.close().catch((err) => this.opts.log.warn({ err }, 'could not hand over the volumes'));
     await this.state.close();
     if (this.statusTimer) clearInterval(this.statusTimer);
     await this.ingress?.stop();

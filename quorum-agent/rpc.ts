@@ -22,6 +22,8 @@ import { BlobHashMismatchError, type BlobStore, BlobTooLargeError } from './blob
 import type { DomainVerifier } from './domains.js';
 import type { BlobPusher, InstanceService } from './instances.js';
 import { bodyStream, checkDeclaredLength, JSON_BODY_LIMIT, rawPath, readBody } from './rpc-body.js';
+import type { ChunkStore } from './volume/chunks.js';
+import { MAX_BLOB_BYTES } from './volume/layout.js';
 
 export interface RpcDeps {
   nodeId: string;
@@ -35,6 +37,8 @@ export interface RpcDeps {
   maxArtifactBytes: number;
   artifactLimits: ArtifactLimits;
   domains: DomainVerifier;
+  /** Volume chunks and manifests this member holds (replicated like blobs, between nodes only). */
+  chunks?: ChunkStore;
 }
 
 interface Signed {
@@ -188,6 +192,36 @@ export function createRpcApp(deps: RpcDeps): Hono {
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(deps.blobs.size(sha256)) },
     });
   });
+
+  /**
+   * Volume chunks: the writer pushes each snapshot's new chunks to every member, members pull what they
+   * missed from the holders. Same rules as blobs (nodes only, hash-verified, fsynced before the answer).
+   */
+  const chunks = deps.chunks;
+  if (chunks) {
+    app.put('/v1/volume-chunks/:sha256', async (c) => {
+      const sha256 = c.req.param('sha256');
+      if (!/^[0-9a-f]{64}$/.test(sha256)) throw new AllegraError('bad_request', 'chunk id must be a SHA-256 hex digest');
+      const { signer, bodySha256 } = signed(c);
+      requireNode(signer);
+      if (bodySha256 !== sha256) throw new AllegraError('bad_request', 'signed body hash does not name this chunk');
+      checkDeclaredLength(c, MAX_BLOB_BYTES);
+      // Held already: touched, so collection keeps it while the snapshot that names it is being committed.
+      if (chunks.has(sha256)) chunks.touch(sha256);
+      else await receiveBlob({ ...deps, blobs: chunks, maxArtifactBytes: MAX_BLOB_BYTES }, bodyStream(c, MAX_BLOB_BYTES), sha256);
+      return c.json({ stored: sha256 });
+    });
+
+    app.get('/v1/volume-chunks/:sha256', async (c) => {
+      const { signer } = await signedNoBody(c);
+      requireNode(signer);
+      const sha256 = c.req.param('sha256');
+      if (!chunks.has(sha256)) throw new AllegraError('not_found', `chunk ${sha256} not held here`);
+      return new Response(Readable.toWeb(chunks.read(sha256)) as unknown as ReadableStream, {
+        headers: { 'content-type': 'application/octet-stream', 'content-length': String(chunks.size(sha256)) },
+      });
+    });
+  }
 
   return app;
 }

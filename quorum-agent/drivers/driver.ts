@@ -27,6 +27,8 @@ export interface ReplicaLaunch {
   hostStateUrl?: () => Promise<string>;
   /** File that receives the replica's stdout and stderr. */
   logFile: string;
+  /** Host directory of the instance's volume, when this replica is its writer (ALLEGRA_VOLUME_DIR). */
+  volumeDir?: string;
 }
 
 export interface ExitInfo {
@@ -45,6 +47,8 @@ export interface ReplicaHandle {
   health(): Promise<boolean>;
   /** Asks the replica to stop, and forces it after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
+  /** Stops every process of the replica until the returned function resumes them (a volume snapshot). */
+  pause?(): Promise<() => void>;
 }
 
 /** A start the node's policy refuses (not a crash): the reason is shown in the replica's status. */

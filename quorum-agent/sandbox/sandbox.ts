@@ -15,6 +15,7 @@ import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
+import { freeze, type Thaw } from '../volume/freeze.js';
 import { bwrapArgv, type ExposedSocket, INSIDE, identityFiles, inCgroups } from './bwrap.js';
 import { CgroupScope, type Limits } from './cgroups.js';
 import { replicaEnv } from './env.js';
@@ -39,6 +40,8 @@ export interface SandboxRequest {
   logFile: string;
   exposed?: ExposedSocket[];
   stateUrl?: string;
+  /** Host directory bound read-write at /volume (ALLEGRA_VOLUME_DIR), handed to the instance's uid. */
+  volumeDir?: string;
 }
 
 export interface SandboxedProcess {
@@ -51,6 +54,8 @@ export interface SandboxedProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM to the app's process group, SIGKILL to the sandbox after `graceMs`. */
   stop(graceMs: number): Promise<void>;
+  /** Stops every process in the replica's cgroup until the returned function resumes them. */
+  pause(): Promise<Thaw>;
 }
 
 export class Sandbox {
@@ -91,6 +96,8 @@ export class Sandbox {
     const dataDir = this.replicaDataDir(req.instanceId, req.slot);
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     chownSync(dataDir, uid, gid);
+    // A restored volume is written by the agent: its files become the instance's (links never followed).
+    if (req.volumeDir) await chownTree(req.volumeDir, uid);
 
     const name = `${req.instanceId}.${req.slot}.${randomBytes(3).toString('hex')}`;
     const runDir = join(this.root, 'run', name);
@@ -122,6 +129,7 @@ export class Sandbox {
         system: this.support.system,
         artifactDir: req.artifactDir,
         dataDir,
+        ...(req.volumeDir ? { volumeDir: req.volumeDir } : {}),
         runDir: sockDir,
         passwdFile: join(runDir, 'passwd'),
         groupFile: join(runDir, 'group'),
@@ -143,6 +151,7 @@ export class Sandbox {
       slot: req.slot,
       dataDir: INSIDE.data,
       stateUrl: req.stateUrl,
+      ...(req.volumeDir ? { volumeDir: INSIDE.volume } : {}),
     });
     let child: ChildProcess;
     const log = openSync(req.logFile, 'a');
@@ -185,6 +194,7 @@ export class Sandbox {
       socketPath,
       uid,
       exited,
+      pause: () => freeze(() => this.scope.pids(name)),
       stop: async (graceMs) => {
         if (!done) {
           // The init script (bwrap's init's only child) forwards SIGTERM to the app's whole process group.
@@ -199,6 +209,14 @@ export class Sandbox {
         await exited;
       },
     };
+  }
+
+  /**
+   * Does ahead of time what a first start would (the instance's uid, its artifact handed to it), so a
+   * standby that must take over — a volume's next writer — starts as fast as a restart.
+   */
+  async prepare(instanceId: string, artifactDir: string): Promise<void> {
+    await this.handOver(artifactDir, this.uids.allocate(instanceId));
   }
 
   /**
@@ -237,6 +255,17 @@ export class Sandbox {
   /** Instances that hold a uid here (to find those deleted while the agent was down). */
   known(): string[] {
     return this.uids.holders();
+  }
+}
+
+/** Gives every entry under `dir` (itself included) to `uid`, never following a link. */
+async function chownTree(dir: string, uid: number): Promise<void> {
+  const stack = [dir];
+  while (stack.length > 0) {
+    const path = stack.pop() as string;
+    const st = await lstat(path);
+    await lchown(path, uid, uid);
+    if (st.isDirectory()) for (const entry of await readdir(path)) stack.push(join(path, entry));
   }
 }
 
