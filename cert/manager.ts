@@ -35,6 +35,11 @@ export interface CertManagerOptions {
   maxBackoffMs?: number;
   /** Issuance locks expire with this lease if the issuer dies. */
   lockTtlMs?: number;
+  /**
+   * Which route records the network serves (and with which settings). A gateway passes its routing core's
+   * grant check (see `checkRoutesWith`); until one is set no certificate is ordered.
+   */
+  servedRoute?: (route: RouteRecord) => RouteRecord | undefined;
 }
 
 interface Backoff {
@@ -55,9 +60,17 @@ export class CertManager {
   private lease: Lease | null = null;
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /**
+   * Decides whether a route record is one the network serves (its owner-signed grants check out), and with
+   * which settings; the gateway plugs its routing core in. Orders are placed only for such routes, so a
+   * forged route record cannot make the network ask a CA for a name.
+   */
+  private served: (route: RouteRecord) => RouteRecord | undefined;
 
   constructor(private readonly opts: CertManagerOptions) {
     const { registry } = opts;
+    // Until told how to check routes (checkRoutesWith), none is trusted: no order is placed.
+    this.served = opts.servedRoute ?? (() => undefined);
     this.certs = new Mirror(registry, PREFIX.certs, jsonRecord(certRecord));
     this.certKeys = new Mirror(registry, PREFIX.certKeys, jsonRecord(certKeyRecord));
     this.routes = new Mirror(registry, PREFIX.routes, jsonRecord(routeRecord));
@@ -69,6 +82,12 @@ export class CertManager {
         return undefined;
       }
     });
+  }
+
+  /** Only routes this check returns are considered for certificates (see `served`). */
+  checkRoutesWith(check: (route: RouteRecord) => RouteRecord | undefined): void {
+    this.served = check;
+    this.check();
   }
 
   async start(): Promise<this> {
@@ -166,8 +185,9 @@ export class CertManager {
   private check(): void {
     if (this.stopped || !this.lease) return;
     const now = Date.now();
-    for (const route of this.routes.values()) {
-      if (!route.tls) continue;
+    for (const record of this.routes.values()) {
+      const route = this.served(record);
+      if (!route?.tls) continue;
       const cert = this.certs.get(keys.cert(route.host));
       if (cert && this.hasCertificate(route.host) && now < cert.renewAfter) continue;
       if (this.inFlight.has(route.host) || (this.backoff.get(route.host)?.until ?? 0) > now) continue;
@@ -194,8 +214,9 @@ export class CertManager {
       const current = (await registry.get(keys.cert(host)))?.value;
       const fresh = current ? jsonRecord(certRecord)(current) : undefined;
       if (fresh && Date.now() < fresh.renewAfter && (await registry.get(keys.certKey(host))) !== undefined) return;
-      const route = (await registry.get(keys.route(host)))?.value;
-      if (!route || !jsonRecord(routeRecord)(route)?.tls) return; // unexposed meanwhile: no order
+      const raw = (await registry.get(keys.route(host)))?.value;
+      const record = raw === undefined ? undefined : jsonRecord(routeRecord)(raw);
+      if (!record || !this.served(record)?.tls) return; // unexposed meanwhile (or never granted): no order
       log.info({ host, renewal: Boolean(fresh) }, 'ordering certificate');
       const sink: ChallengeSink = {
         putHttp01: (token, keyAuthorization) =>

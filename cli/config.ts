@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { openSshPrivateKey } from '../protocol/openssh.js';
 import { generateKeyPair, type KeyPair, keyPairFromPem, privateKeyToPem } from '../protocol/signing.js';
 import { CliError } from './output.js';
 
@@ -69,9 +70,26 @@ export function loadKey(flag: string | undefined): KeyPair {
 
 /** Creates a key at `path` unless one exists; returns it and whether it was created. */
 export function ensureKey(path: string): { keyPair: KeyPair; created: boolean } {
-  if (existsSync(path)) return { keyPair: keyPairFromPem(readFileSync(path, 'utf8')), created: false };
+  if (existsSync(path)) {
+    const keyPair = keyPairFromPem(readFileSync(path, 'utf8'));
+    ensureOpenSshKey(path, keyPair);
+    return { keyPair, created: false };
+  }
   const keyPair = generateKeyPair();
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   writeFileSync(path, privateKeyToPem(keyPair), { mode: 0o600, flag: 'wx' });
+  ensureOpenSshKey(path, keyPair);
   return { keyPair, created: true };
+}
+
+/** Where the same key is kept in OpenSSH's format, for `ssh -i` (OpenSSH cannot read the PKCS#8 PEM). */
+export function openSshKeyPath(path: string): string {
+  return `${path}.openssh`;
+}
+
+/** Writes the OpenSSH form of the key beside it (0600) unless it is there. */
+export function ensureOpenSshKey(path: string, keyPair: KeyPair): string {
+  const file = openSshKeyPath(path);
+  if (!existsSync(file)) writeFileSync(file, openSshPrivateKey(keyPair), { mode: 0o600 });
+  return file;
 }

@@ -94,6 +94,8 @@ export async function agentCommand(
     allowUnsandboxed?: boolean;
     advertise?: string;
     ingressPort?: string;
+    sshPort?: string;
+    json?: boolean;
   },
 ): Promise<void> {
   const listen = parseListen(opts.listen ?? '127.0.0.1:7070');
@@ -122,6 +124,7 @@ export async function agentCommand(
     sandbox: { uidRange, trustedOwners, allowUnsandboxed: Boolean(opts.allowUnsandboxed) },
     advertise: opts.advertise,
     ingressPort: parsePort(opts.ingressPort, '--ingress-port', 0),
+    sshPort: parsePort(opts.sshPort, '--ssh-port', 0),
     machineId: machineId(),
   });
   try {
@@ -133,9 +136,13 @@ export async function agentCommand(
       code === 'EADDRINUSE' ? `cannot listen on ${opts.listen}: address in use` : `agent failed to start: ${(err as Error).message}`,
     );
   }
-  process.send?.({ type: 'ready', role: 'agent', node: agent.nodeId, rpc: agent.rpcUrl });
+  process.send?.({ type: 'ready', role: 'agent', node: agent.nodeId, rpc: agent.rpcUrl, ssh: agent.sshAddress });
   if (!process.send) {
-    process.stdout.write(`agent ${agent.nodeId} serving RPC on ${agent.rpcUrl}\n`);
+    process.stdout.write(
+      opts.json
+        ? `${JSON.stringify({ role: 'agent', node: agent.nodeId, rpc: agent.rpcUrl, ssh: agent.sshAddress, sandboxed: agent.sandbox?.ok ?? false })}\n`
+        : `agent ${agent.nodeId} serving RPC on ${agent.rpcUrl}, SSH on ${agent.sshAddress}\n`,
+    );
     const sandbox = agent.sandbox;
     if (sandbox && !sandbox.ok)
       process.stderr.write(
@@ -174,6 +181,7 @@ export interface GatewayCliOptions extends RegistryCliOptions {
   acmeChallenge?: string;
   localCa?: string;
   certValidity?: string;
+  json?: boolean;
 }
 
 /** The certificate manager for `--acme-directory` (ACME) or `--local-ca` (devnet's internal CA). */
@@ -248,7 +256,12 @@ export async function gatewayCommand(opts: GatewayCliOptions): Promise<void> {
     );
   }
   process.send?.({ type: 'ready', role: 'gateway', http: gateway.httpPort, https: gateway.httpsPort, admin: gateway.adminPort });
-  if (!process.send) process.stdout.write(`gateway serving HTTP on ${gateway.httpPort}, admin on ${gateway.adminPort}\n`);
+  if (!process.send)
+    process.stdout.write(
+      opts.json
+        ? `${JSON.stringify({ role: 'gateway', http: gateway.httpPort, https: gateway.httpsPort, admin: gateway.adminPort })}\n`
+        : `gateway serving HTTP on ${gateway.httpPort}, admin on ${gateway.adminPort}\n`,
+    );
   runUntilStopped(log, async () => {
     await gateway.stop();
     await registry.close();
@@ -259,7 +272,7 @@ export async function gatewayCommand(opts: GatewayCliOptions): Promise<void> {
  * `--workers N`: one gateway process per core. The primary only forks, restarts crashed workers and relays
  * signals; node:cluster hands each new connection to a worker, so keep-alive traffic costs the primary nothing.
  */
-async function gatewayPrimary(opts: { log?: string }, workers: number): Promise<void> {
+async function gatewayPrimary(opts: { log?: string; json?: boolean }, workers: number): Promise<void> {
   const log = makeLogger('gateway-primary', opts.log);
   let stopping = false;
   const ready = new Map<number, { http: number; admin: number }>();
@@ -272,7 +285,12 @@ async function gatewayPrimary(opts: { log?: string }, workers: number): Promise<
         const first = [...ready.values()][0] as { http: number; admin: number };
         const pids = Object.values(cluster.workers ?? {}).map((w) => w?.process.pid);
         process.send?.({ type: 'ready', role: 'gateway', http: first.http, admin: first.admin, workers: pids });
-        if (!process.send) process.stdout.write(`gateway serving HTTP on ${first.http} with ${workers} workers, admin on ${first.admin}\n`);
+        if (!process.send)
+          process.stdout.write(
+            opts.json
+              ? `${JSON.stringify({ role: 'gateway', http: first.http, admin: first.admin, workers: pids })}\n`
+              : `gateway serving HTTP on ${first.http} with ${workers} workers, admin on ${first.admin}\n`,
+          );
       }
     });
   };

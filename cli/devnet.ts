@@ -2,6 +2,7 @@
  * `allegra devnet`: a whole network on one machine. The embedded registry is hosted in this process; the
  * agents and the gateway are child processes, exactly as they run on separate machines.
  */
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalCa } from '../cert/local-ca.js';
@@ -68,6 +69,24 @@ async function openDevnetRegistry(
   };
 }
 
+/** A devnet pointed at an unreachable ACME directory fails at once with the reason, not after a minute. */
+async function checkAcmeDirectory(url: string, caFile: string | undefined): Promise<void> {
+  const { Agent, request } = await import('undici');
+  const dispatcher = new Agent({ connect: { timeout: 5_000, ...(caFile ? { ca: readFileSync(caFile) } : {}) } });
+  try {
+    const res = await request(url, { dispatcher, headersTimeout: 5_000, bodyTimeout: 5_000 });
+    const body = (await res.body.json().catch(() => undefined)) as { newOrder?: unknown } | undefined;
+    if (res.statusCode !== 200 || typeof body?.newOrder !== 'string')
+      throw new CliError(`--acme-directory ${url} is not an ACME directory (HTTP ${res.statusCode})`);
+  } catch (err) {
+    if (err instanceof CliError) throw err;
+    const e = err as Error & { cause?: Error };
+    throw new CliError(`cannot reach the ACME directory ${url}: ${e.cause?.message ?? e.message}`);
+  } finally {
+    await dispatcher.close();
+  }
+}
+
 async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -116,12 +135,18 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
       : ['--local-ca', caDir];
     await registry.put(keys.network(), JSON.stringify({ baseDomain, quorumSize: 3 } satisfies NetworkConfig));
 
+    // The developer's key, with or without the demo: the next `allegra create` signs with it.
+    const { keyPair: devKey } = ensureKey(keyPath(opts.key));
+    if (opts.acmeDirectory) {
+      progress.update(`checking the ACME directory ${opts.acmeDirectory}`);
+      await checkAcmeDirectory(opts.acmeDirectory, opts.acmeCa);
+    }
     // Replicas run sandboxed where the host can; where it can't (no root, no bubblewrap), the agents still
     // run the developer's own instances, so `npm start` works on a fresh machine.
     const sandbox = probeSandbox();
     const trustArgs: string[] = [];
     if (!sandbox.ok) {
-      trustArgs.push('--trusted-owner', ensureKey(keyPath(opts.key)).keyPair.publicKeyHex);
+      trustArgs.push('--trusted-owner', devKey.publicKeyHex);
       process.stderr.write(
         `allegra devnet: this host cannot sandbox replicas (${sandbox.reason}); your own instances run unsandboxed, others are refused\n`,
       );
@@ -189,7 +214,10 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
     const http = `http://127.0.0.1:${gateway.ready.http}`;
     const httpsPort = Number(gateway.ready.https);
     const https = `https://127.0.0.1:${httpsPort}`;
-    await registry.put(keys.network(), JSON.stringify({ baseDomain, quorumSize: 3, httpsPort } satisfies NetworkConfig));
+    await registry.put(
+      keys.network(),
+      JSON.stringify({ baseDomain, quorumSize: 3, httpsPort, httpPort: Number(gateway.ready.http) } satisfies NetworkConfig),
+    );
 
     progress.update('forming quorums');
     await waitFor('quorums to include every agent', 20_000, async () => {
@@ -202,18 +230,19 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
     const instances: Array<{ name: string; url: string; https: string | null }> = [];
     if (opts.demo !== false) {
       progress.update('deploying the demo app');
-      const { keyPair } = ensureKey(keyPath(opts.key));
-      const rpc = new RpcClient(rpcUrl, keyPair);
+      const rpc = new RpcClient(rpcUrl, devKey);
       try {
         await rpc.call({ method: 'POST', path: '/v1/instances', body: { json: { name: 'demo', cmd: 'node server.mjs' } } });
       } catch (err) {
         if (!(err instanceof AllegraError && err.code === 'conflict')) throw err;
       }
-      const packed = await bundle(DEMO_DIR);
+      const bundled = await bundle(DEMO_DIR);
+      const bytes = readFileSync(bundled.file);
+      bundled.cleanup();
       const deployed = await rpc.call<{ instance: InstanceSpec }>({
         method: 'PUT',
         path: '/v1/instances/demo/code',
-        body: { bytes: packed.bytes },
+        body: { bytes },
         headers: { 'x-allegra-cmd': 'node%20server.mjs' },
       });
       progress.update('waiting for demo replicas');
@@ -228,13 +257,18 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
         path: '/v1/instances/demo/expose',
         body: { json: { port: 3000, redirectHttp: false } },
       });
-      await waitFor('the demo certificate', 60_000, async () => {
-        const { certificates } = await rpc.call<{ certificates: Array<{ host: string; notAfter: number | null }> }>({
-          method: 'GET',
-          path: '/v1/instances/demo/certificates',
-        });
-        return certificates.find((c) => c.host === exposed.host)?.notAfter ? true : undefined;
+      // Waiting says what the issuer is doing, and gives up on the first failed attempt with its reason:
+      // the devnet serves plain HTTP meanwhile and the gateway keeps retrying the certificate.
+      const certNote = await waitFor('the demo certificate', 60_000, async () => {
+        const { certificates } = await rpc.call<{
+          certificates: Array<{ host: string; notAfter: number | null; status: { state: string; detail: string } | null }>;
+        }>({ method: 'GET', path: '/v1/instances/demo/certificates' });
+        const cert = certificates.find((c) => c.host === exposed.host);
+        if (cert?.notAfter) return '';
+        if (cert?.status) progress.update(`demo certificate: ${cert.status.state}: ${cert.status.detail}`);
+        return cert?.status?.state === 'failed' ? `no certificate yet for ${exposed.host}: ${cert.status.detail} (retrying)` : undefined;
       });
+      if (certNote) process.stderr.write(`allegra devnet: ${certNote}\n`);
       instances.push({ name: 'demo', url: `http://demo.${baseDomain}:${gateway.ready.http}/`, https: exposed.url });
     }
     progress.succeed('devnet is up');
@@ -264,9 +298,10 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
             `  ${i.name.padEnd(8)}  ${i.url}   or: curl -H 'Host: ${i.name}.${baseDomain}' ${http}/`,
             ...(i.https ? [`  ${''.padEnd(8)}  ${i.https}`] : []),
           ]),
-          `  https     ${https}${localCa ? `   certificates from the local CA ${localCa.rootCertPath}` : ''}`,
+          // The HTTPS port serves names with certificates only: a bare address has none.
+          `  https     port ${httpsPort}, names under ${baseDomain}${localCa ? `; certificates from the local CA ${localCa.rootCertPath}` : ''}`,
           ...(localCa ? [`  trust it  ${localCa.trustHint()}`] : []),
-          `  logs      ${join(dataDir, 'logs')}`,
+          `  logs      allegra logs NAME (replica output); daemons: ${join(dataDir, 'logs')}`,
           '  CLI       configured for this devnet: try `allegra list`',
           `  failures  kill -9 ${agents[0]?.pid ?? '<pid>'} (agent-0; others: ${agents
             .slice(1)

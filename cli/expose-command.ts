@@ -12,12 +12,13 @@ interface CertInfo {
 
 export async function exposeCommand(
   name: string,
-  opts: { port: string; domain?: string; redirect?: boolean; wait?: boolean; timeout?: string },
+  opts: { port?: string; domain?: string; redirect?: boolean; wait?: boolean; timeout?: string },
   g: GlobalOpts,
   out: Output,
 ): Promise<void> {
-  const port = Number(opts.port);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new CliError(`--port expects a port number (got "${opts.port}")`, 2);
+  const port = opts.port === undefined ? undefined : Number(opts.port);
+  if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535))
+    throw new CliError(`--port expects a port number from 1 to 65535 (got "${opts.port}")`, 2);
   const timeoutMs = Number(opts.timeout ?? '90') * 1000;
   const rpc = client(g);
   const started = Date.now();
@@ -27,7 +28,13 @@ export async function exposeCommand(
     result = await rpc.call<{ host: string; url: string }>({
       method: 'POST',
       path: `/v1/instances/${encodeURIComponent(name)}/expose`,
-      body: { json: { port, ...(opts.domain ? { domain: opts.domain } : {}), redirectHttp: opts.redirect !== false } },
+      body: {
+        json: {
+          ...(port === undefined ? {} : { port }),
+          ...(opts.domain ? { domain: opts.domain } : {}),
+          redirectHttp: opts.redirect !== false,
+        },
+      },
     });
   } catch (err) {
     progress.fail(`route: ${name} could not be exposed`);

@@ -1,22 +1,30 @@
 /** Instance commands: thin wrappers that sign an RPC, then print its answer for people or scripts. */
+import { createReadStream } from 'node:fs';
+import { Transform } from 'node:stream';
+import { request } from 'undici';
 import { RpcClient } from '../protocol/client.js';
 import { REPLICA_LIMITS } from '../protocol/schemas.js';
-import type { InstanceSpec, InstanceStatus, ReplicaLimits } from '../protocol/types.js';
-import { bundle } from './bundle.js';
+import { type InstanceSpec, type InstanceStatus, type ReplicaLimits, type ReplicaRecord, STICKY_COOKIE } from '../protocol/types.js';
+import { type Bundle, bundle } from './bundle.js';
 import { loadKey, resolveRpc } from './config.js';
-import { CliError, type Output, table } from './output.js';
+import { checkName, type GlobalOpts } from './names.js';
+import { CliError, mib, type Output, type Progress, progressBar, table } from './output.js';
 
-export interface GlobalOpts {
-  rpc?: string;
-  key?: string;
-  json?: boolean;
-}
+export type { GlobalOpts } from './names.js';
 
 export function client(g: GlobalOpts): RpcClient {
   return new RpcClient(resolveRpc(g.rpc), loadKey(g.key), {
     // One line per switch, on stderr, so scripts reading --json stdout are unaffected.
     onFailover: (from, to, reason) => process.stderr.write(`allegra: agent ${from} did not answer (${reason}); using ${to}\n`),
   });
+}
+
+/** `cookie` (set by the gateway), `cookie:NAME` (the app's own) or `header:NAME` (CLI.md `--sticky`). */
+export function parseSticky(value: string): { cookie: string; insert?: true } | { header: string } {
+  const m = /^(cookie|header)(?::([A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}))?$/.exec(value.trim());
+  if (!m || (m[1] === 'header' && !m[2])) throw new CliError(`--sticky expects cookie, cookie:NAME or header:NAME (got "${value}")`, 2);
+  if (m[1] === 'header') return { header: (m[2] as string).toLowerCase() };
+  return m[2] ? { cookie: m[2] } : { cookie: STICKY_COOKIE, insert: true };
 }
 
 /** Parses `MIN:MAX` (or a single N meaning N:N). */
@@ -49,6 +57,25 @@ export function limitsFrom(opts: { memory?: string; pids?: string; cpuShares?: s
   return Object.keys(limits).length > 0 ? { limits } : {};
 }
 
+export { checkName } from './names.js';
+
+export const instancePath = (name: string, rest = '') => `/v1/instances/${encodeURIComponent(checkName(name))}${rest}`;
+
+/** The largest upload the agent accepts (its unsigned /v1/health says), so a too-large app is refused before a byte is sent. */
+async function uploadLimit(rpc: RpcClient): Promise<number> {
+  await rpc.audience();
+  try {
+    const res = await request(new URL('/v1/health', rpc.baseUrl), { headersTimeout: 5_000, bodyTimeout: 5_000 });
+    const body = (await res.body.json()) as { maxArtifactBytes?: unknown };
+    return typeof body.maxArtifactBytes === 'number' ? body.maxArtifactBytes : DEFAULT_UPLOAD_LIMIT;
+  } catch {
+    return DEFAULT_UPLOAD_LIMIT;
+  }
+}
+
+/** The network's default limit of one upload (gzipped), documented in README and docs/CLI.md. */
+export const DEFAULT_UPLOAD_LIMIT = 256 * 1024 * 1024;
+
 export async function createCommand(
   name: string,
   opts: {
@@ -61,13 +88,16 @@ export async function createCommand(
     pids?: string;
     cpuShares?: string;
     volume?: boolean;
+    sticky?: string;
   },
   g: GlobalOpts,
   out: Output,
 ): Promise<void> {
-  const rpc = client(g);
+  checkName(name);
+  const sticky = opts.sticky === undefined ? undefined : parseSticky(opts.sticky);
   const port = opts.port === undefined ? 0 : Number(opts.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`--port must be a port number (got "${opts.port}")`, 2);
+  if (opts.port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535))
+    throw new CliError(`--port expects a port number from 1 to 65535 (got "${opts.port}")`, 2);
   const body = {
     name,
     driver: opts.driver ?? 'process',
@@ -76,7 +106,9 @@ export async function createCommand(
     ...(opts.replicas ? { replicas: parseReplicas(opts.replicas) } : {}),
     ...limitsFrom(opts),
     ...(opts.volume ? { volume: true } : {}),
+    ...(sticky ? { policy: { sticky } } : {}),
   };
+  const rpc = client(g);
   const created = await rpc.call<{ instance: InstanceSpec; url: string }>({ method: 'POST', path: '/v1/instances', body: { json: body } });
   let deployed: DeployResult | undefined;
   if (opts.from) deployed = await deployTo(rpc, name, opts.from, opts.cmd, out);
@@ -84,15 +116,48 @@ export async function createCommand(
     [
       `created ${name} (${created.instance.id})`,
       `  url: ${created.url}`,
-      ...(deployed ? [`  deployed version ${deployed.instance.version}`] : []),
+      ...(deployed
+        ? [`  deployed version ${deployed.instance.version}`]
+        : [`  next: allegra deploy ${name} DIR   (the app listens on $PORT${port ? `, here ${port}` : ', 3000 in a sandbox'})`]),
     ].join('\n'),
   );
 }
 
-interface DeployResult {
+export interface DeployResult {
   instance: InstanceSpec;
   artifact: { sha256: string; size: number; holders: string[] };
   quorum: { id: string; members: string[] };
+}
+
+/** Packs `path` to a temporary file within the agent's upload limit, with progress. */
+export async function packFor(rpc: RpcClient, path: string, progress: Progress): Promise<Bundle> {
+  const maxBytes = await uploadLimit(rpc);
+  return bundle(path, { maxBytes, onProgress: (bytes, files) => progress.update(`packing ${path}: ${files} files, ${mib(bytes)}`) });
+}
+
+/** Streams a packed app from disk to `path` (a deploy or a deploy proposal), with a progress bar. */
+export function upload<T>(rpc: RpcClient, path: string, packed: Bundle, cmd: string | undefined, progress: Progress): Promise<T> {
+  let sent = 0;
+  let shown = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      sent += chunk.length;
+      // Redrawing on every 64 KiB chunk would cost more than the upload: about 100 steps.
+      if (sent - shown >= packed.size / 100 || sent === packed.size) {
+        shown = sent;
+        progress.update(`uploading ${progressBar(sent, packed.size)}`);
+      }
+      cb(null, chunk);
+    },
+  });
+  const headers: Record<string, string> = cmd === undefined ? {} : { 'x-allegra-cmd': encodeURIComponent(cmd) };
+  return rpc.call<T>({
+    method: 'PUT',
+    path,
+    body: { stream: createReadStream(packed.file).pipe(counter), sha256: packed.sha256, size: packed.size },
+    headers,
+    timeoutMs: 300_000,
+  });
 }
 
 async function deployTo(
@@ -104,27 +169,23 @@ async function deployTo(
   wait = true,
 ): Promise<DeployResult> {
   const progress = out.progress(`packing ${path}`);
+  let packed: Bundle | undefined;
   try {
-    const packed = await bundle(path);
-    progress.update(`uploading ${(packed.bytes.length / 1024).toFixed(1)} KiB (${packed.files} files) and replicating to the quorum`);
-    const headers: Record<string, string> = cmd === undefined ? {} : { 'x-allegra-cmd': encodeURIComponent(cmd) };
-    const result = await rpc.call<DeployResult>({
-      method: 'PUT',
-      path: `/v1/instances/${encodeURIComponent(name)}/code`,
-      body: { bytes: packed.bytes },
-      headers,
-      timeoutMs: 120_000,
-    });
+    packed = await packFor(rpc, path, progress);
+    const result = await upload<DeployResult>(rpc, instancePath(name, '/code'), packed, cmd, progress);
+    progress.update(`version ${result.instance.version} committed: held by ${result.artifact.holders.length} quorum members`);
     if (wait) await waitForRollout(rpc, name, result.instance, (text) => progress.update(text));
     progress.succeed(`deployed ${name} version ${result.instance.version}`);
     return result;
   } catch (err) {
     progress.fail(`deploy of ${name} failed`);
     throw err;
+  } finally {
+    packed?.cleanup();
   }
 }
 
-/** Waits until every desired replica runs the new version and is healthy. */
+/** Waits until every desired replica runs the new version and is healthy; says why when they are not. */
 async function waitForRollout(
   rpc: RpcClient,
   name: string,
@@ -135,16 +196,25 @@ async function waitForRollout(
   const deadline = Date.now() + timeoutMs;
   const want = spec.state === 'running' ? spec.replicas.min : 0;
   for (;;) {
-    const status = await rpc.call<InstanceStatus>({ method: 'GET', path: `/v1/instances/${encodeURIComponent(name)}` });
+    const status = await rpc.call<InstanceStatus>({ method: 'GET', path: instancePath(name) });
     const ready = status.replicas.filter((r) => r.version >= spec.version && r.healthy).length;
-    update(`rolling out version ${spec.version}: ${ready}/${want} replicas healthy`);
+    const why = lastReason(status);
+    update(`rolling out version ${spec.version}: ${ready}/${want} replicas healthy${why ? ` (${why})` : ''}`);
     if (ready >= want) return;
     if (Date.now() > deadline)
       throw new CliError(
-        `rollout of ${name} version ${spec.version} not complete after ${timeoutMs / 1000}s (${ready}/${want} replicas healthy); see \`allegra status ${name}\``,
+        `rollout of ${name} version ${spec.version} not complete after ${timeoutMs / 1000}s (${ready}/${want} replicas healthy${why ? `; ${why}` : ''}); see \`allegra status ${name}\` and \`allegra logs ${name}\``,
       );
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/** The most telling reason a rollout is not done: a member that cannot prepare the code, else a replica's last failure. */
+function lastReason(status: InstanceStatus): string | undefined {
+  const member = status.members.find((m) => m.phase === 'failed' && m.reason);
+  if (member) return `${member.nodeId}: ${member.reason}`;
+  const replica = status.replicas.find((r) => r.version >= status.instance.version && !r.healthy && r.lastError);
+  return replica ? `${replica.nodeId} replica ${replica.slot}: ${replica.lastError}` : undefined;
 }
 
 export async function deployCommand(
@@ -154,39 +224,58 @@ export async function deployCommand(
   g: GlobalOpts,
   out: Output,
 ): Promise<void> {
+  checkName(name);
   const result = await deployTo(client(g), name, path, opts.cmd, out, opts.wait !== false);
   out.result({ name, version: result.instance.version, artifact: result.artifact, quorum: result.quorum }, () =>
     [
       `deployed ${name} version ${result.instance.version}`,
-      `  artifact: sha256:${result.artifact.sha256.slice(0, 16)}… (${result.artifact.size} bytes)`,
+      `  artifact: sha256:${result.artifact.sha256.slice(0, 16)}… (${mib(result.artifact.size)})`,
       `  held by ${result.artifact.holders.length} of ${result.quorum.members.length} quorum members`,
     ].join('\n'),
   );
 }
 
+type Listed = InstanceSpec & { running?: { healthy: number; total: number; want: number } };
+
 export async function listCommand(g: GlobalOpts, out: Output): Promise<void> {
-  const { instances } = await client(g).call<{ instances: InstanceSpec[] }>({ method: 'GET', path: '/v1/instances' });
+  const { instances } = await client(g).call<{ instances: Listed[] }>({ method: 'GET', path: '/v1/instances' });
   out.result({ instances }, () =>
     instances.length === 0
       ? 'no instances'
       : table(
           ['NAME', 'ID', 'STATE', 'VERSION', 'REPLICAS', 'DRIVER'],
-          instances.map((i) => [i.name, i.id, i.state, String(i.version), `${i.replicas.min}:${i.replicas.max}`, i.driver]),
+          instances.map((i) => [
+            i.name,
+            i.id,
+            i.immutable ? `${i.state} (revoked)` : i.state,
+            String(i.version),
+            // Running replicas, not the bounds: what a developer asks `list` first.
+            i.running ? `${i.running.healthy}/${i.running.want} healthy` : '-',
+            i.driver,
+          ]),
         ),
   );
 }
 
+/** What a replica is doing, from its record: running (healthy), starting, unhealthy, or down (with a reason). */
+export function replicaState(r: ReplicaRecord): string {
+  if (r.endpoint === '') return r.lastError?.startsWith('refused') ? 'refused' : 'down';
+  if (r.healthy) return 'running';
+  return r.lastError ? 'unhealthy' : 'starting';
+}
+
 export async function statusCommand(name: string, g: GlobalOpts, out: Output): Promise<void> {
-  const s = await client(g).call<InstanceStatus>({ method: 'GET', path: `/v1/instances/${encodeURIComponent(name)}` });
+  const s = await client(g).call<InstanceStatus>({ method: 'GET', path: instancePath(name) });
   out.result(s, () => {
     const i = s.instance;
+    const governance = i.governance ? `; changes need ${i.governance.threshold} of ${i.governance.keys.length} governance keys` : '';
     const lines = [
       `${i.name} (${i.id})`,
-      `  state:    ${i.state}${i.immutable ? ' (immutable)' : ''}`,
-      `  version:  ${i.version}${i.artifact ? `  artifact sha256:${i.artifact.sha256.slice(0, 16)}…` : ''}`,
-      `  driver:   ${i.driver}  cmd: ${i.cmd || '(inferred from files)'}`,
+      `  state:    ${i.state}${i.immutable ? ` (immutable: ownership revoked${governance})` : ''}`,
+      `  version:  ${i.version === 0 ? '0 (nothing deployed yet)' : i.version}${i.artifact ? `  artifact sha256:${i.artifact.sha256.slice(0, 16)}…` : ''}`,
+      `  driver:   ${i.driver}  cmd: ${i.cmd || '(inferred from files)'}  port: ${i.port || '$PORT (3000 in a sandbox)'}`,
       `  quorum:   ${s.quorum ? `${s.quorum.id} [${s.quorum.members.join(', ')}]` : 'none yet'}`,
-      `  routes:   ${s.routes.join(', ') || 'none'}`,
+      `  urls:     ${(s.urls ?? s.routes).join('  ') || 'none'}`,
       `  replicas: ${s.replicas.filter((r) => r.healthy).length} healthy of ${s.replicas.length} (want ${i.state === 'running' ? i.replicas.min : 0})`,
     ];
     for (const m of s.members ?? []) {
@@ -205,35 +294,42 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
     if (s.replicas.length > 0) {
       lines.push(
         table(
-          ['  NODE', 'SLOT', 'ENDPOINT', 'HEALTHY', 'VERSION', 'PID', 'RESTARTS'],
-          s.replicas.map((r) => [
-            `  ${r.nodeId}`,
-            String(r.slot),
-            r.endpoint,
-            r.healthy ? 'yes' : 'no',
-            String(r.version),
-            String(r.pid ?? '-'),
-            String(r.restarts),
-          ]),
+          ['  MEMBER', 'REPLICA', 'STATE', 'HEALTHY', 'VERSION', 'RESTARTS', 'LAST FAILURE'],
+          [...s.replicas]
+            .sort((a, b) => a.slot - b.slot)
+            .map((r) => [
+              `  ${r.nodeId}`,
+              String(r.slot),
+              replicaState(r),
+              r.healthy ? 'yes' : 'no',
+              String(r.version),
+              String(r.restarts),
+              r.lastError ?? '-',
+            ]),
         ),
       );
-      for (const r of s.replicas.filter((x) => x.lastError)) lines.push(`  ${r.nodeId} slot ${r.slot}: ${r.lastError}`);
     }
+    if (s.replicas.some((r) => r.lastError)) lines.push(`  output of the replicas: allegra logs ${i.name}`);
     return lines.join('\n');
   });
 }
 
 export async function lifecycleCommand(action: 'start' | 'stop' | 'delete', name: string, g: GlobalOpts, out: Output): Promise<void> {
   const rpc = client(g);
-  const path = `/v1/instances/${encodeURIComponent(name)}`;
+  const path = instancePath(name);
   if (action === 'delete') {
     await rpc.call({ method: 'DELETE', path });
     out.result({ name, deleted: true }, () => `deleted ${name}`);
     return;
   }
-  const { instance } = await rpc.call<{ instance: InstanceSpec }>({ method: 'POST', path: `${path}/${action}` });
-  out.result(
-    { name, state: instance.state, version: instance.version },
-    () => `${name} is ${instance.state === 'running' ? 'starting' : 'stopping'} (version ${instance.version})`,
+  const { instance, changed } = await rpc.call<{ instance: InstanceSpec; changed?: boolean }>({
+    method: 'POST',
+    path: `${path}/${action}`,
+  });
+  const already = changed === false;
+  out.result({ name, state: instance.state, version: instance.version, changed: !already }, () =>
+    already
+      ? `${name} is already ${instance.state === 'running' ? 'running' : 'stopped'}; nothing changed`
+      : `${name} is ${instance.state === 'running' ? 'starting' : 'stopping'}`,
   );
 }

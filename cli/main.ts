@@ -3,20 +3,29 @@ import { existsSync } from 'node:fs';
 /** The `allegra` command (contract: CLI.md). */
 import { Command, CommanderError, Option } from 'commander';
 import { ensureKey, keyPath, loadKey } from './config.js';
-import { agentCommand, gatewayCommand } from './daemon-commands.js';
-import { devnetCommand } from './devnet.js';
-import { exposeCommand } from './expose-command.js';
-import { createCommand, deployCommand, type GlobalOpts, lifecycleCommand, listCommand, statusCommand } from './instance-commands.js';
+import { checkName, type GlobalOpts } from './names.js';
 import { CliError, makeOutput, reportError } from './output.js';
-import { setupAuthCommand } from './registry-commands.js';
 
+// Each command's module is imported when that command runs: `allegra status` does not load the gateway,
+// the certificate machinery or the devnet (a third of a second per call on a quiet machine, seconds on a busy one).
 const program = new Command('allegra')
   .description('Host apps on a decentralized network of operator machines.')
   .version('0.1.0')
   .option('--json', 'print one JSON document on stdout')
   .option('--rpc <url>', 'agent RPC endpoint (default: $ALLEGRA_RPC, then the devnet config)')
   .option('--key <file>', 'Ed25519 key file (default: $ALLEGRA_KEY, then ~/.allegra/key)')
-  .showHelpAfterError('(run `allegra --help` for usage)')
+  // A usage error is one line on stderr (CLI.md), pointing at the help.
+  .configureOutput({
+    outputError: (text, write) =>
+      write(
+        `allegra: ${
+          text
+            .trim()
+            .replace(/^error: /, '')
+            .split('\n')[0]
+        } (see allegra --help)\n`,
+      ),
+  })
   // Options before the subcommand belong to the program, after it to the subcommand: this lets
   // `allegra devnet --rpc 7070` (a port) coexist with `allegra list --rpc URL`.
   .enablePositionalOptions()
@@ -57,7 +66,7 @@ program
   .option('--registry-credentials <file>', 'etcd with auth: the admin credentials file of `allegra registry setup-auth`')
   .option('--base-domain <domain>', 'domain under which instances get their names', 'localhost')
   .option('--no-demo', 'do not deploy the demo app')
-  .action((o) => devnetCommand({ ...o, key: globals().key }, out()));
+  .action(async (o) => (await import('./devnet.js')).devnetCommand({ ...o, key: globals().key }, out()));
 
 program
   .command('agent')
@@ -84,8 +93,9 @@ program
     [] as string[],
   )
   .option('--allow-unsandboxed', 'if this host cannot sandbox, run every instance unsandboxed (tenant code then runs as the agent)')
+  .option('--ssh-port <port>', 'SSH server for sessions inside this node’s replicas, on the listen host (0: any free port)', '0')
   .option('--log <file>', 'write logs to a file instead of stderr')
-  .action((o) => agentCommand(o));
+  .action(async (o) => (await import('./daemon-commands.js')).agentCommand({ ...o, json: globals().json }));
 
 program
   .command('gateway')
@@ -112,7 +122,7 @@ program
   .option('--registry-role <role>', 'registry role to act as (picks the credential)', 'gateway')
   .option('--registry-credentials <file>', 'etcd with auth: credentials file (default: $ALLEGRA_REGISTRY_CREDENTIALS)')
   .option('--log <file>', 'write logs to a file instead of stderr')
-  .action((o) => gatewayCommand(o));
+  .action(async (o) => (await import('./daemon-commands.js')).gatewayCommand({ ...o, json: globals().json }));
 
 const registryCmd = program.command('registry').description('operate the registry');
 registryCmd
@@ -121,7 +131,7 @@ registryCmd
   .requiredOption('--registry <url>', 'etcd://host:port[,host:port…]')
   .option('--credentials <dir>', 'where to write the credentials files (default: ~/.allegra/registry-credentials)')
   .option('--json', 'print one JSON document on stdout')
-  .action((o) => setupAuthCommand(o, out()));
+  .action(async (o) => (await import('./registry-commands.js')).setupAuthCommand(o, out()));
 
 const keysCmd = program.command('keys').description('manage your Ed25519 key');
 keysCmd
@@ -159,42 +169,116 @@ program
     '--volume',
     'one replica writes a volume (ALLEGRA_VOLUME_DIR) replicated to every quorum member; another takes over if it is lost',
   )
-  .action((name, o) => createCommand(name, o, globals(), out()));
+  .option('--sticky <mode>', 'session affinity: "cookie" (the gateway sets one), "cookie:NAME" (the app\'s own) or "header:NAME"')
+  .action(async (name, o) => (await import('./instance-commands.js')).createCommand(name, o, globals(), out()));
 
 program
   .command('deploy <name> <path>')
   .description('upload code (directory or file) and roll it out to the whole quorum')
   .option('--cmd <command>', 'command that starts one replica (PORT is set)')
   .option('--no-wait', 'return once the quorum holds the code, without waiting for the rollout')
-  .action((name, path, o) => deployCommand(name, path, o, globals(), out()));
+  .action(async (name, path, o) => (await import('./instance-commands.js')).deployCommand(name, path, o, globals(), out()));
 
 program
   .command('list')
   .description('your instances')
-  .action(() => listCommand(globals(), out()));
+  .action(async () => (await import('./instance-commands.js')).listCommand(globals(), out()));
 program
   .command('status <name>')
   .description('one instance with its quorum, replicas, versions and routes')
-  .action((name) => statusCommand(name, globals(), out()));
+  .action(async (name) => (await import('./instance-commands.js')).statusCommand(name, globals(), out()));
 program
   .command('expose <name>')
   .description('route a public HTTPS name to an instance and get its certificate; prints the https URL')
-  .requiredOption('--port <port>', 'port the app listens on inside its replica')
+  .option('--port <port>', 'checked against the port the app listens on inside its replica (its --port, else $PORT: 3000)')
   .option('--domain <domain>', 'a custom domain you control (prove it with the DNS TXT record or HTTP token named on first try)')
   .option('--no-redirect', 'keep serving plain HTTP instead of redirecting it to HTTPS')
   .option('--no-wait', 'return once the route exists, without waiting for the certificate')
   .option('--timeout <seconds>', 'how long to wait for the certificate', '90')
-  .action((name, o) => exposeCommand(name, o, globals(), out()));
+  .action(async (name, o) => (await import('./expose-command.js')).exposeCommand(checkName(name), o, globals(), out()));
 
 for (const action of ['start', 'stop', 'delete'] as const) {
   program
     .command(`${action} <name>`)
     .description(`${action} an instance`)
-    .action((name) => lifecycleCommand(action, name, globals(), out()));
+    .action(async (name) => (await import('./instance-commands.js')).lifecycleCommand(action, name, globals(), out()));
 }
 
-for (const cmd of [...program.commands, ...keysCmd.commands]) {
-  if (cmd === keysCmd || cmd === registryCmd) continue;
+const authCmd = program.command('auth').description('team keys: who may operate an instance besides its owner');
+authCmd
+  .command('add <name> <pubkey>')
+  .description('let a key operate the instance (hex as `allegra keys show` prints it, or an ssh-ed25519 line); owner only')
+  .action(async (name, key) => (await import('./team-commands.js')).authCommand('add', name, key, globals(), out()));
+authCmd
+  .command('remove <name> <pubkey>')
+  .description('refuse a team key from now on (SSH included); owner only')
+  .action(async (name, key) => (await import('./team-commands.js')).authCommand('remove', name, key, globals(), out()));
+authCmd
+  .command('list <name>')
+  .description('the owner and team keys')
+  .action(async (name) => (await import('./team-commands.js')).authCommand('list', name, undefined, globals(), out()));
+
+program
+  .command('ssh <name> [command...]')
+  .description('a shell (or, after --, one command) inside a replica’s sandbox; --print shows the plain ssh command')
+  .option('--print', 'print the ssh command line (host, port, user, key) instead of connecting')
+  .option('--replica <n>', 'the replica to land on (default: a healthy one)')
+  .action(async (name, command, o) => (await import('./ssh-command.js')).sshCommand(checkName(name), command, o, globals(), out()));
+
+program
+  .command('logs <name>')
+  .description('stdout and stderr of every replica on every quorum member, merged by time')
+  .option('--follow', 'keep printing lines as they come (with --json: one JSON object per line)')
+  .option('--since <duration>', 'only lines after this: 30s, 10m, 2h, 1d, or a date')
+  .option('--tail <n>', 'at most the last N lines (default 1000)')
+  .action(async (name, o) => (await import('./logs-command.js')).logsCommand(checkName(name), o, globals(), out()));
+
+program
+  .command('history <name>')
+  .description('every operation on the instance, who signed it, hash-chained')
+  .option('--verify', 'check the chain, every signature and that each author was allowed (exit 1 if not)')
+  .action(async (name, o) => (await import('./history-command.js')).historyCommand(name, o, globals(), out()));
+
+program
+  .command('usage <name>')
+  .description('what each operator served for the instance: requests, bytes, CPU seconds, replica-hours (node-signed)')
+  .action(async (name) => (await import('./usage-command.js')).usageCommand(name, globals(), out()));
+
+program
+  .command('verify <name>')
+  .description('anyone (no key needed): check that a majority of the quorum serves the recorded artifact and spec')
+  .action(async (name) => (await import('./verify-command.js')).verifyCommand(name, globals(), out()));
+
+program
+  .command('revoke <name>')
+  .description('give up ownership: the instance keeps being served and becomes immutable')
+  .option('--yes', 'confirm: this cannot be undone')
+  .option('--governance <M:keys>', 'after it, a change needs M signatures of these keys (comma-separated); none: no change ever')
+  .action(async (name, o) => (await import('./governance-commands.js')).revokeCommand(name, o, globals(), out()));
+
+program
+  .command('propose <name>')
+  .description('governance of a revoked instance: propose one change (your signature counts as the first)')
+  .option('--deploy <path>', 'deploy this directory or file')
+  .option('--cmd <command>', 'with --deploy: the command that starts one replica')
+  .option('--start', 'start the instance')
+  .option('--stop', 'stop the instance')
+  .option('--delete', 'delete the instance')
+  .option('--governance <M:keys>', 'replace the governance policy')
+  .action(async (name, o) => (await import('./governance-commands.js')).proposeCommand(name, o, globals(), out()));
+
+program
+  .command('approve <name> <proposal>')
+  .description('sign a pending proposal; it is applied once M governance keys signed it')
+  .action(async (name, id) => (await import('./governance-commands.js')).approveCommand(name, id, globals(), out()));
+
+program
+  .command('proposals <name>')
+  .description('pending governance proposals and their signatures')
+  .action(async (name) => (await import('./governance-commands.js')).proposalsCommand(name, globals(), out()));
+
+for (const cmd of [...program.commands, ...keysCmd.commands, ...authCmd.commands]) {
+  if (cmd === keysCmd || cmd === registryCmd || cmd === authCmd) continue;
   withGlobals(cmd, { rpc: !['devnet', 'agent', 'gateway'].includes(cmd.name()) });
 }
 

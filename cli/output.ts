@@ -53,6 +53,7 @@ export function makeOutput(json: boolean): Output {
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CliError) return err.exitCode;
+  // 3: not found or not the caller's; a refusal of an allowed caller (a revoked instance…) is 1 like any failure.
   if (err instanceof AllegraError) return err.code === 'not_found' || err.code === 'forbidden' || err.code === 'unauthenticated' ? 3 : 1;
   return 1;
 }
@@ -62,6 +63,17 @@ export function reportError(err: unknown): number {
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`allegra: ${message.split('\n')[0]}\n`);
   return exitCodeFor(err);
+}
+
+/** A progress bar for byte counts: `▕██████░░░░▏ 60% 6.0 of 10.0 MiB`. */
+export function progressBar(done: number, total: number, width = 20): string {
+  const ratio = total > 0 ? Math.min(1, done / total) : 1;
+  const filled = Math.round(ratio * width);
+  return `▕${'█'.repeat(filled)}${'░'.repeat(width - filled)}▏ ${Math.floor(ratio * 100)}% ${mib(done)} of ${mib(total)}`;
+}
+
+export function mib(bytes: number): string {
+  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
 }
 
 /** Renders rows as an aligned text table. */

@@ -14,7 +14,7 @@ import type { QueuedAdmission, Refusal } from './gates.js';
 import { clientResponseHeaders } from './headers.js';
 import type { RequestPolicy } from './policy.js';
 import type { Upstream } from './routing.js';
-import { selectReplica, stickyKeyOf } from './selector.js';
+import { selectReplica, sessionCookie, sessionOf } from './selector.js';
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 /** Errors that mean the replica never received the request. */
@@ -149,15 +149,11 @@ export class Exchange {
     if (this.req.httpVersionMajor === 2) this.res.once('finish', () => (this.req as Http2ServerRequest).stream?.close());
   }
 
+  private session: ReturnType<typeof sessionOf> | null = null;
+
   private next(): void {
-    const sel = selectReplica(
-      this.target.balancer,
-      this.fw.load,
-      this.fw.caps,
-      this.id.client,
-      stickyKeyOf(this.req.headers, this.policy),
-      this.tried,
-    );
+    this.session ??= sessionOf(this.req.headers, this.policy);
+    const sel = selectReplica(this.target.balancer, this.fw.load, this.fw.caps, this.id.client, this.session.key, this.tried);
     const upstream = sel.upstream;
     if (!upstream && this.attempts > 0) {
       if (this.lastTimedOut)
@@ -283,10 +279,14 @@ export class Exchange {
   writeHead(status: number, headers: Record<string, string | string[] | undefined>): void {
     this.responseStarted = true;
     this.status = status;
-    (this.res as ServerResponse).writeHead(
-      status,
-      clientResponseHeaders(headers, this.id.requestId, this.fw.draining && this.req.httpVersionMajor === 1),
-    );
+    const out = clientResponseHeaders(headers, this.id.requestId, this.fw.draining && this.req.httpVersionMajor === 1);
+    const minted = this.session?.minted;
+    if (minted && this.policy.stickyCookie) {
+      const set = out['set-cookie'];
+      const cookie = sessionCookie(this.policy.stickyCookie, minted);
+      out['set-cookie'] = set === undefined ? [cookie] : ([] as string[]).concat(set, cookie);
+    }
+    (this.res as ServerResponse).writeHead(status, out);
   }
 
   finish(status: number): void {

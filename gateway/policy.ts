@@ -74,6 +74,8 @@ export interface RequestPolicy {
   maxInFlight: number;
   stickyCookie: string | undefined;
   stickyHeader: string | undefined;
+  /** The gateway gives a client without the sticky cookie one (it owns the cookie). */
+  stickyInsert: boolean;
 }
 
 export function requestPolicy(g: GatewayPolicy, route: RoutePolicy | undefined): RequestPolicy {
@@ -87,5 +89,6 @@ export function requestPolicy(g: GatewayPolicy, route: RoutePolicy | undefined):
     maxInFlight: tighter(route?.maxInFlight, g.maxInFlightPerRoute),
     stickyCookie: route?.sticky?.cookie,
     stickyHeader: route?.sticky?.header?.toLowerCase(),
+    stickyInsert: route?.sticky?.insert === true && route.sticky.cookie !== undefined,
   };
 }

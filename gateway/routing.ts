@@ -262,6 +262,16 @@ export class RoutingCore {
     return ok;
   }
 
+  /**
+   * The route the network serves for a route record, if its owner's grants allow it (for the certificate
+   * manager: it orders certificates only for these).
+   */
+  servedRoute(record: RouteRecord): RouteRecord | undefined {
+    const entry = this.table.get(record.host);
+    if (!entry || entry.record.host !== record.host) return undefined;
+    return this.route(record.host);
+  }
+
   /** The route for a host if its owner's grants allow it; checked once per route or instance change. */
   private route(host: string): RouteRecord | undefined {
     const entry = this.table.get(host);

@@ -5,6 +5,7 @@
  * its share. `ReplicaLoad` is the per-replica half of the accounting (the balancer keeps the latency and
  * ejection half); every transport starts and ends its attempts through it, so caps hold across all of them.
  */
+import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Balancer } from '../router/balancer.js';
 import type { Upstream } from './routing.js';
@@ -57,6 +58,25 @@ export class ReplicaLoad {
 export interface StickyPolicy {
   stickyCookie: string | undefined;
   stickyHeader: string | undefined;
+  stickyInsert?: boolean;
+}
+
+/**
+ * The session of a request: its sticky key, and the cookie value the gateway mints for a client that has
+ * none on a route whose cookie the gateway owns. A minted value is random; the replica it maps to (by the
+ * balancer's sticky hashing) serves the request, and the answer sets the cookie, so the client's next
+ * requests land there too — and when replicas are added, only the sessions that hash to the new ones move.
+ */
+export function sessionOf(headers: IncomingHttpHeaders, policy: StickyPolicy): { key: string | undefined; minted: string | undefined } {
+  const key = stickyKeyOf(headers, policy);
+  if (key !== undefined || !policy.stickyInsert || !policy.stickyCookie) return { key, minted: undefined };
+  const minted = randomBytes(12).toString('base64url');
+  return { key: minted, minted };
+}
+
+/** The Set-Cookie of a minted session. */
+export function sessionCookie(name: string, value: string): string {
+  return `${name}=${value}; Path=/; HttpOnly; SameSite=Lax`;
 }
 
 /** The session key of a request for a route with sticky sessions, if it carries one. */

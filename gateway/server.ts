@@ -174,8 +174,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       return node?.ingress ? { ingress: node.ingress, publicKey: node.publicKey } : undefined;
     },
     onNodeChange: (nodeId, down) => {
-      if (down) forwarder.sever((endpoint) => parseIngressEndpoint(endpoint)?.nodeId === nodeId);
+      // Out of rotation first, then cut: the requests the cut fails are retried on the replicas left.
       core.refresh();
+      if (down) forwarder.sever((endpoint) => parseIngressEndpoint(endpoint)?.nodeId === nodeId);
     },
   });
   const nodeOfEndpoint = (endpoint: string) => parseIngressEndpoint(endpoint)?.nodeId;
@@ -217,6 +218,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   }
   await link.start();
   await core.start();
+  opts.certs?.checkRoutesWith((record) => core.servedRoute(record));
 
   const isTrusted = makeTrustCheck(opts.trustedProxies ?? []);
   const clientAddress = (socket: Duplex | Socket | undefined) => {

@@ -3,6 +3,8 @@ export type ErrorCode =
   | 'bad_request'
   | 'unauthenticated'
   | 'forbidden'
+  /** The caller may operate the instance, but the instance refuses the change (e.g. it is revoked). */
+  | 'refused'
   | 'not_found'
   | 'conflict'
   | 'too_large'
@@ -13,6 +15,7 @@ const STATUS: Record<ErrorCode, number> = {
   bad_request: 400,
   unauthenticated: 401,
   forbidden: 403,
+  refused: 403,
   not_found: 404,
   conflict: 409,
   too_large: 413,

@@ -39,7 +39,7 @@ export async function identityCert(keyPair: KeyPair, commonName: string): Promis
 /** The hex Ed25519 key of the peer's certificate, or undefined when it presented none (or another kind). */
 export function peerKeyHex(socket: TLSSocket): string | undefined {
   const cert: X509Certificate | undefined = socket.getPeerX509Certificate();
-  if (!cert || cert.publicKey.asymmetricKeyType !== 'ed25519') return undefined;
+  if (cert?.publicKey.asymmetricKeyType !== 'ed25519') return undefined;
   try {
     return publicKeyToHex(cert.publicKey);
   } catch {

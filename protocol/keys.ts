@@ -25,11 +25,13 @@ export const PREFIX = {
   instanceStatus: 'instance-status/',
   /** Volumes (`--volume`): the writer's lease record and the signed head of the newest complete copy. */
   volumes: 'volumes/',
-  /** Future: app state, audit log, metering (agents), and gateway load signals. */
+  /** App state (agents), the instances' hash-chained histories, metering records and gateway load signals. */
   state: 'state/',
   history: 'history/',
   usage: 'usage/',
   load: 'load/',
+  /** Pending governance proposals of revoked instances (agents). */
+  governance: 'governance/',
 } as const;
 
 export const keys = {
@@ -54,6 +56,16 @@ export const keys = {
   volumeOf: (instanceId: string) => `${PREFIX.volumes}${instanceId}/`,
   volumeWriter: (instanceId: string) => `${PREFIX.volumes}${instanceId}/writer`,
   volumeHead: (instanceId: string) => `${PREFIX.volumes}${instanceId}/head`,
+  /** Everything of one instance's history: the head `{seq, hash}` and the records under `r/`. */
+  historyOf: (instanceId: string) => `${PREFIX.history}${instanceId}/`,
+  historyHead: (instanceId: string) => `${PREFIX.history}${instanceId}/head`,
+  historyRecords: (instanceId: string) => `${PREFIX.history}${instanceId}/r/`,
+  /** Zero-padded so that a listing returns the records in order. */
+  historyRecord: (instanceId: string, seq: number) => `${PREFIX.history}${instanceId}/r/${String(seq).padStart(12, '0')}`,
+  usageOf: (instanceId: string) => `${PREFIX.usage}${instanceId}/`,
+  usage: (instanceId: string, nodeId: string) => `${PREFIX.usage}${instanceId}/${nodeId}`,
+  proposalsOf: (instanceId: string) => `${PREFIX.governance}${instanceId}/`,
+  proposal: (instanceId: string, id: string) => `${PREFIX.governance}${instanceId}/${id}`,
 } as const;
 
 /** Hosts are case-insensitive and may carry a port; routes are keyed by the bare lower-case name. */

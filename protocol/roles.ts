@@ -44,6 +44,7 @@ export const GRANTS: Readonly<Record<LimitedRole, readonly Grant[]>> = {
     rw(PREFIX.history),
     rw(PREFIX.usage),
     r(PREFIX.load),
+    rw(PREFIX.governance),
   ],
   gateway: [
     ...CLUSTER.map(r),

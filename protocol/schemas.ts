@@ -42,6 +42,21 @@ export function effectiveLimits(limits: z.infer<typeof replicaLimits> | undefine
   };
 }
 
+export const routePolicy = z.object({
+  maxBodyBytes: z.number().int().min(0).optional(),
+  timeoutMs: z.number().int().min(1).optional(),
+  tryTimeoutMs: z.number().int().min(1).optional(),
+  retries: z.number().int().min(0).max(10).optional(),
+  maxInFlight: z.number().int().min(1).optional(),
+  sticky: z
+    .object({
+      cookie: z.string().min(1).max(64).optional(),
+      header: z.string().min(1).max(64).optional(),
+      insert: z.boolean().optional(),
+    })
+    .optional(),
+});
+
 export const createInstanceRequest = z.object({
   name: instanceName,
   driver: z.enum(['process', 'wasm', 'vm']).default('process'),
@@ -52,6 +67,8 @@ export const createInstanceRequest = z.object({
   limits: replicaLimits.optional(),
   /** One writer replica on a volume replicated to every quorum member (docs/ARCHITECTURE.md, "Volumes"). */
   volume: z.boolean().optional(),
+  /** How gateways route the instance's requests (session affinity, tighter limits); travels in the create grant. */
+  policy: routePolicy.optional(),
 });
 export type CreateInstanceRequest = z.infer<typeof createInstanceRequest>;
 
@@ -81,6 +98,10 @@ export const nodeRecord = z.object({
     .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/)
     .optional(),
   machine: z.string().max(128).optional(),
+  ssh: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/)
+    .optional(),
 });
 
 export const gatewayRecord = z.object({
@@ -115,10 +136,23 @@ export const instanceSpec = z.object({
   version: z.number().int(),
   domains: z.array(z.string()),
   immutable: z.boolean(),
+  revokedAt: z.number().optional(),
+  governance: z.lazy(() => governancePolicy).optional(),
   createdAt: z.number(),
   updatedAt: z.number(),
   createGrant: grant.optional(),
 });
+
+/** M of N distinct Ed25519 keys; M from 1 to N, at most 32 keys. */
+export const governancePolicy = z
+  .object({ threshold: z.number().int().min(1).max(32), keys: z.array(hexKey).min(1).max(32) })
+  .refine((g) => new Set(g.keys).size === g.keys.length, 'governance keys must be distinct')
+  .refine((g) => g.threshold <= g.keys.length, 'governance threshold cannot exceed the number of keys');
+
+export const revokeRequest = z.object({ governance: governancePolicy.optional() }).strict();
+export const authRequest = z
+  .object({ add: hexKey.optional(), remove: hexKey.optional() })
+  .refine((r) => (r.add === undefined) !== (r.remove === undefined), 'name exactly one key to add or remove');
 
 export const replicaRecord = z.object({
   instanceId: z.string(),
@@ -167,15 +201,6 @@ export const instanceStatusRecord = z.object({
   updatedAt: z.number(),
 });
 
-export const routePolicy = z.object({
-  maxBodyBytes: z.number().int().min(0).optional(),
-  timeoutMs: z.number().int().min(1).optional(),
-  tryTimeoutMs: z.number().int().min(1).optional(),
-  retries: z.number().int().min(0).max(10).optional(),
-  maxInFlight: z.number().int().min(1).optional(),
-  sticky: z.object({ cookie: z.string().min(1).optional(), header: z.string().min(1).optional() }).optional(),
-});
-
 export const routeRecord = z.object({
   host: z.string(),
   instanceId: z.string(),
@@ -213,7 +238,8 @@ export const certStatusRecord = z.object({
 });
 
 export const exposeRequest = z.object({
-  port: z.number().int().min(1).max(65535),
+  /** Optional: when given, it must be the port the instance listens on (a check, not a setting). */
+  port: z.number().int().min(1).max(65535).optional(),
   domain: z
     .string()
     .toLowerCase()
@@ -226,6 +252,7 @@ export const networkConfig = z.object({
   baseDomain: z.string(),
   quorumSize: z.number().int().min(1),
   httpsPort: z.number().int().min(1).max(65535).optional(),
+  httpPort: z.number().int().min(1).max(65535).optional(),
 });
 
 /** Parses a JSON registry value with a schema; returns undefined (never throws) for a bad record. */

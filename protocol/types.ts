@@ -23,6 +23,8 @@ export interface NodeRecord {
   ingress?: string;
   /** Identifies the machine: gateways on the same machine reach replicas through their local sockets. */
   machine?: string;
+  /** `host:port` of the node's SSH server (sessions inside the replicas it runs); its host key is `publicKey`. */
+  ssh?: string;
 }
 
 /** A gateway's identity (`gateways/<id>`, under its lease): node ingresses admit only these keys. */
@@ -88,14 +90,25 @@ export interface InstanceSpec {
   volume?: boolean;
   artifact: ArtifactRef | null;
   state: DesiredState;
-  /** Incremented on every committed change of the spec. */
+  /** Counts deploys: 0 until the first code is deployed, then 1, 2… Other changes of the spec leave it alone. */
   version: number;
   domains: string[];
+  /** Set by `allegra revoke`: the owner gave up ownership; only `governance` (if any) may change it. */
   immutable: boolean;
+  /** When the owner revoked ownership. */
+  revokedAt?: number;
+  /** After a revocation: a change needs `threshold` distinct signatures of these keys (absent: no change ever). */
+  governance?: GovernancePolicy;
   createdAt: number;
   updatedAt: number;
   /** The owner's signed create request: the id derives from it and readers check owner and name against it. */
   createGrant?: Grant;
+}
+
+/** M of N keys that may still change a revoked instance, all signing the same proposal. */
+export interface GovernancePolicy {
+  threshold: number;
+  keys: string[];
 }
 
 /** One running copy of an instance, reported by the agent that runs it (`replicas/<instanceId>/<nodeId>.<slot>`). */
@@ -160,6 +173,9 @@ export interface InstanceStatusRecord {
   updatedAt: number;
 }
 
+/** The cookie gateways set for `allegra create --sticky cookie`. */
+export const STICKY_COOKIE = 'allegra-sticky';
+
 /** Per-route overrides of the gateway's limits and balancing. */
 export interface RoutePolicy {
   maxBodyBytes?: number;
@@ -168,7 +184,12 @@ export interface RoutePolicy {
   retries?: number;
   maxInFlight?: number;
   /** Opt-in session affinity: requests with the same cookie (or header) value go to the same replica. */
-  sticky?: { cookie?: string; header?: string };
+  sticky?: {
+    cookie?: string;
+    header?: string;
+    /** The gateway sets the cookie (to a value that maps to the replica it chose) on a client that has none. */
+    insert?: boolean;
+  };
 }
 
 /** Host → instance mapping served by gateways (`routes/<host>`). */
@@ -230,6 +251,8 @@ export interface NetworkConfig {
   quorumSize: number;
   /** The gateways' public HTTPS port, for the URLs the network hands out (default 443). */
   httpsPort?: number;
+  /** The gateways' public HTTP port (default 80). */
+  httpPort?: number;
 }
 
 /** What `allegra status` shows: the spec with where and how it runs. */
@@ -240,6 +263,8 @@ export interface InstanceStatus {
   routes: string[];
   /** What each quorum member reports about the instance's code. */
   members: InstanceStatusRecord[];
+  /** Where the instance answers: one URL per route (https for exposed ones), with the gateways' ports. */
+  urls?: string[];
 }
 
 /** A spec with the network's defaults, for code that creates instances (agents) or seeds registries (bench, tests). */

@@ -10,9 +10,10 @@ import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
 import { identityCert } from '../protocol/identity-cert.js';
 import { keys, PREFIX } from '../protocol/keys.js';
-import { signRecord } from '../protocol/records.js';
+import { type RecordSignature, signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
 import { RequestVerifier } from '../protocol/signing.js';
+import { type Attestation, specHash } from '../protocol/spec-hash.js';
 import type { ArtifactRef, InstanceSpec, InstanceStatusRecord, NodeRecord, ReplicaRecord } from '../protocol/types.js';
 import { ClusterView } from '../registry/cluster-view.js';
 import { assignSlots } from '../router/slots.js';
@@ -22,17 +23,23 @@ import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
 import type { Driver } from './drivers/driver.js';
 import { openProcessDriver, type ProcessDriver } from './drivers/process.js';
+import { Governance } from './governance.js';
+import { HistoryWriter } from './history.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
 import { inferCommand } from './infer-command.js';
 import { NodeIngress } from './ingress.js';
 import { InstanceService } from './instances.js';
+import { logRoutes } from './logs-api.js';
 import { ArtifactPreparer, type PrepareStatus } from './preparer.js';
-import { createRpcApp } from './rpc.js';
+import { createRpcApp, type RpcDeps } from './rpc.js';
+import { operationRoutes } from './rpc-operations.js';
 import type { SandboxPolicyOptions, SandboxSupport } from './sandbox/support.js';
 import type { UidRange } from './sandbox/uids.js';
 import { SerialPass } from './serial-pass.js';
+import { SshServer } from './ssh/server.js';
 import { STATE_PORT, StateService } from './state/service.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
+import { UsageMeter } from './usage/meter.js';
 import type { VolumeLimits } from './volume/layout.js';
 import { VolumeService } from './volume/service.js';
 
@@ -54,6 +61,8 @@ export interface AgentOptions {
   advertise?: string;
   /** Port of the node ingress (mutual TLS) on the listen host; 0: any free port. Default 0. */
   ingressPort?: number;
+  /** Port of the SSH server (sessions inside this node's replicas) on the listen host; 0: any free port. Default 0. */
+  sshPort?: number;
   /** Identifies this machine to gateways: one on the same machine reaches replicas by their local sockets. */
   machineId?: string;
   region?: string;
@@ -77,6 +86,7 @@ export class Agent {
   private readonly blobs: BlobStore;
   private readonly supervisor: Supervisor;
   private readonly service: InstanceService;
+  private readonly governance: Governance;
   private controller: Controller | null = null;
   private server: ServerType | null = null;
   private lease: Lease | null = null;
@@ -98,6 +108,8 @@ export class Agent {
   private statusTimer: NodeJS.Timeout | null = null;
   /** What this member last reported per instance: its code's phase and its state copy. */
   private readonly reported = new Map<string, { prepare?: PrepareStatus; published?: string }>();
+  private ssh: SshServer | null = null;
+  private readonly meter: UsageMeter;
   /** Set in start(), once the host's sandboxing support is known. */
   private driver: ProcessDriver | null = null;
   private sandboxSupport: SandboxSupport | null = null;
@@ -136,14 +148,28 @@ export class Agent {
       ownerUid: (instanceId) => this.driver?.uidOf(instanceId),
       changed: () => this.reconcile(),
     });
-    this.service = new InstanceService(opts.registry, this.view, this.identity.id);
+    this.service = new InstanceService(
+      opts.registry,
+      this.view,
+      this.identity.id,
+      new HistoryWriter(opts.registry, this.identity.keyPair, this.identity.id),
+    );
+    this.governance = new Governance(opts.registry, this.service);
     this.reconciler = new SerialPass(
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
     );
+    this.meter = new UsageMeter({
+      registry: opts.registry,
+      keyPair: this.identity.keyPair,
+      nodeId: this.identity.id,
+      dataDir: opts.dataDir,
+      log: opts.log,
+    });
     const driver: Driver = {
       name: 'process',
-      start: (launch) => this.processDriver().start(launch),
+      // Every replica is reached through a counting relay: what this node served is what it can sign for.
+      start: async (launch) => this.meter.wrap(launch, await this.processDriver().start(launch)),
       destroy: (instanceId) => this.processDriver().destroy(instanceId),
     };
     this.supervisor = new Supervisor({
@@ -181,6 +207,11 @@ export class Agent {
     for (const id of hosted) if (!this.known.has(id)) this.known.set(id, null);
   }
 
+  /** `host:port` of the SSH server (known after start). */
+  get sshAddress(): string | undefined {
+    return this.record?.ssh;
+  }
+
   get rpcUrl(): string {
     if (!this.record) throw new Error('agent not started');
     return this.record.rpc;
@@ -188,7 +219,7 @@ export class Agent {
 
   async start(): Promise<this> {
     const { log } = this.opts;
-    const app = createRpcApp({
+    const rpcDeps: RpcDeps = {
       nodeId: this.identity.id,
       service: this.service,
       view: this.view,
@@ -200,7 +231,23 @@ export class Agent {
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
       chunks: this.volumes.chunks,
+    };
+    const operations = operationRoutes(rpcDeps, {
+      governance: this.governance,
+      attest: (instanceId, nonce) => this.attest(instanceId, nonce),
     });
+    const logs = logRoutes({
+      nodeId: this.identity.id,
+      keyPair: this.identity.keyPair,
+      service: this.service,
+      view: this.view,
+      dataDir: this.opts.dataDir,
+    });
+    rpcDeps.extraRoutes = (app, requests) => {
+      operations(app, requests);
+      logs(app, requests);
+    };
+    const app = createRpcApp(rpcDeps);
     const host = this.opts.host ?? '127.0.0.1';
     const port = await new Promise<number>((resolve, reject) => {
       this.server = serve({ fetch: app.fetch, hostname: host, port: this.opts.port ?? 0 }, (info: AddressInfo) => resolve(info.port));
@@ -223,6 +270,29 @@ export class Agent {
       log,
     });
     const ingressPort = await this.ingress.start();
+    this.ssh = new SshServer({
+      hostKey: this.identity.keyPair,
+      nodeId: this.identity.id,
+      log,
+      lookup: (name) =>
+        this.service.read(name).then(
+          (r) => r.spec,
+          () => undefined,
+        ),
+      cached: (name) => this.view.instance(name),
+      replica: (instanceId, slot) =>
+        slot === undefined
+          ? this.supervisor.replicasOf(instanceId).flatMap((r) => this.supervisor.replicaOf(instanceId, r.desired.slot) ?? [])[0]
+          : this.supervisor.replicaOf(instanceId, slot),
+      whereIs: (instanceId, slot) => {
+        const quorum = this.view.quorumOf(instanceId);
+        const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+        if (!quorum || !spec) return undefined;
+        return assignSlots(instanceId, quorum.members, spec.replicas.min).find((s) => s.slot === slot)?.nodeId;
+      },
+      record: async (instanceId, entry) => (await this.service.history.appendAlone(instanceId, entry).catch(() => null)) !== null,
+    });
+    const sshPort = await this.ssh.start(host, this.opts.sshPort ?? 0);
     this.record = {
       id: this.identity.id,
       rpc: `http://${bracketed}:${port}`,
@@ -232,14 +302,19 @@ export class Agent {
       load: 0,
       startedAt: Date.now(),
       ingress: `${bracketed}:${ingressPort}`,
+      ssh: `${bracketed}:${sshPort}`,
       ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
     };
     await this.announce();
     this.controller = new Controller(this.opts.registry, this.view, this.identity.id, () => this.lease?.id ?? '', log);
     this.controller.start();
-    this.view.onChange(() => this.reconcile());
+    this.view.onChange(() => {
+      this.reconcile();
+      this.ssh?.recheck();
+    });
     this.reconcile();
-    this.gcTimer = setInterval(() => this.collectGarbage(), 30_000);
+    this.meter.start();
+    this.gcTimer = setInterval(() => void this.collectGarbageWithProposals(), 30_000);
     this.gcTimer.unref();
     this.statusTimer = setInterval(() => this.publishStateStatus(), 1_000);
     this.statusTimer.unref();
@@ -260,6 +335,9 @@ export class Agent {
         try {
           await this.announce();
           this.supervisor.republishAll();
+          // Records under the lost lease are gone: this member's instance reports must be written again.
+          for (const entry of this.reported.values()) entry.published = undefined;
+          this.publishStateStatus();
           this.controller?.kick();
         } catch {
           setTimeout(() => void retry(), 500).unref();
@@ -318,6 +396,18 @@ export class Agent {
     }
   }
 
+  /** This node's signed account of the replicas of an instance it runs, for a verifier's nonce. */
+  private attest(instanceId: string, nonce: string): Attestation & { signature: RecordSignature } {
+    const replicas = this.supervisor.replicasOf(instanceId).map((r) => ({
+      slot: r.desired.slot,
+      version: r.desired.version,
+      healthy: r.running && r.healthy,
+      artifact: r.desired.attest?.artifact ?? null,
+      specHash: r.desired.attest?.specHash ?? '',
+    }));
+    return signRecord(this.identity.keyPair, { nodeId: this.identity.id, instanceId, nonce, at: Date.now(), replicas });
+  }
+
   /** Runs a reconcile pass now, or once more after the pass in progress. */
   private reconcile(): void {
     if (!this.stopping) this.reconciler.request();
@@ -363,6 +453,7 @@ export class Agent {
           slot,
           version: spec.version,
           ...(volumeDir ? { exclusive: true, stopGraceMs: 1_000 } : {}),
+          attest: { artifact: spec.artifact?.sha256 ?? null, specHash: specHash(spec) },
           launch: {
             ...(volumeDir ? { volumeDir } : {}),
             instanceId: spec.id,
@@ -439,9 +530,19 @@ export class Agent {
    * unreferenced for a while: an upload in progress writes its blob before the spec that refers to it.
    */
   private readonly unreferencedSince = new Map<string, number>();
+  /** Blobs of pending governance deploy proposals, as of the last periodic collection. */
+  private proposed = new Set<string>();
+  private async collectGarbageWithProposals(): Promise<void> {
+    try {
+      this.proposed = await this.governance.pendingArtifacts();
+    } catch {
+      return; // registry unreachable: collect next time, knowing what is proposed
+    }
+    this.collectGarbage();
+  }
   private collectGarbage(released?: Set<string>): void {
     const now = Date.now();
-    const referenced = new Set<string>();
+    const referenced = new Set<string>(this.proposed);
     for (const spec of this.view.instances.values()) if (spec.artifact) referenced.add(spec.artifact.sha256);
     for (const sha256 of this.blobs.list()) {
       if (referenced.has(sha256)) {
@@ -550,11 +651,13 @@ export class Agent {
     this.preparer.stop();
     if (this.gcTimer) clearInterval(this.gcTimer);
     this.controller?.stop();
+    await this.ssh?.stop();
     await this.supervisor.stopAll();
     // Writers commit what their replica wrote last and release the writer record: a clean stop loses nothing.
     await this.volumes.close().catch((err) => this.opts.log.warn({ err }, 'could not hand over the volumes'));
     await this.state.close();
     if (this.statusTimer) clearInterval(this.statusTimer);
+    await this.meter.stop().catch((err) => this.opts.log.warn({ err }, 'could not write the last usage records'));
     await this.ingress?.stop();
     await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
     this.view.close();

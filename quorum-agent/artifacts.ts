@@ -12,6 +12,7 @@ import { createReadStream, existsSync, mkdirSync, renameSync, rmSync } from 'nod
 import { posix } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 import * as tar from 'tar';
 
 export interface ArtifactLimits {
@@ -80,6 +81,9 @@ export function entryProblem(entry: { path: string; type: string; linkpath?: str
 /** Counts compressed bytes and enforces the expansion ratio against what the tar stream declared. */
 class Meter {
   compressed = 0;
+  /** Bytes out of gunzip so far. */
+  inflated = 0;
+  /** Declared sizes of the entries seen. */
   unpacked = 0;
   entries = 0;
   failure: ArtifactRefused | null = null;
@@ -94,11 +98,15 @@ class Meter {
     this.unpacked += entry.size;
     if (this.unpacked > this.limits.maxUnpackedBytes)
       return this.fail(`the artifact unpacks to more than ${this.limits.maxUnpackedBytes} bytes`);
-    return this.checkRatio();
+    return true;
   }
 
+  /**
+   * The ratio of bytes actually inflated so far to compressed bytes read. (It used to compare declared entry
+   * sizes with what little of the entry had been read, which refused every large incompressible file.)
+   */
   checkRatio(): boolean {
-    if (this.unpacked > this.limits.ratioFloorBytes && this.unpacked > this.compressed * this.limits.maxRatio)
+    if (this.inflated > this.limits.ratioFloorBytes && this.inflated > this.compressed * this.limits.maxRatio)
       return this.fail(`the artifact expands more than ${this.limits.maxRatio}:1 (a compression bomb?)`);
     return true;
   }
@@ -123,6 +131,17 @@ class Meter {
       },
     });
   }
+
+  /** A pass-through after gunzip: counts inflated bytes and stops a bomb as it expands. */
+  output(): Transform {
+    return new Transform({
+      transform: (chunk: Buffer, _enc, cb) => {
+        this.inflated += chunk.length;
+        if (!this.checkRatio()) return cb(this.failure);
+        cb(null, chunk);
+      },
+    });
+  }
 }
 
 async function run(
@@ -142,7 +161,8 @@ async function run(
     },
   });
   try {
-    await pipeline(createReadStream(file), input, guard, target as unknown as NodeJS.WritableStream);
+    // Gunzip here rather than in the tar parser, so the expansion is measured on the bytes it produces.
+    await pipeline(createReadStream(file), input, createGunzip(), meter.output(), guard, target as unknown as NodeJS.WritableStream);
   } catch (err) {
     if (meter.failure) throw meter.failure;
     if (err instanceof ArtifactRefused) throw err;

@@ -6,9 +6,11 @@
 import type { z } from 'zod';
 import { AllegraError } from '../protocol/errors.js';
 import { type Grant, instanceIdFor } from '../protocol/grants.js';
+import type { HistoryEntry } from '../protocol/history.js';
 import { keys, PREFIX } from '../protocol/keys.js';
-import type { Op, Registry } from '../protocol/registry.js';
+import type { Compare, Op, Registry } from '../protocol/registry.js';
 import {
+  type authRequest,
   type CreateInstanceRequest,
   certRecord,
   certStatusRecord,
@@ -17,11 +19,17 @@ import {
   instanceStatusRecord,
   parseRecord,
   replicaRecord,
+  type revokeRequest,
   routeRecord,
 } from '../protocol/schemas.js';
+import type { SignedEnvelope } from '../protocol/signing.js';
 import { type DomainVerifier, domainToken } from './domains.js';
+import { DEFAULT_APP_PORT } from './drivers/process.js';
+import type { HistoryWriter } from './history.js';
 
 type ExposeRequest = z.infer<typeof exposeRequest>;
+type AuthRequest = z.infer<typeof authRequest>;
+type RevokeRequest = z.infer<typeof revokeRequest>;
 
 import {
   type ArtifactRef,
@@ -40,6 +48,35 @@ function isExposeGrant(g: Grant): boolean {
   return g.envelope.path.split('?')[0]?.endsWith('/expose') === true;
 }
 
+/** The one line every refused change of a revoked instance gets. */
+export function revokedMessage(spec: InstanceSpec): string {
+  const when = spec.revokedAt ? ` at ${new Date(spec.revokedAt).toISOString()}` : '';
+  const how = spec.governance
+    ? `a change needs ${spec.governance.threshold} of its ${spec.governance.keys.length} governance keys (allegra propose)`
+    : 'it can never change again';
+  return `instance "${spec.name}" is immutable: its owner revoked ownership${when}; ${how}`;
+}
+
+/** The port an instance's app listens on inside its replica: its --port, else the network's PORT (3000). */
+export function listenPortOf(spec: InstanceSpec): number {
+  return spec.port || DEFAULT_APP_PORT;
+}
+
+/** A change of an instance: what it becomes, and its history record. */
+export interface Change {
+  next: (spec: InstanceSpec) => InstanceSpec;
+  entry: (spec: InstanceSpec, next: InstanceSpec) => HistoryEntry;
+  /** Further registry operations committed with it (a proposal removed…), and what they need to hold. */
+  ops?: Op[];
+  compare?: Compare[];
+}
+
+export interface Replicas {
+  healthy: number;
+  total: number;
+  want: number;
+}
+
 /** Pushes a verified blob to a peer; resolves true once the peer holds it. */
 export type BlobPusher = (nodeId: string, sha256: string) => Promise<boolean>;
 
@@ -48,6 +85,7 @@ export class InstanceService {
     private readonly registry: Registry,
     private readonly view: ClusterView,
     private readonly selfId: string,
+    readonly history: HistoryWriter,
   ) {}
 
   /** `grant` is the owner's signed create request: the instance id derives from it and routes carry it. */
@@ -70,6 +108,8 @@ export class InstanceService {
         env: req.env,
         replicas,
         createGrant: grant,
+        // Versions count deploys: nothing is deployed yet.
+        version: 0,
         ...(req.limits ? { limits: req.limits } : {}),
         ...(req.volume ? { volume: true } : {}),
       },
@@ -79,15 +119,23 @@ export class InstanceService {
       throw new AllegraError('bad_request', `driver "${spec.driver}" is not available on this network yet; use --driver process`);
     const host = `${req.name}.${network.baseDomain}`;
     const route: RouteRecord = { host, instanceId: spec.id, instanceName: spec.name, kind: 'network', createdAt: now, grants: [grant] };
-    // The instance and its network route are created together or not at all.
+    // The instance, its network route and the first record of its history are created together or not at all.
+    const first = this.history.append(
+      spec.id,
+      { head: null, modRevision: 0 },
+      { op: 'create', author: owner, request: grant, detail: { name: req.name } },
+      now,
+    );
     const res = await this.registry.txn({
       compare: [
         { key: keys.instance(req.name), target: 'version', equals: 0 },
         { key: keys.route(host), target: 'version', equals: 0 },
+        first.compare,
       ],
       success: [
         { type: 'put', key: keys.instance(req.name), value: JSON.stringify(spec) },
         { type: 'put', key: keys.route(host), value: JSON.stringify(route) },
+        ...first.ops,
       ],
     });
     if (!res.succeeded) {
@@ -97,20 +145,30 @@ export class InstanceService {
     return spec;
   }
 
-  /** Reads the committed spec (not the view, which may lag) and checks the caller may operate it. */
-  async authorized(name: string, signer: string): Promise<{ spec: InstanceSpec; modRevision: number }> {
+  /** The committed spec (not the view, which may lag). */
+  async read(name: string): Promise<{ spec: InstanceSpec; modRevision: number }> {
     const kv = await this.registry.get(keys.instance(name));
     const spec = parseRecord(instanceSpec, kv?.value);
     if (!kv || !spec) throw new AllegraError('not_found', `no instance named "${name}"`);
-    if (spec.owner !== signer && !spec.authorized.includes(signer))
-      throw new AllegraError('forbidden', `key ${signer.slice(0, 12)}… may not operate instance "${name}"`);
     return { spec, modRevision: kv.modRevision };
   }
 
-  /** Like `authorized`, and refuses an immutable (revoked) instance: for callers about to change it. */
+  /**
+   * Reads the committed spec and checks the caller may look at it: the owner and team keys, and the
+   * governance keys of a revoked instance. Read fresh on every call, so a removed team key is refused at once.
+   */
+  async authorized(name: string, signer: string): Promise<{ spec: InstanceSpec; modRevision: number }> {
+    const found = await this.read(name);
+    const { spec } = found;
+    if (spec.owner !== signer && !spec.authorized.includes(signer) && !spec.governance?.keys.includes(signer))
+      throw new AllegraError('forbidden', `key ${signer.slice(0, 12)}… may not operate instance "${name}"`);
+    return found;
+  }
+
+  /** Like `authorized` for the owner and team keys, and refuses any change of a revoked instance. */
   async authorizedToChange(name: string, signer: string): Promise<{ spec: InstanceSpec; modRevision: number }> {
     const found = await this.authorized(name, signer);
-    if (found.spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
+    mayChange(found.spec, signer);
     return found;
   }
 
@@ -120,29 +178,74 @@ export class InstanceService {
     return false;
   }
 
-  /** Applies `change` to the spec with compare-and-swap, retrying on concurrent updates. */
-  private async update(
-    name: string,
-    signer: string,
-    change: (spec: InstanceSpec) => InstanceSpec,
-    opts: { allowImmutable?: boolean } = {},
-  ): Promise<InstanceSpec> {
+  /**
+   * Commits a change with compare-and-swap on the spec and the history head, its record in the same
+   * transaction; retries on concurrent updates. `allow` checks the caller against the spec it read.
+   */
+  async commit(name: string, allow: (spec: InstanceSpec) => void, change: Change): Promise<InstanceSpec> {
     for (let attempt = 0; attempt < 8; attempt++) {
-      const { spec, modRevision } = await this.authorized(name, signer);
-      if (spec.immutable && !opts.allowImmutable)
-        throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
-      const next = { ...change(spec), version: spec.version + 1, updatedAt: Date.now() };
+      const { spec, modRevision } = await this.read(name);
+      allow(spec);
+      const next = { ...change.next(spec), updatedAt: Date.now() };
+      const tip = await this.history.tip(spec.id);
+      const appended = this.history.append(spec.id, tip, change.entry(spec, next));
       const res = await this.registry.txn({
-        compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }],
-        success: [{ type: 'put', key: keys.instance(name), value: JSON.stringify(next) }],
+        compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }, appended.compare, ...(change.compare ?? [])],
+        success: [{ type: 'put', key: keys.instance(name), value: JSON.stringify(next) }, ...appended.ops, ...(change.ops ?? [])],
       });
       if (res.succeeded) return next;
     }
     throw new AllegraError('conflict', `instance "${name}" is being changed concurrently; try again`);
   }
 
-  setState(name: string, signer: string, state: 'running' | 'stopped'): Promise<InstanceSpec> {
-    return this.update(name, signer, (spec) => ({ ...spec, state }));
+  /** A change by the owner or a team key of an instance that was not revoked. */
+  private update(name: string, signer: string, change: Change): Promise<InstanceSpec> {
+    return this.commit(name, (spec) => mayChange(spec, signer), change);
+  }
+
+  /** Starts or stops; `changed` is false (and nothing is recorded) when it already was in that state. */
+  async setState(
+    name: string,
+    signer: string,
+    state: 'running' | 'stopped',
+    request: Grant,
+  ): Promise<{ spec: InstanceSpec; changed: boolean }> {
+    const { spec } = await this.authorizedToChange(name, signer);
+    if (spec.state === state) return { spec, changed: false };
+    const next = await this.update(name, signer, {
+      next: (s) => ({ ...s, state }),
+      entry: () => ({ op: state === 'running' ? 'start' : 'stop', author: signer, request, detail: {} }),
+    });
+    return { spec: next, changed: true };
+  }
+
+  /** Adds or removes a team key (the owner only); `changed` is false when there was nothing to do. */
+  async auth(name: string, signer: string, req: AuthRequest, request: Grant): Promise<{ spec: InstanceSpec; changed: boolean }> {
+    const { spec } = await this.read(name);
+    mayManageKeys(spec, signer);
+    const key = (req.add ?? req.remove) as string;
+    if (req.add !== undefined && (key === spec.owner || spec.authorized.includes(key))) return { spec, changed: false };
+    if (req.remove !== undefined && !spec.authorized.includes(key))
+      throw new AllegraError('not_found', `${key.slice(0, 12)}… is not a team key of instance "${name}"`);
+    const next = await this.commit(name, (s) => mayManageKeys(s, signer), {
+      next: (s) => ({
+        ...s,
+        authorized: req.add !== undefined ? [...new Set([...s.authorized, key])] : s.authorized.filter((k) => k !== key),
+      }),
+      entry: () => ({ op: req.add !== undefined ? 'auth.add' : 'auth.remove', author: signer, request, detail: { key } }),
+    });
+    return { spec: next, changed: true };
+  }
+
+  /**
+   * The owner gives up ownership: the instance becomes immutable and keeps being served. With a governance
+   * policy, M of its keys may still change it together (governance.ts); without, nothing ever changes again.
+   */
+  revoke(name: string, signer: string, req: RevokeRequest, request: Grant): Promise<InstanceSpec> {
+    return this.commit(name, (s) => mayManageKeys(s, signer), {
+      next: (s) => ({ ...s, immutable: true, revokedAt: Date.now(), ...(req.governance ? { governance: req.governance } : {}) }),
+      entry: () => ({ op: 'revoke', author: signer, request, detail: { governance: req.governance ?? null } }),
+    });
   }
 
   /**
@@ -155,9 +258,28 @@ export class InstanceService {
     blob: { sha256: string; size: number },
     cmd: string | undefined,
     pushTo: BlobPusher,
+    envelope: SignedEnvelope,
   ): Promise<{ spec: InstanceSpec; quorum: QuorumRecord }> {
-    const { spec } = await this.authorized(name, signer);
-    if (spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
+    const { spec } = await this.authorizedToChange(name, signer);
+    const { artifact, quorum } = await this.replicateArtifact(spec, blob, pushTo);
+    const next = await this.update(name, signer, {
+      next: (s) => ({ ...s, artifact, cmd: cmd ?? s.cmd, version: s.version + 1 }),
+      entry: (_s, n) => ({
+        op: 'deploy',
+        author: signer,
+        request: { envelope },
+        detail: { artifact: blob.sha256, size: blob.size, version: n.version, cmd: n.cmd },
+      }),
+    });
+    return { spec: next, quorum };
+  }
+
+  /** Pushes a received blob to the instance's quorum; resolves once a majority holds it. */
+  async replicateArtifact(
+    spec: InstanceSpec,
+    blob: { sha256: string; size: number },
+    pushTo: BlobPusher,
+  ): Promise<{ artifact: ArtifactRef; quorum: QuorumRecord }> {
     const quorum = this.view.quorumOf(spec.id);
     if (!quorum || quorum.members.length === 0)
       throw new AllegraError('unavailable', 'no quorum is available to hold the instance yet; try again shortly');
@@ -169,9 +291,7 @@ export class InstanceService {
         `only ${holders.length} of ${quorum.members.length} quorum members stored the artifact; a majority (${needed}) is required`,
       );
     }
-    const artifact: ArtifactRef = { sha256: blob.sha256, size: blob.size, holders };
-    const next = await this.update(name, signer, (s) => ({ ...s, artifact, cmd: cmd ?? s.cmd }));
-    return { spec: next, quorum };
+    return { artifact: { sha256: blob.sha256, size: blob.size, holders }, quorum };
   }
 
   /** Resolves with the holders as soon as `needed` members hold the blob (or every push has finished). */
@@ -206,24 +326,27 @@ export class InstanceService {
     verifier: DomainVerifier,
     grant: Grant,
   ): Promise<{ host: string; url: string; route: RouteRecord }> {
-    const { spec } = await this.authorized(name, signer);
-    if (spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
-    if (spec.port !== 0 && spec.port !== req.port)
-      throw new AllegraError('bad_request', `instance "${name}" listens on port ${spec.port}, not ${req.port}`);
+    const { spec } = await this.authorizedToChange(name, signer);
+    const port = listenPortOf(spec);
+    if (req.port !== undefined && req.port !== port)
+      throw new AllegraError(
+        'bad_request',
+        `instance "${name}" listens on port ${port}${spec.port ? ' (its --port)' : ' ($PORT)'}, not ${req.port}: expose it with --port ${port}, or without --port`,
+      );
     const network = this.view.network();
     const own = `${name}.${network.baseDomain}`;
     const host = req.domain ?? own;
     if (req.domain && req.domain !== own) {
       if (req.domain === network.baseDomain || req.domain.endsWith(`.${network.baseDomain}`)) {
         throw new AllegraError(
-          'forbidden',
+          'refused',
           `${req.domain} is under the network's base domain ${network.baseDomain}; instance "${name}" can only have ${own}`,
         );
       }
       const token = domainToken(spec.owner, req.domain);
       if (!(await verifier.verify(req.domain, token))) {
         throw new AllegraError(
-          'forbidden',
+          'refused',
           `prove control of ${req.domain} first: add a DNS TXT record _allegra-challenge.${req.domain} = "${token}", or serve "${token}" at http://${req.domain}/.well-known/allegra-domain-verification, then run expose again`,
         );
       }
@@ -241,7 +364,7 @@ export class InstanceService {
           createdAt: Date.now(),
         }),
         tls: { redirectHttp: req.redirectHttp },
-        port: req.port,
+        port,
         // The owner's request is what lets gateways serve this host: keep the create grant of the network
         // name, replace an earlier expose of the same host.
         grants: [...(current?.grants ?? []).filter((g) => !isExposeGrant(g)), grant],
@@ -255,9 +378,11 @@ export class InstanceService {
         success: [{ type: 'put', key: keys.route(host), value: JSON.stringify(route) }],
       });
       if (res.succeeded) {
-        if (!spec.domains.includes(host)) await this.update(name, signer, (s) => ({ ...s, domains: [...new Set([...s.domains, host])] }));
-        const port = network.httpsPort && network.httpsPort !== 443 ? `:${network.httpsPort}` : '';
-        return { host, url: `https://${host}${port}/`, route };
+        await this.update(name, signer, {
+          next: (s) => ({ ...s, domains: [...new Set([...s.domains, host])] }),
+          entry: () => ({ op: 'expose', author: signer, request: grant, detail: { host, port } }),
+        });
+        return { host, url: urlOf(host, true, network), route };
       }
     }
     throw new AllegraError('conflict', `route ${host} is being changed concurrently; try again`);
@@ -279,9 +404,9 @@ export class InstanceService {
     );
   }
 
-  async delete(name: string, signer: string): Promise<void> {
-    const { spec, modRevision } = await this.authorized(name, signer);
-    if (spec.immutable) throw new AllegraError('forbidden', `instance "${name}" is immutable (ownership revoked)`);
+  /** Deletes an instance with its routes and history; `governed` is set by an applied governance proposal. */
+  async delete(name: string, signer: string, governed = false): Promise<void> {
+    const { spec, modRevision } = governed ? await this.read(name) : await this.authorizedToChange(name, signer);
     const routes = await this.routesOf(spec.id);
     const ops: Op[] = [
       { type: 'delete', key: keys.instance(name) },
@@ -291,6 +416,9 @@ export class InstanceService {
       // The instance's app state and its volume's records go with it (members then drop the chunks).
       { type: 'deletePrefix', prefix: `${PREFIX.state}${spec.id}/` },
       { type: 'deletePrefix', prefix: keys.volumeOf(spec.id) },
+      // The history is kept with the instance and goes with it (usage records stay: they are what was served).
+      { type: 'deletePrefix', prefix: keys.historyOf(spec.id) },
+      { type: 'deletePrefix', prefix: keys.proposalsOf(spec.id) },
     ];
     const res = await this.registry.txn({
       compare: [{ key: keys.instance(name), target: 'modRevision', equals: modRevision }],
@@ -299,26 +427,88 @@ export class InstanceService {
     if (!res.succeeded) throw new AllegraError('conflict', `instance "${name}" changed while deleting; try again`);
   }
 
-  async list(signer: string): Promise<InstanceSpec[]> {
-    const { items } = await this.registry.list(PREFIX.instances);
+  /** The caller's instances, each with how many of its replicas run and are healthy. */
+  async list(signer: string): Promise<Array<InstanceSpec & { running: Replicas }>> {
+    const [{ items }, replicas] = await Promise.all([this.registry.list(PREFIX.instances), this.registry.list(PREFIX.replicas)]);
+    const counts = new Map<string, { healthy: number; total: number }>();
+    for (const kv of replicas.items) {
+      const r = parseRecord(replicaRecord, kv.value);
+      if (!r || r.endpoint === '') continue;
+      const c = counts.get(r.instanceId) ?? { healthy: 0, total: 0 };
+      c.total++;
+      if (r.healthy) c.healthy++;
+      counts.set(r.instanceId, c);
+    }
     return items
       .map((kv) => parseRecord(instanceSpec, kv.value))
-      .filter((s): s is InstanceSpec => s !== undefined && (s.owner === signer || s.authorized.includes(signer)));
+      .filter(
+        (s): s is InstanceSpec =>
+          s !== undefined && (s.owner === signer || s.authorized.includes(signer) || s.governance?.keys.includes(signer) === true),
+      )
+      .map((s) => ({
+        ...s,
+        running: { ...(counts.get(s.id) ?? { healthy: 0, total: 0 }), want: s.state === 'running' ? s.replicas.min : 0 },
+      }));
   }
 
   async status(name: string, signer: string): Promise<InstanceStatus> {
     const { spec } = await this.authorized(name, signer);
+    return this.describe(spec);
+  }
+
+  /** Where and how an instance runs, with its URLs. */
+  async describe(spec: InstanceSpec): Promise<InstanceStatus> {
     const { items } = await this.registry.list(keys.replicasOf(spec.id));
     const replicas = items.map((kv) => parseRecord(replicaRecord, kv.value)).filter((r): r is ReplicaRecord => r !== undefined);
     const statuses = await this.registry.list(keys.instanceStatusOf(spec.id));
     const members = statuses.items
       .map((kv) => parseRecord(instanceStatusRecord, kv.value))
       .filter((r): r is InstanceStatusRecord => r !== undefined);
-    return { instance: spec, quorum: this.view.quorumOf(spec.id) ?? null, replicas, routes: await this.routesOf(spec.id), members };
+    const routes = await this.routeRecordsOf(spec.id);
+    const network = this.view.network();
+    return {
+      instance: spec,
+      quorum: this.view.quorumOf(spec.id) ?? null,
+      replicas,
+      routes: routes.map((r) => r.host),
+      members,
+      urls: routes.map((r) => urlOf(r.host, r.tls !== undefined, network)),
+    };
   }
 
   private async routesOf(instanceId: string): Promise<string[]> {
-    const { items } = await this.registry.list(PREFIX.routes);
-    return items.map((kv) => parseRecord(routeRecord, kv.value)).flatMap((r) => (r && r.instanceId === instanceId ? [r.host] : []));
+    return (await this.routeRecordsOf(instanceId)).map((r) => r.host);
   }
+
+  private async routeRecordsOf(instanceId: string): Promise<RouteRecord[]> {
+    const { items } = await this.registry.list(PREFIX.routes);
+    return items.map((kv) => parseRecord(routeRecord, kv.value)).flatMap((r) => (r && r.instanceId === instanceId ? [r] : []));
+  }
+}
+
+/** A route's public URL, with the gateways' port when it is not the scheme's default. */
+export function urlOf(host: string, tls: boolean, network: { httpPort?: number; httpsPort?: number }): string {
+  const port = tls ? network.httpsPort : network.httpPort;
+  const suffix = port && port !== (tls ? 443 : 80) ? `:${port}` : '';
+  return `${tls ? 'https' : 'http'}://${host}${suffix}/`;
+}
+
+/** The owner or a team key; governance keys may only read. */
+function mayOperate(spec: InstanceSpec, signer: string): void {
+  if (spec.owner !== signer && !spec.authorized.includes(signer))
+    throw new AllegraError('forbidden', `key ${signer.slice(0, 12)}… may not operate instance "${spec.name}"`);
+}
+
+function mayChange(spec: InstanceSpec, signer: string): void {
+  mayOperate(spec, signer);
+  if (spec.immutable) throw new AllegraError('refused', revokedMessage(spec));
+}
+
+/** Team keys and ownership are the owner's alone. */
+function mayManageKeys(spec: InstanceSpec, signer: string): void {
+  if (spec.owner !== signer) {
+    mayOperate(spec, signer);
+    throw new AllegraError('forbidden', `only the owner of instance "${spec.name}" may change its keys or ownership`);
+  }
+  if (spec.immutable) throw new AllegraError('refused', revokedMessage(spec));
 }

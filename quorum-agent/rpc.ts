@@ -20,10 +20,24 @@ import type { ClusterView } from '../registry/cluster-view.js';
 import { type ArtifactLimits, ArtifactRefused, inspectArtifact } from './artifacts.js';
 import { BlobHashMismatchError, type BlobStore, BlobTooLargeError } from './blobs.js';
 import type { DomainVerifier } from './domains.js';
-import type { BlobPusher, InstanceService } from './instances.js';
+import { type BlobPusher, type InstanceService, urlOf } from './instances.js';
 import { bodyStream, checkDeclaredLength, JSON_BODY_LIMIT, rawPath, readBody } from './rpc-body.js';
 import type { ChunkStore } from './volume/chunks.js';
 import { MAX_BLOB_BYTES } from './volume/layout.js';
+
+/** A signed request, checked: its signer, declared body hash and envelope (for the history). */
+export interface Signed {
+  signer: string;
+  bodySha256: string;
+  envelope: SignedEnvelope;
+}
+
+/** How routes check requests; shared with the routes of other modules (rpc-operations.ts). */
+export interface SignedRequests {
+  signed(c: Context): Signed;
+  signedNoBody(c: Context): Promise<Signed & { grant: Grant }>;
+  signedJson(c: Context): Promise<Signed & { body: Uint8Array; grant: Grant }>;
+}
 
 export interface RpcDeps {
   nodeId: string;
@@ -39,12 +53,8 @@ export interface RpcDeps {
   domains: DomainVerifier;
   /** Volume chunks and manifests this member holds (replicated like blobs, between nodes only). */
   chunks?: ChunkStore;
-}
-
-interface Signed {
-  signer: string;
-  bodySha256: string;
-  envelope: SignedEnvelope;
+  /** More routes (history, auth, revoke, logs, usage…), mounted beside the core ones. */
+  extraRoutes?: (app: Hono, requests: SignedRequests) => void;
 }
 
 function parseJson(body: Uint8Array): unknown {
@@ -56,7 +66,7 @@ function parseJson(body: Uint8Array): unknown {
   }
 }
 
-function parseWith<T>(schema: z.ZodType<T>, body: Uint8Array): T {
+export function parseWith<T>(schema: z.ZodType<T>, body: Uint8Array): T {
   const parsed = schema.safeParse(parseJson(body));
   if (!parsed.success)
     throw new AllegraError('bad_request', parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
@@ -73,11 +83,11 @@ export function createRpcApp(deps: RpcDeps): Hono {
     if (!result.ok) throw new AllegraError('unauthenticated', result.reason);
     return { signer: result.publicKey, bodySha256: result.bodySha256, envelope: result.envelope };
   };
-  /** A signed request without a body (GET, DELETE, actions). */
-  const signedNoBody = async (c: Context): Promise<Signed> => {
+  /** A signed request without a body (GET, DELETE, actions); its grant has an empty body. */
+  const signedNoBody = async (c: Context): Promise<Signed & { grant: Grant }> => {
     const s = signed(c);
     await readBody(c, 0, s.bodySha256);
-    return s;
+    return { ...s, grant: { envelope: s.envelope, body: '' } };
   };
   /** A signed JSON request: its body, read within the limit and matching the signed hash. */
   const signedJson = async (c: Context): Promise<Signed & { body: Uint8Array; grant: Grant }> => {
@@ -88,7 +98,8 @@ export function createRpcApp(deps: RpcDeps): Hono {
 
   app.onError((err, c) => {
     if (err instanceof AllegraError) {
-      if (err.status === 401 || err.status === 413 || err.status === 400) lingerThenClose(c);
+      // Refusals can come before the body was read (an upload to a revoked or unknown instance): never read it.
+      if ([400, 401, 403, 404, 413].includes(err.status)) lingerThenClose(c);
       return c.json({ error: { code: err.code, message: err.message } }, err.status as ContentfulStatusCode);
     }
     deps.log.error({ err }, 'rpc handler failed');
@@ -98,12 +109,14 @@ export function createRpcApp(deps: RpcDeps): Hono {
     c.json({ error: { code: 'not_found', message: `no such endpoint: ${c.req.method} ${new URL(c.req.url).pathname}` } }, 404),
   );
 
-  app.get('/v1/health', (c) => c.json({ ok: true, node: deps.nodeId }));
+  // Unsigned: the node id (the audience of signed requests) and the largest upload, checked by the CLI first.
+  app.get('/v1/health', (c) => c.json({ ok: true, node: deps.nodeId, maxArtifactBytes: deps.maxArtifactBytes }));
 
   app.post('/v1/instances', async (c) => {
     const { signer, body, grant } = await signedJson(c);
     const spec = await service.create(signer, parseWith(createInstanceRequest, body), grant);
-    return c.json({ instance: spec, url: `http://${spec.name}.${deps.view.network().baseDomain}` }, 201);
+    const network = deps.view.network();
+    return c.json({ instance: spec, url: urlOf(`${spec.name}.${network.baseDomain}`, false, network) }, 201);
   });
 
   app.get('/v1/instances', async (c) => {
@@ -121,8 +134,9 @@ export function createRpcApp(deps: RpcDeps): Hono {
     ['stop', 'stopped'],
   ] as const) {
     app.post(`/v1/instances/:name/${action}`, async (c) => {
-      const { signer } = await signedNoBody(c);
-      return c.json({ instance: await service.setState(c.req.param('name'), signer, state) });
+      const { signer, grant } = await signedNoBody(c);
+      const { spec, changed } = await service.setState(c.req.param('name'), signer, state, grant);
+      return c.json({ instance: spec, changed });
     });
   }
 
@@ -150,7 +164,7 @@ export function createRpcApp(deps: RpcDeps): Hono {
    */
   app.put('/v1/instances/:name/code', async (c) => {
     const name = c.req.param('name');
-    const { signer, bodySha256 } = signed(c);
+    const { signer, bodySha256, envelope } = signed(c);
     await service.authorizedToChange(name, signer);
     checkDeclaredLength(c, deps.maxArtifactBytes);
     const blob = await receiveBlob(deps, bodyStream(c, deps.maxArtifactBytes), bodySha256);
@@ -162,9 +176,18 @@ export function createRpcApp(deps: RpcDeps): Hono {
       throw err;
     }
     const cmd = c.req.header('x-allegra-cmd');
-    const deployed = await service.deploy(name, signer, blob, cmd === undefined ? undefined : decodeURIComponent(cmd), deps.pushTo);
+    const deployed = await service.deploy(
+      name,
+      signer,
+      blob,
+      cmd === undefined ? undefined : decodeURIComponent(cmd),
+      deps.pushTo,
+      envelope,
+    );
     return c.json({ instance: deployed.spec, quorum: deployed.quorum, artifact: deployed.spec.artifact });
   });
+
+  deps.extraRoutes?.(app, { signed, signedNoBody, signedJson });
 
   /** Peer replication: only registered nodes may push or pull blobs. */
   const requireNode = (signer: string) => {
@@ -245,7 +268,7 @@ function lingerThenClose(c: Context): void {
 const LINGER_MS = 2_000;
 
 /** Streams an upload into the blob store; it is kept only if it hashes to `expected`. */
-async function receiveBlob(deps: RpcDeps, source: Readable, expected: string): Promise<{ sha256: string; size: number }> {
+export async function receiveBlob(deps: RpcDeps, source: Readable, expected: string): Promise<{ sha256: string; size: number }> {
   try {
     return await deps.blobs.write(source, { expected, maxBytes: deps.maxArtifactBytes });
   } catch (err) {

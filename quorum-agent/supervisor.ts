@@ -22,6 +22,8 @@ export interface DesiredReplica {
   exclusive?: boolean;
   /** How long a stop waits for the replica to exit before it is killed (default 5 s). */
   stopGraceMs?: number;
+  /** What the replica runs, as `allegra verify` compares it: the artifact and the spec's hash. */
+  attest?: { artifact: string | null; specHash: string };
 }
 
 export interface SupervisorOptions {
@@ -50,6 +52,8 @@ class Runner {
   stopped = false;
   /** Why the replica is not running or not healthy; cleared once it answers. */
   lastError: string | undefined;
+  /** When the current process started (for the reason of a replica that never answers). */
+  private startedAt = 0;
   private timer: NodeJS.Timeout | null = null;
   private backoffMs = 200;
   readonly becameHealthy: Promise<void>;
@@ -100,6 +104,7 @@ class Runner {
     }
     if (this.stopped) return; // stop() is waiting for this start and stops the handle.
     const handle = this.handle;
+    this.startedAt = Date.now();
     this.sup.opts.log.info(
       {
         instance: this.desired.instanceName,
@@ -146,7 +151,12 @@ class Runner {
       this.lastError = undefined;
       this.setHealthy(true);
     } else if (!this.healthy) {
-      // Still starting: keep probing quickly until it answers.
+      // Still starting: keep probing quickly until it answers, and say why it is not in rotation once it
+      // has had time to listen (the usual cause: the app listens on a fixed port instead of $PORT).
+      if (this.startedAt && Date.now() - this.startedAt > SILENT_START_MS && this.lastError === undefined) {
+        this.lastError = `not answering HTTP ${Math.round(SILENT_START_MS / 1000)} s after start: the app must listen on 127.0.0.1:$PORT`;
+        this.sup.publish(this);
+      }
     } else if (++this.failures >= (this.sup.opts.unhealthyThreshold ?? 2)) {
       this.setHealthy(false);
     }
@@ -201,6 +211,9 @@ function describeExit(exit: ExitInfo): string {
   if (exit.signal) return `exited on ${exit.signal}`;
   return exit.code === 137 ? 'exited with code 137 (killed: out of memory or SIGKILL)' : `exited with code ${exit.code}`;
 }
+
+/** How long a started replica may stay silent before its status says why it is not served. */
+const SILENT_START_MS = 5_000;
 
 const slotKey = (instanceId: string, slot: number) => `${instanceId}/${slot}`;
 
@@ -346,6 +359,19 @@ export class Supervisor {
   endpointOf(instanceId: string, slot: number): string | undefined {
     const handle = this.active.get(slotKey(instanceId, slot))?.handle;
     return handle?.endpoint || undefined;
+  }
+
+  /** The replica that serves `instanceId`.`slot` here, while one runs (SSH sessions join it). */
+  replicaOf(instanceId: string, slot: number): { handle: ReplicaHandle; desired: DesiredReplica } | undefined {
+    const runner = this.active.get(slotKey(instanceId, slot));
+    return runner?.handle ? { handle: runner.handle, desired: runner.desired } : undefined;
+  }
+
+  /** The replicas of `instanceId` running here, with whether each is healthy (for `allegra verify`). */
+  replicasOf(instanceId: string): Array<{ desired: DesiredReplica; healthy: boolean; running: boolean }> {
+    return [...this.active.values()]
+      .filter((r) => r.desired.instanceId === instanceId)
+      .map((r) => ({ desired: r.desired, healthy: r.healthy, running: r.handle !== null }));
   }
 
   /** Whether a replica of `instanceId` in `slot` is running (or starting) here. */

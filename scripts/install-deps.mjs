@@ -26,6 +26,13 @@ const NEEDED = {
   // The replica sandbox: namespaces and the relay socket of each replica.
   bwrap: 'bubblewrap',
   socat: 'socat',
+  // SSH into replicas: sessions enter the sandbox (nsenter); sftp runs Debian's server inside it; the tests
+  // drive a plain OpenSSH client (ssh, sftp) through a PTY (script).
+  nsenter: 'util-linux',
+  '/usr/lib/openssh/sftp-server': 'openssh-sftp-server',
+  ssh: 'openssh-client',
+  sftp: 'openssh-client',
+  script: 'bsdutils',
 };
 
 const SEARCH_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`;

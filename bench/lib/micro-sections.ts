@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { MicroSection } from './report.js';
 
-const MODULES = ['hashing', 'routing', 'expose', 'replica-start', 'wasm'] as const;
+const MODULES = ['hashing', 'routing', 'expose', 'replica-start', 'wasm', 'state'] as const;
 
 export async function runMicroSections(quick: boolean, log: (msg: string) => void): Promise<MicroSection[]> {
   const out: MicroSection[] = [];

@@ -5,6 +5,7 @@
  */
 import type { DriverName, ReplicaLimits } from '../../protocol/types.js';
 import type { ExposedSocket } from '../sandbox/bwrap.js';
+import type { EnterTarget } from '../sandbox/sandbox.js';
 
 export interface ReplicaLaunch {
   instanceId: string;
@@ -49,6 +50,8 @@ export interface ReplicaHandle {
   stop(graceMs?: number): Promise<void>;
   /** Stops every process of the replica until the returned function resumes them (a volume snapshot). */
   pause?(): Promise<() => void>;
+  /** How to run a process inside the replica's sandbox (SSH); absent for a replica that runs unsandboxed. */
+  enter?(): Promise<EnterTarget | undefined>;
 }
 
 /** A start the node's policy refuses (not a crash): the reason is shown in the replica's status. */

@@ -5,11 +5,12 @@
  * a free loopback port, a clean environment, and (util-linux `setpriv`) a parent-death signal.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { Client, request } from 'undici';
 import { effectiveLimits } from '../../protocol/schemas.js';
+import { attachLog } from '../logs.js';
 import { freePort } from '../ports.js';
 import { scopeName } from '../sandbox/cgroups.js';
 import { replicaEnv } from '../sandbox/env.js';
@@ -92,11 +93,14 @@ export class ProcessDriver implements Driver {
     return {
       ...this.handle(proc.endpoint, proc.pid, proc.exited, (graceMs) => proc.stop(graceMs), client),
       pause: () => proc.pause(),
+      enter: () => proc.enter(),
     };
   }
 
   private async startOnHost(launch: ReplicaLaunch): Promise<ReplicaHandle> {
-    const port = await freePort();
+    // The instance's own --port when it set one (two replicas on one host then collide, and the second
+    // says so in its output); else a free loopback port, as $PORT.
+    const port = launch.listenPort || (await freePort());
     const dataDir = join(this.opts.dataRoot, 'replicas', launch.instanceId, String(launch.slot), 'data');
     mkdirSync(dataDir, { recursive: true });
     chmodSync(dataDir, 0o700);
@@ -112,13 +116,12 @@ export class ProcessDriver implements Driver {
       ...(launch.volumeDir ? { volumeDir: launch.volumeDir } : {}),
       path: process.env.PATH,
     });
-    const log = openSync(launch.logFile, 'a');
     // A simple command replaces the shell (exec), so the replica's pid is the app itself and the
     // parent-death signal applies to the app; compound commands keep the shell as the group leader.
     const script = SIMPLE_COMMAND.test(launch.cmd) ? `exec ${launch.cmd}` : launch.cmd;
     const argv = this.opts.hasSetpriv ? ['setpriv', '--pdeathsig', 'KILL', '--', 'sh', '-c', script] : ['sh', '-c', script];
-    const child = spawn(argv[0] as string, argv.slice(1), { cwd: launch.workDir, env, stdio: ['ignore', log, log], detached: true });
-    closeSync(log);
+    const child = spawn(argv[0] as string, argv.slice(1), { cwd: launch.workDir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    attachLog(launch.logFile, child.stdout, child.stderr);
     const exited = new Promise<ExitInfo>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
       child.once('error', () => resolve({ code: null, signal: null }));

@@ -10,11 +10,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, mkdirSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
+import { attachLog } from '../logs.js';
 import { freeze, type Thaw } from '../volume/freeze.js';
 import { bwrapArgv, type ExposedSocket, INSIDE, identityFiles, inCgroups } from './bwrap.js';
 import { CgroupScope, type Limits } from './cgroups.js';
@@ -56,6 +57,20 @@ export interface SandboxedProcess {
   stop(graceMs: number): Promise<void>;
   /** Stops every process in the replica's cgroup until the returned function resumes them. */
   pause(): Promise<Thaw>;
+  /** What a process needs to join this running sandbox (SSH sessions); undefined once it has exited. */
+  enter(): Promise<EnterTarget | undefined>;
+}
+
+/** A running sandbox as a process joins it: its namespaces (through its init), its cgroups and its ids. */
+export interface EnterTarget {
+  /** Host pid of the sandbox's init (pid 1 inside): nsenter joins its namespaces. */
+  initPid: number;
+  /** The `cgroup.procs` files of the replica's cgroups: a joining process is counted and limited with it. */
+  procsFiles: string[];
+  uid: number;
+  gid: number;
+  /** Tools on the host that enter it. */
+  setpriv: string;
 }
 
 export class Sandbox {
@@ -154,15 +169,14 @@ export class Sandbox {
       ...(req.volumeDir ? { volumeDir: INSIDE.volume } : {}),
     });
     let child: ChildProcess;
-    const log = openSync(req.logFile, 'a');
     try {
-      child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', log, log, 'pipe'], detached: true });
+      // Output goes through the agent, which stamps each line and keeps the file bounded (logs.ts).
+      child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true });
     } catch (err) {
       await cleanup();
       throw err;
-    } finally {
-      closeSync(log);
     }
+    attachLog(req.logFile, child.stdout, child.stderr);
     const exitedRaw = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
       child.once('error', () => resolve({ code: null, signal: null }));
@@ -195,6 +209,10 @@ export class Sandbox {
       uid,
       exited,
       pause: () => freeze(() => this.scope.pids(name)),
+      enter: async () => {
+        const init = await initPid;
+        return done || init === undefined ? undefined : { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv };
+      },
       stop: async (graceMs) => {
         if (!done) {
           // The init script (bwrap's init's only child) forwards SIGTERM to the app's whole process group.

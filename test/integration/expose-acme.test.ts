@@ -178,9 +178,28 @@ describe('allegra expose with ACME (Pebble) and the local CA', () => {
     expect(ordersIn('gw-alpn', 'stranger.localhost') + ordersIn('gw-race', 'stranger.localhost')).toBe(0);
   });
 
+  it('never orders for a route record its owner did not sign, whoever wrote it into the registry', async () => {
+    // A route with TLS written straight into the registry (no owner's grant): gateways neither serve it
+    // nor ask the CA for its name.
+    const forged = {
+      host: 'forged.localhost',
+      instanceId: 'i-000000000000',
+      instanceName: 'forged',
+      kind: 'network',
+      createdAt: Date.now(),
+      tls: { redirectHttp: false },
+    };
+    await registry.put(keys.route('forged.localhost'), JSON.stringify(forged));
+    await sleep(2_500);
+    expect(await registry.get(keys.certStatus('forged.localhost'))).toBeUndefined();
+    expect(ordersIn('gw-alpn', 'forged.localhost') + ordersIn('gw-race', 'forged.localhost')).toBe(0);
+    await registry.delete(keys.route('forged.localhost'));
+  });
+
   it('refuses a custom domain without proof of control, and accepts it after a DNS TXT proof', async () => {
     const refused = await runCli(['expose', 'custom', '--port', '3000', '--domain', 'shop.example.com'], env);
-    expect(refused.code).toBe(3);
+    // The instance is the caller's: a missing proof is a refusal (exit 1), not "not yours" (exit 3).
+    expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/prove control of shop\.example\.com/);
     expect(await registry.get(keys.route('shop.example.com'))).toBeUndefined();
     const taken = await runCli(['expose', 'custom', '--port', '3000', '--domain', 'one.localhost'], env);

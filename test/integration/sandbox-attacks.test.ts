@@ -125,7 +125,9 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
     expect((info as DevnetInfo & { sandboxed?: boolean }).sandboxed).toBe(true);
     const victim = await status('victim');
     const hostile = await statusAs('hostile', attacker);
-    for (const r of [...victim.replicas, ...hostile.replicas]) expect(r.endpoint).toMatch(/^unix:\/.*\/http\.sock$/);
+    // Published endpoints are the node's counting relay (usage metering), in front of each sandbox's socket.
+    for (const r of [...victim.replicas, ...hostile.replicas])
+      expect(r.endpoint).toMatch(/^unix:\/.*\/meter\/i-[0-9a-f]+\.\d+\.[0-9a-f]+\.sock$/);
     const uids = new Map<string, Set<number>>();
     for (const s of [victim, hostile]) {
       const ids = new Set<number>();

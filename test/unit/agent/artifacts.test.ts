@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -90,6 +91,11 @@ describe('artifact checks', () => {
     // Refused from the declared size and the ratio, long before 1 GiB was inflated.
     expect(performance.now() - t1).toBeLessThan(3_000);
   }, 60_000);
+
+  it('accepts a large file that does not compress (the expansion is measured on inflated bytes)', async () => {
+    const summary = await inspectArtifact(file(tgzOf([{ path: 'random.bin', body: randomBytes(40 * 1024 * 1024) }])));
+    expect(summary.bytes).toBe(40 * 1024 * 1024);
+  }, 30_000);
 
   it('enforces the unpacked-size limit on honest archives too', async () => {
     const limits = { ...DEFAULT_ARTIFACT_LIMITS, maxUnpackedBytes: 1000 };

@@ -42,6 +42,8 @@ async function setup() {
       holderId: 'gw-test',
       log,
       checkIntervalMs: 100,
+      // This test is about key storage: it trusts its own route records as written.
+      servedRoute: (r) => r,
     }).start();
     cleanups.push(() => manager.stop());
     return manager;
