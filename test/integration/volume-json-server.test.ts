@@ -66,8 +66,9 @@ describe('json-server on a --volume instance loses at most the last RPO of write
   beforeAll(async () => {
     registry = await openRegistry(`embedded:${join(dir.path, 'registry')}`, { role: 'admin' });
     await registry.put(keys.network(), JSON.stringify({ baseDomain: 'localhost', quorumSize: 3 }));
-    for (let i = 0; i < 3; i++) agents.push(await startDaemon(`agent-${i}`, agentArgs(i), 30_000, CLI));
-    gateway = await startDaemon(
+    // Started together: each daemon's start is mostly Node loading the CLI, which the two cores share.
+    const started = [0, 1, 2].map((i) => startDaemon(`agent-${i}`, agentArgs(i), 30_000, CLI));
+    const gatewayStarted = startDaemon(
       'gateway',
       [
         'gateway',
@@ -85,6 +86,12 @@ describe('json-server on a --volume instance loses at most the last RPO of write
       30_000,
       CLI,
     );
+    // Every daemon that did start is kept for afterAll, also when another one failed.
+    const [agentResults, gatewayResult] = await Promise.all([Promise.allSettled(started), Promise.allSettled([gatewayStarted])]);
+    for (const r of agentResults) if (r.status === 'fulfilled') agents.push(r.value);
+    if (gatewayResult[0]?.status === 'fulfilled') gateway = gatewayResult[0].value;
+    const failed = [...agentResults, ...gatewayResult].find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
     env = { ALLEGRA_HOME: join(dir.path, 'home'), ALLEGRA_RPC: String(agents[0]?.ready.rpc) };
     await cliJson(['keys', 'init'], env);
     const ids = agents.map((a) => String(a.ready.node));
