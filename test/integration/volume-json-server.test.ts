@@ -16,7 +16,7 @@ import { keys, PREFIX } from '../../protocol/keys.js';
 import type { Registry } from '../../protocol/registry.js';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { openRegistry } from '../../registry/open.js';
-import { CLI, cliJson } from '../helpers/cli.js';
+import { CLI, cliJson, runCli } from '../helpers/cli.js';
 import { copyPackageInto } from '../helpers/npm-app.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
@@ -132,6 +132,10 @@ describe('json-server on a --volume instance loses at most the last RPO of write
     expect(s.replicas).toHaveLength(1);
     const writers = s.members.filter((m) => m.volume?.role === 'writing');
     expect(writers.map((m) => m.nodeId)).toEqual([s.replicas[0]?.nodeId]);
+    // One writer means one replica: asking for more is refused with one line.
+    const refused = await runCli(['create', 'many', '--volume', '--replicas', '3:3'], env);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim()).toMatch(/^allegra: an instance with a volume runs one replica/);
   });
 
   it('keeps every write acknowledged more than the RPO before the writer machine was lost', async () => {
