@@ -230,7 +230,7 @@ export class Agent {
       maxArtifactBytes: this.opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
-      chunks: this.volumes.chunks,
+      volumeChunks: this.volumes.access,
     };
     const operations = operationRoutes(rpcDeps, {
       governance: this.governance,

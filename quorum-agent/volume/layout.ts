@@ -6,7 +6,7 @@
  *
  * A snapshot is a manifest (JSON, itself stored as a content-addressed chunk) listing every directory and
  * file of the volume with the SHA-256 of each CHUNK_BYTES piece of its content. Chunks and manifests live in
- * each member's chunk store (chunks.ts) and travel between members over signed RPC (rpc-routes.ts). The head
+ * each member's chunk store (chunks.ts) and travel between members over signed RPC (rpc.ts, transfer.ts). The head
  * is committed only once a majority of the quorum holds the manifest and every chunk it names, so it survives
  * the loss of any minority; and only while the writer record is still the committer's own (fencing).
  */

@@ -18,6 +18,7 @@ import type { KeyPair } from '../../protocol/signing.js';
 import type { InstanceSpec } from '../../protocol/types.js';
 import type { ClusterView } from '../../registry/cluster-view.js';
 import { Mirror } from '../../registry/mirror.js';
+import type { VolumeChunkAccess } from '../rpc.js';
 import { ChunkStore } from './chunks.js';
 import type { Thaw } from './freeze.js';
 import { DEFAULT_VOLUME_LIMITS, type VolumeHead, type VolumeLimits, volumeHead } from './layout.js';
@@ -99,6 +100,15 @@ export class VolumeService {
   /** The live directory for the writer's replica, if this node is the volume's writer and has taken over. */
   ready(instanceId: string): string | null {
     return this.volumes.get(instanceId)?.ready() ?? null;
+  }
+
+  /** What the chunk routes check (rpc.ts): quorum membership, and which chunks belong to which volume. */
+  get access(): VolumeChunkAccess {
+    return {
+      store: this.chunks,
+      members: (instanceId) => this.opts.view.quorumOf(instanceId)?.members ?? [],
+      holds: (instanceId, sha256) => this.volumes.get(instanceId)?.wanted().has(sha256) ?? false,
+    };
   }
 
   status(instanceId: string): VolumeStatus | undefined {

@@ -1,5 +1,6 @@
 /**
- * Moves chunks between members over the agents' signed RPC (`/v1/volume-chunks/:sha256`, nodes only): the
+ * Moves chunks between members over the agents' signed RPC (`/v1/volumes/:instance/chunks/:sha256`, quorum
+ * members only): the
  * writer pushes, a member that missed something (or a new writer) pulls from the holders. Every chunk is
  * checked against its hash on arrival (BlobStore.write) and fsynced before it counts as held.
  */
@@ -10,6 +11,8 @@ import type { ChunkStore } from './chunks.js';
 import { MAX_BLOB_BYTES } from './layout.js';
 
 const TIMEOUT_MS = 10_000;
+
+const chunkPath = (instanceId: string, sha: string) => `/v1/volumes/${encodeURIComponent(instanceId)}/chunks/${sha}`;
 
 export class ChunkTransfer {
   constructor(
@@ -25,12 +28,12 @@ export class ChunkTransfer {
   }
 
   /** Sends a chunk this node holds to `nodeId`; resolves true once the peer holds it. */
-  async push(nodeId: string, sha: string): Promise<boolean> {
+  async push(instanceId: string, nodeId: string, sha: string): Promise<boolean> {
     const client = this.client(nodeId);
     const bytes = this.store.readVerified(sha);
     if (!client || !bytes) return false;
     try {
-      const res = await client.send({ method: 'PUT', path: `/v1/volume-chunks/${sha}`, body: { bytes }, timeoutMs: TIMEOUT_MS });
+      const res = await client.send({ method: 'PUT', path: chunkPath(instanceId, sha), body: { bytes }, timeoutMs: TIMEOUT_MS });
       await res.body.dump();
       return res.statusCode === 200;
     } catch {
@@ -39,7 +42,7 @@ export class ChunkTransfer {
   }
 
   /** Fetches one chunk from the first of `from` that has it; throws naming every failure. */
-  async fetch(sha: string, from: readonly string[]): Promise<void> {
+  async fetch(instanceId: string, sha: string, from: readonly string[]): Promise<void> {
     if (this.store.has(sha)) return;
     const failures: string[] = [];
     for (const nodeId of from) {
@@ -50,7 +53,7 @@ export class ChunkTransfer {
         continue;
       }
       try {
-        const res = await client.send({ method: 'GET', path: `/v1/volume-chunks/${sha}`, timeoutMs: TIMEOUT_MS });
+        const res = await client.send({ method: 'GET', path: chunkPath(instanceId, sha), timeoutMs: TIMEOUT_MS });
         if (res.statusCode !== 200) {
           await res.body.dump();
           failures.push(`${nodeId}: HTTP ${res.statusCode}`);
@@ -66,13 +69,13 @@ export class ChunkTransfer {
   }
 
   /** Fetches every missing chunk of `shas`, a few at a time. */
-  async fetchAll(shas: Iterable<string>, from: readonly string[], concurrency = 4): Promise<void> {
+  async fetchAll(instanceId: string, shas: Iterable<string>, from: readonly string[], concurrency = 4): Promise<void> {
     const missing = [...shas].filter((s) => !this.store.has(s));
     let next = 0;
     const worker = async () => {
       while (next < missing.length) {
         const sha = missing[next++] as string;
-        await this.fetch(sha, from);
+        await this.fetch(instanceId, sha, from);
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, worker));

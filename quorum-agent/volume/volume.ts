@@ -238,10 +238,10 @@ export class Volume {
   /** Fetches the head's manifest, then every chunk it names, from the holders (then any member). */
   private async pull(h: VolumeHead): Promise<void> {
     const from = [...new Set([...h.holders, ...this.ctx.members(this.instanceId)])];
-    await this.ctx.transfer.fetch(h.manifest, from);
+    await this.ctx.transfer.fetch(this.instanceId, h.manifest, from);
     const m = this.manifestOf(h.manifest);
     if (!m) throw new Error('the manifest could not be read back');
-    await this.ctx.transfer.fetchAll(chunksOf(h.manifest, m), from);
+    await this.ctx.transfer.fetchAll(this.instanceId, chunksOf(h.manifest, m), from);
   }
 
   private later(ms: number): void {
@@ -443,14 +443,14 @@ export class Volume {
     const worker = async () => {
       while (!failed && next < todo.length) {
         const sha = todo[next++] as string;
-        if (await this.ctx.transfer.push(m, sha)) known.add(sha);
+        if (await this.ctx.transfer.push(this.instanceId, m, sha)) known.add(sha);
         else failed = true;
       }
     };
     await Promise.all(Array.from({ length: Math.min(4, todo.length) }, worker));
     if (failed) return false;
     if (!known.has(last)) {
-      if (!(await this.ctx.transfer.push(m, last))) return false;
+      if (!(await this.ctx.transfer.push(this.instanceId, m, last))) return false;
       known.add(last);
     }
     return true;

@@ -6,14 +6,17 @@
  * many of the last ones were lost, and the failover time, are printed. The lost machine then comes back as
  * a follower: it throws away what it never replicated and catches up, without disturbing the new writer.
  */
-import { cpSync, mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Daemon, startDaemon, stopDaemon } from '../../cli/children.js';
+import { RpcClient } from '../../protocol/client.js';
 import { keys, PREFIX } from '../../protocol/keys.js';
 import type { Registry } from '../../protocol/registry.js';
+import { generateKeyPair, type KeyPair, keyPairFromPem } from '../../protocol/signing.js';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { openRegistry } from '../../registry/open.js';
 import { CLI, cliJson, runCli } from '../helpers/cli.js';
@@ -132,6 +135,24 @@ describe('json-server on a --volume instance loses at most the last RPO of write
     expect(s.replicas).toHaveLength(1);
     const writers = s.members.filter((m) => m.volume?.role === 'writing');
     expect(writers.map((m) => m.nodeId)).toEqual([s.replicas[0]?.nodeId]);
+    // Chunks travel between the instance's members only, per instance: a member reads the manifest from
+    // another, a key that is no node's is refused, and no chunk is handed out under another instance's name.
+    const head = JSON.parse((await registry.get(keys.volumeHead(s.instance.id)))?.value ?? '{}') as { manifest: string };
+    const nodeKey = (i: number): KeyPair =>
+      keyPairFromPem((JSON.parse(readFileSync(join(dir.path, `agent-${i}`, 'node.json'), 'utf8')) as { key: string }).key);
+    const getChunk = async (keyPair: KeyPair, instanceId: string) => {
+      const target = agents[0] as Daemon;
+      const res = await new RpcClient(String(target.ready.rpc), keyPair, String(target.ready.node)).send({
+        method: 'GET',
+        path: `/v1/volumes/${instanceId}/chunks/${head.manifest}`,
+      });
+      const body = Buffer.from(await res.body.arrayBuffer());
+      return { status: res.statusCode, sha: createHash('sha256').update(body).digest('hex') };
+    };
+    expect(await getChunk(nodeKey(1), s.instance.id)).toEqual({ status: 200, sha: head.manifest });
+    expect((await getChunk(generateKeyPair(), s.instance.id)).status).toBe(403);
+    // (Placement maps every id to a quorum, so a member may ask under any name: it just gets nothing.)
+    expect((await getChunk(nodeKey(1), 'i-000000000000')).status).toBe(404);
     // One writer means one replica: asking for more is refused with one line.
     const refused = await runCli(['create', 'many', '--volume', '--replicas', '3:3'], env);
     expect(refused.code).toBe(1);
