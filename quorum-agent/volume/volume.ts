@@ -371,8 +371,10 @@ export class Volume {
     const members = this.ctx.members(this.instanceId);
     const needed = Math.floor(members.length / 2) + 1;
     const all = chunksOf(p.sha, p.manifest);
-    // The manifest last: a member that holds it holds everything it names.
-    const order = [...all].filter((c) => c !== p.sha).concat(p.sha);
+    // All at once, the manifest with its chunks: a member counts as a holder only once every one of them is
+    // acknowledged (durable there), and a copy is complete only when every chunk it names is held, so the
+    // order does not matter — and one round trip (one fsync there) less per snapshot is RPO saved.
+    const order = [...all];
     const holders = [this.ctx.nodeId];
     const others = members.filter((m) => m !== this.ctx.nodeId);
     await new Promise<void>((resolve) => {
@@ -436,8 +438,7 @@ export class Volume {
       this.held.set(m, set);
     }
     const known = set;
-    const last = order[order.length - 1] as string;
-    const todo = order.slice(0, -1).filter((c) => !known.has(c));
+    const todo = order.filter((c) => !known.has(c));
     let failed = false;
     let next = 0;
     const worker = async () => {
@@ -449,10 +450,6 @@ export class Volume {
     };
     await Promise.all(Array.from({ length: Math.min(4, todo.length) }, worker));
     if (failed) return false;
-    if (!known.has(last)) {
-      if (!(await this.ctx.transfer.push(this.instanceId, m, last))) return false;
-      known.add(last);
-    }
     return true;
   }
 
