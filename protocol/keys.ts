@@ -29,7 +29,10 @@ export const PREFIX = {
   state: 'state/',
   history: 'history/',
   usage: 'usage/',
+  /** Gateways' load signals per instance, under each gateway's lease. */
   load: 'load/',
+  /** The elected autoscaler's decisions: desired replicas per instance. */
+  scale: 'scale/',
   /** Pending governance proposals of revoked instances (agents). */
   governance: 'governance/',
 } as const;
@@ -56,6 +59,9 @@ export const keys = {
   volumeOf: (instanceId: string) => `${PREFIX.volumes}${instanceId}/`,
   volumeWriter: (instanceId: string) => `${PREFIX.volumes}${instanceId}/writer`,
   volumeHead: (instanceId: string) => `${PREFIX.volumes}${instanceId}/head`,
+  loadOf: (instanceId: string) => `${PREFIX.load}${instanceId}/`,
+  load: (instanceId: string, gatewayId: string) => `${PREFIX.load}${instanceId}/${gatewayId}`,
+  scale: (instanceId: string) => `${PREFIX.scale}${instanceId}`,
   /** Everything of one instance's history: the head `{seq, hash}` and the records under `r/`. */
   historyOf: (instanceId: string) => `${PREFIX.history}${instanceId}/`,
   historyHead: (instanceId: string) => `${PREFIX.history}${instanceId}/head`,

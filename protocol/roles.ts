@@ -44,6 +44,7 @@ export const GRANTS: Readonly<Record<LimitedRole, readonly Grant[]>> = {
     rw(PREFIX.history),
     rw(PREFIX.usage),
     r(PREFIX.load),
+    rw(PREFIX.scale),
     rw(PREFIX.governance),
   ],
   gateway: [
@@ -58,6 +59,7 @@ export const GRANTS: Readonly<Record<LimitedRole, readonly Grant[]>> = {
     r(PREFIX.instanceStatus),
     r(PREFIX.history),
     rw(PREFIX.load),
+    r(PREFIX.scale),
   ],
 };
 
