@@ -102,6 +102,12 @@ export class InstanceService {
     // A volume has exactly one writer, so its instance runs exactly one replica (docs/ARCHITECTURE.md, "Volumes").
     if (req.volume && req.replicas && (req.replicas.min !== 1 || req.replicas.max !== 1))
       throw new AllegraError('bad_request', 'an instance with a volume runs one replica (its writer): leave --replicas out or use 1:1');
+    // The wasm host has no file system to bind the volume at /volume and no process to freeze for a snapshot.
+    if (req.volume && req.driver !== 'process')
+      throw new AllegraError(
+        'bad_request',
+        `a volume needs the process driver (the ${req.driver} driver has no file system to bind it): leave --volume or --driver out`,
+      );
     const replicas = req.replicas ?? (req.volume ? { min: 1, max: 1 } : { min: quorumSize, max: quorumSize });
     const spec = newInstanceSpec(
       {
@@ -266,6 +272,9 @@ export class InstanceService {
   scale(name: string, signer: string, req: ScaleRequest, request: Grant): Promise<InstanceSpec> {
     return this.update(name, signer, {
       next: (spec) => {
+        // Its one writer holds the volume: more replicas could not share it, none would leave it unwritten.
+        if (spec.volume)
+          throw new AllegraError('bad_request', `${spec.name} has a volume: it runs exactly one replica (its writer) and is not scaled`);
         const autoscale: AutoscaleSettings = {
           target: req.target ?? spec.autoscale?.target ?? AUTOSCALE.target.default,
           idleSeconds: req.idleSeconds ?? spec.autoscale?.idleSeconds ?? AUTOSCALE.idleSeconds.default,

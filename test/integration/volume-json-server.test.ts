@@ -157,6 +157,15 @@ describe('json-server on a --volume instance loses at most the last RPO of write
     const refused = await runCli(['create', 'many', '--volume', '--replicas', '3:3'], env);
     expect(refused.code).toBe(1);
     expect(refused.stderr.trim()).toMatch(/^allegra: an instance with a volume runs one replica/);
+    // Nor does it scale: `allegra scale` is refused and the autoscaler leaves it at its writer's one slot.
+    const scaled = await runCli(['scale', 'notes', '--min', '0', '--max', '3'], env);
+    expect(scaled.code).toBe(1);
+    expect(scaled.stderr.trim()).toMatch(/^allegra: notes has a volume: it runs exactly one replica \(its writer\) and is not scaled$/);
+    expect((await status()).instance.replicas).toEqual({ min: 1, max: 1 });
+    // The wasm host has nowhere to bind a volume: refused at create, with one line.
+    const wasm = await runCli(['create', 'wasmvol', '--volume', '--driver', 'wasm'], env);
+    expect(wasm.code).toBe(1);
+    expect(wasm.stderr.trim()).toMatch(/^allegra: a volume needs the process driver[^\n]*$/);
   });
 
   it('keeps every write acknowledged more than the RPO before the writer machine was lost', async () => {
