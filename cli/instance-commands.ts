@@ -88,6 +88,7 @@ export async function createCommand(
     memory?: string;
     pids?: string;
     cpuShares?: string;
+    volume?: boolean;
     sticky?: string;
   },
   g: GlobalOpts,
@@ -105,6 +106,7 @@ export async function createCommand(
     port,
     ...(opts.replicas ? { replicas: parseReplicas(opts.replicas) } : {}),
     ...limitsFrom(opts),
+    ...(opts.volume ? { volume: true } : {}),
     ...(sticky ? { policy: { sticky } } : {}),
   };
   const rpc = client(g);
@@ -311,8 +313,12 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
       const state = m.state
         ? `; state at revision ${m.state.revision}, ${m.state.matches ? 'matches' : 'DOES NOT MATCH'} (${m.state.keys} keys, ${m.state.bytes} of ${m.state.quotaBytes} bytes${m.state.repairs ? `, ${m.state.repairs} repairs` : ''})`
         : '';
+      const v = m.volume;
+      const volume = v
+        ? `; volume ${v.role === 'writing' ? 'WRITER' : v.role}, snapshot ${v.seq}${v.capturedAt ? ` of ${new Date(v.capturedAt).toISOString()}` : ''} ${v.complete ? 'held whole' : 'INCOMPLETE'}${v.problem ? ` (${v.problem})` : ''}`
+        : '';
       lines.push(
-        `  member ${m.nodeId}: code ${m.phase}${why}${m.retryAt ? ` (retrying at ${new Date(m.retryAt).toISOString()})` : ''}${state}`,
+        `  member ${m.nodeId}: code ${m.phase}${why}${m.retryAt ? ` (retrying at ${new Date(m.retryAt).toISOString()})` : ''}${state}${volume}`,
       );
     }
     if (s.replicas.length > 0) {

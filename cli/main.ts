@@ -185,6 +185,10 @@ program
   .option('--memory <MiB>', 'memory limit of each replica (default 512)')
   .option('--pids <n>', 'process and thread limit of each replica (default 1024)')
   .option('--cpu-shares <n>', 'relative CPU weight of each replica (default 1024)')
+  .option(
+    '--volume',
+    'one replica writes a volume (ALLEGRA_VOLUME_DIR) replicated to every quorum member; another takes over if it is lost',
+  )
   .option('--sticky <mode>', 'session affinity: "cookie" (the gateway sets one), "cookie:NAME" (the app\'s own) or "header:NAME"')
   .action(async (name, o) => (await import('./instance-commands.js')).createCommand(name, o, globals(), out()));
 

@@ -23,6 +23,8 @@ export const PREFIX = {
   gateways: 'gateways/',
   /** Per-member status of an instance (deploy failures and the like), written by agents. */
   instanceStatus: 'instance-status/',
+  /** Volumes (`--volume`): the writer's lease record and the signed head of the newest complete copy. */
+  volumes: 'volumes/',
   /** App state (agents), the instances' hash-chained histories, metering records and gateway load signals. */
   state: 'state/',
   history: 'history/',
@@ -54,6 +56,9 @@ export const keys = {
   certLock: (host: string) => `${PREFIX.certLocks}${host}`,
   instanceStatusOf: (instanceId: string) => `${PREFIX.instanceStatus}${instanceId}/`,
   instanceStatus: (instanceId: string, nodeId: string) => `${PREFIX.instanceStatus}${instanceId}/${nodeId}`,
+  volumeOf: (instanceId: string) => `${PREFIX.volumes}${instanceId}/`,
+  volumeWriter: (instanceId: string) => `${PREFIX.volumes}${instanceId}/writer`,
+  volumeHead: (instanceId: string) => `${PREFIX.volumes}${instanceId}/head`,
   loadOf: (instanceId: string) => `${PREFIX.load}${instanceId}/`,
   load: (instanceId: string, gatewayId: string) => `${PREFIX.load}${instanceId}/${gatewayId}`,
   scale: (instanceId: string) => `${PREFIX.scale}${instanceId}`,

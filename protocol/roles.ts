@@ -39,6 +39,7 @@ export const GRANTS: Readonly<Record<LimitedRole, readonly Grant[]>> = {
     r(PREFIX.certStatus),
     r(PREFIX.gateways),
     rw(PREFIX.instanceStatus),
+    rw(PREFIX.volumes),
     rw(PREFIX.state),
     rw(PREFIX.history),
     rw(PREFIX.usage),

@@ -96,6 +96,8 @@ export const createInstanceRequest = z.object({
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
   replicas: replicasRange.optional(),
   limits: replicaLimits.optional(),
+  /** One writer replica on a volume replicated to every quorum member (docs/ARCHITECTURE.md, "Volumes"). */
+  volume: z.boolean().optional(),
   /** How gateways route the instance's requests (session affinity, tighter limits); travels in the create grant. */
   policy: routePolicy.optional(),
 });
@@ -162,6 +164,7 @@ export const instanceSpec = z.object({
   replicas: z.object({ min: z.number().int(), max: z.number().int() }),
   autoscale: autoscaleSettings.optional(),
   limits: replicaLimits.optional(),
+  volume: z.boolean().optional(),
   artifact: artifactRef.nullable(),
   previous: z
     .array(z.object({ version: z.number().int(), artifact: artifactRef, cmd: z.string() }))
@@ -222,6 +225,16 @@ export const instanceStatusRecord = z.object({
       bytes: z.number(),
       quotaBytes: z.number(),
       quotaKeys: z.number(),
+    })
+    .optional(),
+  volume: z
+    .object({
+      role: z.enum(['follower', 'taking-over', 'writing', 'stepping-down', 'fenced']),
+      writer: z.string().nullable(),
+      seq: z.number(),
+      capturedAt: z.number().nullable(),
+      complete: z.boolean(),
+      problem: z.string().max(1024).optional(),
     })
     .optional(),
   updatedAt: z.number(),

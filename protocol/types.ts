@@ -97,6 +97,12 @@ export interface InstanceSpec {
   autoscale?: AutoscaleSettings;
   /** Resource limits of each replica's sandbox; absent fields take the network defaults (`REPLICA_LIMITS`). */
   limits?: ReplicaLimits;
+  /**
+   * The instance keeps its files on a volume (`allegra create --volume`): one replica, the writer, mounts it
+   * read-write at ALLEGRA_VOLUME_DIR; every quorum member holds a verified copy; another member takes over
+   * from the newest complete copy when the writer is lost.
+   */
+  volume?: boolean;
   artifact: ArtifactRef | null;
   /**
    * The last earlier versions' code (at most `KEEP_PREVIOUS`), newest last: their blobs stay referenced so
@@ -211,6 +217,18 @@ export interface InstanceStatusRecord {
     bytes: number;
     quotaBytes: number;
     quotaKeys: number;
+  };
+  /** This member's copy of the instance's volume (`--volume`). */
+  volume?: {
+    role: 'follower' | 'taking-over' | 'writing' | 'stepping-down' | 'fenced';
+    /** The writer's node id, as this member knows it. */
+    writer: string | null;
+    /** Sequence number of the newest committed snapshot, and when the writer captured it. */
+    seq: number;
+    capturedAt: number | null;
+    /** This member holds that snapshot whole (manifest and every chunk, sha256-verified). */
+    complete: boolean;
+    problem?: string;
   };
   updatedAt: number;
   /** The member's replicas of the instance and what each reports about its own load (drivers that can tell). */

@@ -55,6 +55,8 @@ import { type DesiredReplica, Supervisor } from './supervisor.js';
 import { type UiService, uiService } from './ui/api.js';
 import { UsageMeter } from './usage/meter.js';
 import { metered } from './usage/metered-driver.js';
+import type { VolumeLimits } from './volume/layout.js';
+import { VolumeService } from './volume/service.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
 export const DEFAULT_MAX_ARTIFACT_BYTES = 256 * 1024 * 1024;
@@ -89,6 +91,8 @@ export interface AgentOptions {
   dnsResolver?: string;
   /** Who may run unsandboxed when the host cannot sandbox, and the uids replicas get. */
   sandbox?: SandboxPolicyOptions & { uidRange?: UidRange };
+  /** Volumes (`--volume`): writer lease TTL, capture interval, size limits. */
+  volumes?: { leaseTtlMs?: number; intervalMs?: number; limits?: Partial<VolumeLimits> };
   /** The drivers this node offers (default: process and wasm); node records advertise them. */
   drivers?: DriverName[];
   /** The wasm driver's compile cache; agents on one machine may share one (default `<data>/wasm/cache`). */
@@ -126,6 +130,7 @@ export class Agent {
   private gcTimer: NodeJS.Timeout | null = null;
   private ingress: NodeIngress | null = null;
   private readonly state: StateService;
+  private readonly volumes: VolumeService;
   private statusTimer: NodeJS.Timeout | null = null;
   /** What this member last reported per instance: its code's phase and its state copy. */
   private readonly reported = new Map<string, { prepare?: PrepareStatus; published?: string }>();
@@ -157,6 +162,20 @@ export class Agent {
       log: opts.log,
       onStatus: () => this.publishStateStatus(),
       onReady: () => this.reconcile(),
+    });
+    this.volumes = new VolumeService({
+      registry: opts.registry,
+      view: this.view,
+      nodeId: this.identity.id,
+      keyPair: this.identity.keyPair,
+      dataDir: opts.dataDir,
+      log: opts.log,
+      ...opts.volumes,
+      pause: (instanceId) => this.supervisor.pause(instanceId, 0),
+      drained: (instanceId) => this.supervisor.drained(instanceId),
+      // Volumes run on the process driver only (create refuses another): its sandbox uid owns the files.
+      ownerUid: (instanceId) => this.drivers.get('process')?.uidOf?.(instanceId),
+      changed: () => this.reconcile(),
     });
     this.service = new InstanceService(
       opts.registry,
@@ -252,6 +271,7 @@ export class Agent {
       maxArtifactBytes: this.opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES,
       artifactLimits: this.artifactLimits,
       domains: new DnsHttpVerifier(this.opts.dnsResolver),
+      volumeChunks: this.volumes.access,
     };
     const operations = operationRoutes(rpcDeps, {
       governance: this.governance,
@@ -286,6 +306,7 @@ export class Agent {
     await this.view.start();
     await this.scale.start();
     await this.setUpDrivers();
+    await this.volumes.start();
     const advertised = this.opts.advertise ?? host;
     if (/^(0\.0\.0\.0|::|\[::\])$/.test(advertised))
       throw new Error(`listening on ${host} needs --advertise HOST: the address other machines reach this node at`);
@@ -482,20 +503,30 @@ export class Agent {
     const counts = new Map<string, number>();
     /** Instances this node is a quorum member of (it keeps a copy of their state). */
     const memberOf = new Set<string>();
+    const volumes: Array<{ spec: InstanceSpec; member: boolean }> = [];
     for (const spec of this.view.instances.values()) {
       present.add(spec.id);
       this.known.set(spec.id, spec.artifact?.sha256 ?? null);
       const quorum = this.view.quorumOf(spec.id);
+      if (spec.volume) volumes.push({ spec, member: quorum?.members.includes(this.identity.id) ?? false });
       if (!quorum?.members.includes(this.identity.id)) continue;
       // Every member keeps a verified copy of the instance's state, running or not, replica here or not.
       memberOf.add(spec.id);
       const stateServed = this.state.ready(spec.id);
       if (spec.state !== 'running') continue;
-      // Slots go to the members that offer the instance's driver; the autoscaler decides how many there are.
-      const eligible = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
-      const count = desiredReplicas(spec, this.scale.get(keys.scale(spec.id)));
-      counts.set(spec.id, count);
-      const mine = assignSlots(spec.id, eligible, count).filter((s) => s.nodeId === this.identity.id);
+      // A volume's one replica runs where its writer is, once that member has restored the newest copy: exactly
+      // one slot, never scaled (the autoscaler leaves volume instances alone; allegra scale refuses them).
+      const volumeDir = spec.volume ? this.volumes.ready(spec.id) : null;
+      if (spec.volume && !volumeDir) this.readyStandby(spec);
+      let mine: Array<{ slot: number }>;
+      if (spec.volume) mine = volumeDir ? [{ slot: 0 }] : [];
+      else {
+        // Slots go to the members that offer the instance's driver; the autoscaler decides how many there are.
+        const eligible = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
+        const count = desiredReplicas(spec, this.scale.get(keys.scale(spec.id)));
+        counts.set(spec.id, count);
+        mine = assignSlots(spec.id, eligible, count).filter((s) => s.nodeId === this.identity.id);
+      }
       if (mine.length === 0) continue;
       // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
       const workDir = this.preparer.ready(spec);
@@ -513,9 +544,11 @@ export class Agent {
           instanceName: spec.name,
           slot,
           version: spec.version,
+          ...(volumeDir ? { exclusive: true, stopGraceMs: 1_000 } : {}),
           driver: spec.driver,
           attest: { artifact: spec.artifact?.sha256 ?? null, specHash: specHash(spec) },
           launch: {
+            ...(volumeDir ? { volumeDir } : {}),
             instanceId: spec.id,
             instanceName: spec.name,
             owner: spec.owner,
@@ -534,11 +567,28 @@ export class Agent {
         });
       }
     }
-    const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
+    // A volume's writer moved or was fenced: its old replica stops at once, never beside the new one.
+    const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running' && !s.volume).map((s) => s.id));
     this.supervisor.reconcile(desired, stillRunning, counts);
+    this.volumes.reconcile(volumes);
     this.destroyDeleted(present);
     for (const id of this.state.held()) if (!memberOf.has(id)) void this.state.forget(id);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
+  }
+
+  /** Code already handed to the instance's uid on this standby member, by instance: its work dir. */
+  private readonly standbys = new Map<string, string>();
+
+  /** A volume's standby member readies the replica's sandbox ahead, so taking over costs no first-start work. */
+  private readyStandby(spec: InstanceSpec): void {
+    const workDir = this.preparer.ready(spec);
+    const driver = this.drivers.get(spec.driver);
+    if (!workDir || this.standbys.get(spec.id) === workDir || !driver?.prepare) return;
+    this.standbys.set(spec.id, workDir);
+    void driver.prepare(spec.id, spec.owner, workDir).catch((err) => {
+      this.standbys.delete(spec.id);
+      this.opts.log.warn({ err, instance: spec.name }, 'could not ready the standby sandbox');
+    });
   }
 
   /**
@@ -555,6 +605,7 @@ export class Agent {
           if (!(await this.supervisor.drained(id))) return;
           await this.drivers.destroy(id);
           this.known.delete(id);
+          this.standbys.delete(id);
           this.preparer.forget(id);
           rmSync(join(this.opts.dataDir, 'logs', id), { recursive: true, force: true });
           await this.opts.registry.delete(keys.instanceStatus(id, this.identity.id)).catch(() => {});
@@ -634,6 +685,7 @@ export class Agent {
     this.reported.set(instanceId, entry);
     const prepare = entry.prepare ?? this.preparer.status(instanceId);
     const state = await this.state.status(instanceId);
+    const volume = this.volumes.status(instanceId);
     const replicas = this.supervisor.figures().get(instanceId);
     const record: InstanceStatusRecord = {
       instanceId,
@@ -644,6 +696,7 @@ export class Agent {
       ...(prepare?.reason ? { reason: prepare.reason } : {}),
       ...(prepare?.retryAt ? { retryAt: prepare.retryAt } : {}),
       ...(state ? { state: { ...state, quotaBytes: this.state.quota.maxBytes, quotaKeys: this.state.quota.maxKeys } } : {}),
+      ...(volume ? { volume: { ...volume, ...(volume.problem ? { problem: volume.problem.slice(0, 1024) } : {}) } } : {}),
       updatedAt: Date.now(),
       ...(replicas ? { replicas: replicas.slice(0, 64) } : {}),
     };
@@ -710,6 +763,8 @@ export class Agent {
     this.autoscaler?.stop();
     await this.ssh?.stop();
     await this.supervisor.stopAll();
+    // Writers commit what their replica wrote last and release the writer record: a clean stop loses nothing.
+    await this.volumes.close().catch((err) => this.opts.log.warn({ err }, 'could not hand over the volumes'));
     await this.state.close();
     if (this.statusTimer) clearInterval(this.statusTimer);
     await this.meter.stop().catch((err) => this.opts.log.warn({ err }, 'could not write the last usage records'));

@@ -101,7 +101,16 @@ export class InstanceService {
     const network = this.view.network();
     const now = Date.now();
     const quorumSize = network.quorumSize;
-    const replicas = req.replicas ?? { min: quorumSize, max: quorumSize };
+    // A volume has exactly one writer, so its instance runs exactly one replica (docs/ARCHITECTURE.md, "Volumes").
+    if (req.volume && req.replicas && (req.replicas.min !== 1 || req.replicas.max !== 1))
+      throw new AllegraError('bad_request', 'an instance with a volume runs one replica (its writer): leave --replicas out or use 1:1');
+    // The wasm host has no file system to bind the volume at /volume and no process to freeze for a snapshot.
+    if (req.volume && req.driver !== 'process')
+      throw new AllegraError(
+        'bad_request',
+        `a volume needs the process driver (the ${req.driver} driver has no file system to bind it): leave --volume or --driver out`,
+      );
+    const replicas = req.replicas ?? (req.volume ? { min: 1, max: 1 } : { min: quorumSize, max: quorumSize });
     const spec = newInstanceSpec(
       {
         id: instanceIdFor(grant),
@@ -116,6 +125,7 @@ export class InstanceService {
         // Versions count deploys: nothing is deployed yet.
         version: 0,
         ...(req.limits ? { limits: req.limits } : {}),
+        ...(req.volume ? { volume: true } : {}),
       },
       now,
     );
@@ -268,6 +278,9 @@ export class InstanceService {
   scale(name: string, signer: string, req: ScaleRequest, request: Grant): Promise<InstanceSpec> {
     return this.update(name, signer, {
       next: (spec) => {
+        // Its one writer holds the volume: more replicas could not share it, none would leave it unwritten.
+        if (spec.volume)
+          throw new AllegraError('bad_request', `${spec.name} has a volume: it runs exactly one replica (its writer) and is not scaled`);
         const autoscale: AutoscaleSettings = {
           target: req.target ?? spec.autoscale?.target ?? AUTOSCALE.target.default,
           idleSeconds: req.idleSeconds ?? spec.autoscale?.idleSeconds ?? AUTOSCALE.idleSeconds.default,
@@ -472,8 +485,9 @@ export class InstanceService {
       { type: 'deletePrefix', prefix: keys.replicasOf(spec.id) },
       { type: 'deletePrefix', prefix: keys.instanceStatusOf(spec.id) },
       { type: 'delete', key: keys.scale(spec.id) },
-      // The instance's app state goes with it.
+      // The instance's app state and its volume's records go with it (members then drop the chunks).
       { type: 'deletePrefix', prefix: `${PREFIX.state}${spec.id}/` },
+      { type: 'deletePrefix', prefix: keys.volumeOf(spec.id) },
       // The history is kept with the instance and goes with it (usage records stay: they are what was served).
       { type: 'deletePrefix', prefix: keys.historyOf(spec.id) },
       { type: 'deletePrefix', prefix: keys.proposalsOf(spec.id) },

@@ -22,6 +22,8 @@ import { BlobHashMismatchError, type BlobStore, BlobTooLargeError } from './blob
 import type { DomainVerifier } from './domains.js';
 import { type BlobPusher, type InstanceService, urlOf } from './instances.js';
 import { bodyStream, checkDeclaredLength, JSON_BODY_LIMIT, rawPath, readBody } from './rpc-body.js';
+import type { ChunkStore } from './volume/chunks.js';
+import { MAX_BLOB_BYTES } from './volume/layout.js';
 
 /** A signed request, checked: its signer, declared body hash and envelope (for the history). */
 export interface Signed {
@@ -37,6 +39,15 @@ export interface SignedRequests {
   signedJson(c: Context): Promise<Signed & { body: Uint8Array; grant: Grant }>;
 }
 
+/** What the volume chunk routes need from the node's volumes (volume/service.ts). */
+export interface VolumeChunkAccess {
+  store: ChunkStore;
+  /** The members of the instance's quorum. */
+  members(instanceId: string): readonly string[];
+  /** Whether `sha256` is part of a snapshot of `instanceId` that this node keeps. */
+  holds(instanceId: string, sha256: string): boolean;
+}
+
 export interface RpcDeps {
   nodeId: string;
   service: InstanceService;
@@ -49,6 +60,8 @@ export interface RpcDeps {
   maxArtifactBytes: number;
   artifactLimits: ArtifactLimits;
   domains: DomainVerifier;
+  /** Volume chunks and manifests this member holds, and who may move them (members of the instance's quorum). */
+  volumeChunks?: VolumeChunkAccess;
   /** More routes (history, auth, revoke, logs, usage…), mounted beside the core ones. */
   extraRoutes?: (app: Hono, requests: SignedRequests) => void;
 }
@@ -215,6 +228,56 @@ export function createRpcApp(deps: RpcDeps): Hono {
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(deps.blobs.size(sha256)) },
     });
   });
+
+  /**
+   * Volume chunks, per instance: the writer pushes each snapshot's new chunks to every member, members pull
+   * what they missed from the holders. Same rules as blobs (nodes only, hash-verified, fsynced before the
+   * answer), and more: tenant files travel only between members of the instance's quorum, and a member hands
+   * out only chunks of that instance's snapshots (a node elsewhere cannot read a volume by guessing hashes).
+   */
+  const volumes = deps.volumeChunks;
+  if (volumes) {
+    const chunks = volumes.store;
+    const ids = (c: Context) => {
+      const instanceId = c.req.param('instanceId') ?? '';
+      const sha256 = c.req.param('sha256') ?? '';
+      if (!/^[0-9a-f]{64}$/.test(sha256)) throw new AllegraError('bad_request', 'chunk id must be a SHA-256 hex digest');
+      if (!/^[A-Za-z0-9-]{1,128}$/.test(instanceId)) throw new AllegraError('bad_request', 'malformed instance id');
+      return { instanceId, sha256 };
+    };
+    const memberOf = (signer: string, instanceId: string): string => {
+      const node = deps.view.nodeByKey(signer);
+      if (!node) throw new AllegraError('forbidden', 'only nodes of the network may replicate volumes');
+      if (!volumes.members(instanceId).includes(node.id))
+        throw new AllegraError('forbidden', `node ${node.id} is not a member of the quorum of ${instanceId}`);
+      return node.id;
+    };
+
+    app.put('/v1/volumes/:instanceId/chunks/:sha256', async (c) => {
+      const { instanceId, sha256 } = ids(c);
+      const { signer, bodySha256 } = signed(c);
+      memberOf(signer, instanceId);
+      if (!volumes.members(instanceId).includes(deps.nodeId))
+        throw new AllegraError('forbidden', `this node is not a member of the quorum of ${instanceId}`);
+      if (bodySha256 !== sha256) throw new AllegraError('bad_request', 'signed body hash does not name this chunk');
+      checkDeclaredLength(c, MAX_BLOB_BYTES);
+      // Held already: touched, so collection keeps it while the snapshot that names it is being committed.
+      if (chunks.has(sha256)) chunks.touch(sha256);
+      else await receiveBlob({ ...deps, blobs: chunks, maxArtifactBytes: MAX_BLOB_BYTES }, bodyStream(c, MAX_BLOB_BYTES), sha256);
+      return c.json({ stored: sha256 });
+    });
+
+    app.get('/v1/volumes/:instanceId/chunks/:sha256', async (c) => {
+      const { instanceId, sha256 } = ids(c);
+      const { signer } = await signedNoBody(c);
+      memberOf(signer, instanceId);
+      if (!chunks.has(sha256) || !volumes.holds(instanceId, sha256))
+        throw new AllegraError('not_found', `chunk ${sha256} of ${instanceId} not held here`);
+      return new Response(Readable.toWeb(chunks.read(sha256)) as unknown as ReadableStream, {
+        headers: { 'content-type': 'application/octet-stream', 'content-length': String(chunks.size(sha256)) },
+      });
+    });
+  }
 
   return app;
 }

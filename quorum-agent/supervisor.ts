@@ -18,6 +18,13 @@ export interface DesiredReplica {
   /** Which of the node's drivers runs it. */
   driver: DriverName;
   launch: ReplicaLaunch;
+  /**
+   * Never two processes of this slot at once (a volume's writer): a new version starts only after the old
+   * one stopped, instead of beside it.
+   */
+  exclusive?: boolean;
+  /** How long a stop waits for the replica to exit before it is killed (default 5 s). */
+  stopGraceMs?: number;
   /** What the replica runs, as `allegra verify` compares it: the artifact and the spec's hash. */
   attest?: { artifact: string | null; specHash: string };
 }
@@ -207,7 +214,7 @@ class Runner {
     this.clearTimer();
     try {
       await this.starting;
-      await this.handle?.stop();
+      await this.handle?.stop(this.desired.stopGraceMs);
     } finally {
       this.handle = null;
       this.markDone();
@@ -313,7 +320,8 @@ export class Supervisor {
         const waiting = this.pending.get(key);
         if (waiting && sameProcess(waiting.desired, d)) continue;
         if (waiting) this.stopRunner(waiting);
-        this.rollOut(key, d);
+        if (d.exclusive) this.replace(key, current, d);
+        else this.rollOut(key, d);
       } else if (current.desired.version !== d.version) {
         // The spec changed in ways the replica does not see (domains, replica bounds…): it now runs the
         // new version as it is. Restarting every replica at once for that would drop requests.
@@ -337,6 +345,22 @@ export class Supervisor {
       this.publish(next);
       if (old) this.stopRunner(old);
     });
+  }
+
+  /** Break-before-make: the new runner starts once the old one has stopped. */
+  private replace(key: string, old: Runner, d: DesiredReplica): void {
+    const next = new Runner(d, this);
+    this.active.set(key, next);
+    this.stopRunner(old);
+    void old.done.then(() => {
+      if (this.active.get(key) === next) void next.start();
+    });
+  }
+
+  /** Pauses every process of the replica running in `instanceId`.`slot` (null if none runs or it cannot pause). */
+  async pause(instanceId: string, slot: number): Promise<(() => void) | null> {
+    const handle = this.active.get(slotKey(instanceId, slot))?.handle;
+    return handle?.pause ? handle.pause() : null;
   }
 
   private cancelRetirement(key: string): void {

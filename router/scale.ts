@@ -4,21 +4,24 @@
  */
 import type { DriverName, InstanceSpec, NodeRecord, ScaleRecord } from '../protocol/types.js';
 
-/** The autoscaler governs an instance whose replica bounds leave it room: replicas.max above replicas.min. */
-export function autoscaled(spec: Pick<InstanceSpec, 'replicas'>): boolean {
-  return spec.replicas.max > spec.replicas.min;
+/**
+ * The autoscaler governs an instance whose replica bounds leave it room: replicas.max above replicas.min. Never
+ * a volume's: it runs exactly one replica, its writer's (create and `allegra scale` keep it at 1:1 as well).
+ */
+export function autoscaled(spec: Pick<InstanceSpec, 'replicas' | 'volume'>): boolean {
+  return !spec.volume && spec.replicas.max > spec.replicas.min;
 }
 
 /** Replicas the instance should run now: the autoscaler's decision within the bounds, else the minimum. */
-export function desiredReplicas(spec: Pick<InstanceSpec, 'id' | 'replicas'>, scale: ScaleRecord | undefined): number {
+export function desiredReplicas(spec: Pick<InstanceSpec, 'id' | 'replicas' | 'volume'>, scale: ScaleRecord | undefined): number {
   const { min, max } = spec.replicas;
   if (!autoscaled(spec) || !scale || scale.instanceId !== spec.id) return min;
   return Math.min(max, Math.max(min, scale.desired));
 }
 
 /** Whether an instance may have no replica at all and wake on its next request. */
-export function scalesToZero(spec: Pick<InstanceSpec, 'replicas' | 'state'>): boolean {
-  return spec.state === 'running' && spec.replicas.min === 0;
+export function scalesToZero(spec: Pick<InstanceSpec, 'replicas' | 'state' | 'volume'>): boolean {
+  return spec.state === 'running' && spec.replicas.min === 0 && !spec.volume;
 }
 
 /**

@@ -34,6 +34,8 @@ export interface ReplicaLaunch {
   hostStateUrl?: () => Promise<string>;
   /** File that receives the replica's stdout and stderr (its log, as `allegra logs` reads it). */
   logFile: string;
+  /** Host directory of the instance's volume, when this replica is its writer (ALLEGRA_VOLUME_DIR). */
+  volumeDir?: string;
 }
 
 export interface ExitInfo {
@@ -87,6 +89,8 @@ export interface ReplicaHandle {
   health(): Promise<boolean>;
   /** Asks the replica to stop, and forces it after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
+  /** Stops every process of the replica until the returned function resumes them (a volume snapshot). */
+  pause?(): Promise<() => void>;
   /** Runs a command inside the replica; rejects with ExecUnsupported where the driver has no such thing. */
   exec(req: ExecRequest): Promise<ExecSession>;
   /** What the replica can tell about its own load, if anything. */
@@ -114,4 +118,11 @@ export interface Driver {
   destroy(instanceId: string): Promise<void>;
   /** After every replica stopped (agent shutdown): releases what the driver holds for the node. */
   close?(): Promise<void>;
+  /**
+   * Does ahead of time what an instance's first start here would (a volume's standby member: taking over then
+   * costs a start, not a first start). Optional: a driver with nothing to ready has no such step.
+   */
+  prepare?(instanceId: string, owner: string, workDir: string): Promise<void>;
+  /** The uid the instance's replicas run as here, where the driver gives each instance its own (volume files are handed to it). */
+  uidOf?(instanceId: string): number | undefined;
 }

@@ -17,6 +17,7 @@ import { replicaEnv, sessionEnvironment } from '../sandbox/env.js';
 import { Sandbox, SIMPLE_COMMAND } from '../sandbox/sandbox.js';
 import { describeSupport, placement, probeSandbox, type SandboxPolicyOptions, type SandboxSupport } from '../sandbox/support.js';
 import { DEFAULT_UID_RANGE, UidAllocator, type UidRange } from '../sandbox/uids.js';
+import { freeze, processGroup } from '../volume/freeze.js';
 import {
   type Driver,
   type ExecRequest,
@@ -59,6 +60,17 @@ export class ProcessDriver implements Driver {
     return where.mode === 'sandbox' && this.opts.sandbox ? this.startSandboxed(launch, this.opts.sandbox) : this.startOnHost(launch);
   }
 
+  /** Readies a sandboxed start of `instanceId` from `workDir` (see Sandbox.prepare); nothing unsandboxed. */
+  async prepare(instanceId: string, owner: string, workDir: string): Promise<void> {
+    const where = placement(this.opts.support, this.opts.policy ?? {}, owner);
+    if (where.mode === 'sandbox' && this.opts.sandbox) await this.opts.sandbox.prepare(instanceId, workDir);
+  }
+
+  /** The uid an instance's sandboxed replicas run as (undefined: it runs unsandboxed here, or not yet). */
+  uidOf(instanceId: string): number | undefined {
+    return this.opts.sandbox?.uids.get(instanceId);
+  }
+
   /** After every replica stopped (agent shutdown). */
   async close(): Promise<void> {
     await this.opts.sandbox?.close();
@@ -83,12 +95,14 @@ export class ProcessDriver implements Driver {
       logFile: launch.logFile,
       exposed: launch.exposed,
       stateUrl: launch.stateUrl,
+      ...(launch.volumeDir ? { volumeDir: launch.volumeDir } : {}),
     });
     const client = new Client('http://localhost', { socketPath: proc.socketPath, pipelining: 0 });
     void proc.exited.then(() => client.close().catch(() => {}));
     const exec = async (req: ExecRequest) => execSession(await proc.exec(req.argv, req.env));
     return {
       ...this.handle(proc.endpoint, proc.pid, proc.exited, (graceMs) => proc.stop(graceMs), exec, client),
+      pause: () => proc.pause(),
       enter: () => proc.enter(),
     };
   }
@@ -109,6 +123,7 @@ export class ProcessDriver implements Driver {
       instanceId: launch.instanceId,
       slot: launch.slot,
       dataDir,
+      ...(launch.volumeDir ? { volumeDir: launch.volumeDir } : {}),
       path: process.env.PATH,
     });
     // A simple command replaces the shell (exec), so the replica's pid is the app itself and the
@@ -155,7 +170,9 @@ export class ProcessDriver implements Driver {
       // Children of the shell that ignored SIGTERM must not outlive their replica.
       signalGroup('SIGKILL', true);
     };
-    return this.handle(`http://127.0.0.1:${port}`, pid, exited, stop, exec);
+    const handle = this.handle(`http://127.0.0.1:${port}`, pid, exited, stop, exec);
+    // Unsandboxed, the replica is its process group (a process that leaves it is not paused).
+    return pid === null ? handle : { ...handle, pause: () => freeze(() => processGroup(pid)) };
   }
 
   private handle(

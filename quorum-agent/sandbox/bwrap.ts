@@ -4,6 +4,7 @@
  *
  *   /app            its artifact, read-only            /data          its own writable directory
  *   /tmp            a private tmpfs                     /run/allegra   the relay socket (http.sock)
+ *   /volume         the instance's volume, writable (only the volume's writer, only with --volume)
  *   /usr (+ /bin, /lib… as on the host), a minimal /etc, /dev (null, zero, random…), its own /proc — read-only
  *
  * and nothing else: not the agent's data dir, not the rest of /etc, not /home, /root, /var, /sys. It runs
@@ -17,6 +18,7 @@ import { posix } from 'node:path';
 export const INSIDE = {
   app: '/app',
   data: '/data',
+  volume: '/volume',
   run: '/run/allegra',
   socket: '/run/allegra/http.sock',
   exposed: '/run/allegra-in',
@@ -68,6 +70,8 @@ export interface SandboxCommand {
   system: SystemLayout;
   artifactDir: string;
   dataDir: string;
+  /** The instance's volume (the writer's live directory), bound read-write at /volume. */
+  volumeDir?: string;
   runDir: string;
   /** Generated passwd and group naming the instance's uid. */
   passwdFile: string;
@@ -134,6 +138,7 @@ export function bwrapArgv(c: SandboxCommand): string[] {
   // The replica's own directories.
   a.push('--ro-bind', c.artifactDir, INSIDE.app);
   a.push('--bind', c.dataDir, INSIDE.data);
+  if (c.volumeDir) a.push('--bind', c.volumeDir, INSIDE.volume);
   a.push('--perms', '0755', '--dir', '/run', '--bind', c.runDir, INSIDE.run);
   const exposed = c.exposed ?? [];
   if (exposed.length > 0) {

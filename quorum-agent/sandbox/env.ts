@@ -15,6 +15,8 @@ export interface ReplicaEnvInput {
   dataDir: string;
   /** The state API, when the node offers it to this replica. */
   stateUrl?: string;
+  /** The instance's volume as the replica sees it (its writer only). */
+  volumeDir?: string;
   /** PATH inside the replica; the sandbox's system PATH by default. */
   path?: string;
   home?: string;
@@ -31,6 +33,7 @@ export const DOCUMENTED = [
   'ALLEGRA_REPLICA',
   'ALLEGRA_DATA_DIR',
   'ALLEGRA_STATE_URL',
+  'ALLEGRA_VOLUME_DIR',
 ];
 
 export function replicaEnv(input: ReplicaEnvInput): Record<string, string> {
@@ -44,6 +47,7 @@ export function replicaEnv(input: ReplicaEnvInput): Record<string, string> {
     ALLEGRA_DATA_DIR: input.dataDir,
   };
   if (input.stateUrl) own.ALLEGRA_STATE_URL = input.stateUrl;
+  if (input.volumeDir) own.ALLEGRA_VOLUME_DIR = input.volumeDir;
   // ALLEGRA_* is the network's namespace: an instance's own variable of that name is dropped, not merged.
   const instance = Object.fromEntries(Object.entries(input.env).filter(([k]) => !k.startsWith('ALLEGRA_') && !(k in own)));
   return { ...basics, ...instance, ...own };

@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
 import { attachLog } from '../logs.js';
 import { enterArgv } from '../ssh/enter.js';
+import { freeze, type Thaw } from '../volume/freeze.js';
 import { bwrapArgv, type ExposedSocket, INSIDE, identityFiles, inCgroups } from './bwrap.js';
 import { CgroupScope, type Limits } from './cgroups.js';
 import { replicaEnv, sessionEnvironment } from './env.js';
@@ -41,6 +42,8 @@ export interface SandboxRequest {
   logFile: string;
   exposed?: ExposedSocket[];
   stateUrl?: string;
+  /** Host directory bound read-write at /volume (ALLEGRA_VOLUME_DIR), handed to the instance's uid. */
+  volumeDir?: string;
 }
 
 export interface SandboxedProcess {
@@ -53,6 +56,8 @@ export interface SandboxedProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM to the app's process group, SIGKILL to the sandbox after `graceMs`. */
   stop(graceMs: number): Promise<void>;
+  /** Stops every process in the replica's cgroup until the returned function resumes them. */
+  pause(): Promise<Thaw>;
   /**
    * Starts a command inside the running sandbox: its namespaces, root, uid and cgroups (so it counts against
    * the replica's limits), with the replica's environment plus `env`. It dies with the sandbox.
@@ -112,6 +117,8 @@ export class Sandbox {
     const dataDir = this.replicaDataDir(req.instanceId, req.slot);
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     chownSync(dataDir, uid, gid);
+    // A restored volume is written by the agent: its files become the instance's (links never followed).
+    if (req.volumeDir) await chownTree(req.volumeDir, uid);
 
     const name = `${req.instanceId}.${req.slot}.${randomBytes(3).toString('hex')}`;
     const runDir = join(this.root, 'run', name);
@@ -143,6 +150,7 @@ export class Sandbox {
         system: this.support.system,
         artifactDir: req.artifactDir,
         dataDir,
+        ...(req.volumeDir ? { volumeDir: req.volumeDir } : {}),
         runDir: sockDir,
         passwdFile: join(runDir, 'passwd'),
         groupFile: join(runDir, 'group'),
@@ -164,6 +172,7 @@ export class Sandbox {
       slot: req.slot,
       dataDir: INSIDE.data,
       stateUrl: req.stateUrl,
+      ...(req.volumeDir ? { volumeDir: INSIDE.volume } : {}),
     });
     let child: ChildProcess;
     try {
@@ -205,6 +214,7 @@ export class Sandbox {
       socketPath,
       uid,
       exited,
+      pause: () => freeze(() => this.scope.pids(name)),
       enter: async () => {
         const init = await initPid;
         return done || init === undefined ? undefined : { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv };
@@ -239,6 +249,14 @@ export class Sandbox {
         await exited;
       },
     };
+  }
+
+  /**
+   * Does ahead of time what a first start would (the instance's uid, its artifact handed to it), so a
+   * standby that must take over — a volume's next writer — starts as fast as a restart.
+   */
+  async prepare(instanceId: string, artifactDir: string): Promise<void> {
+    await this.handOver(artifactDir, this.uids.allocate(instanceId));
   }
 
   /**
@@ -277,6 +295,17 @@ export class Sandbox {
   /** Instances that hold a uid here (to find those deleted while the agent was down). */
   known(): string[] {
     return this.uids.holders();
+  }
+}
+
+/** Gives every entry under `dir` (itself included) to `uid`, never following a link. */
+async function chownTree(dir: string, uid: number): Promise<void> {
+  const stack = [dir];
+  while (stack.length > 0) {
+    const path = stack.pop() as string;
+    const st = await lstat(path);
+    await lchown(path, uid, uid);
+    if (st.isDirectory()) for (const entry of await readdir(path)) stack.push(join(path, entry));
   }
 }
 

@@ -11,5 +11,8 @@ export function metered(driver: Driver, meter: UsageMeter): Driver {
     start: async (launch) => meter.wrap(launch, await driver.start(launch)),
     destroy: (instanceId) => driver.destroy(instanceId),
     close: async () => driver.close?.(),
+    // The volume hooks pass through: they start nothing the meter would count.
+    ...(driver.prepare ? { prepare: driver.prepare.bind(driver) } : {}),
+    ...(driver.uidOf ? { uidOf: driver.uidOf.bind(driver) } : {}),
   };
 }

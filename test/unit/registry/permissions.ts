@@ -27,6 +27,8 @@ const SPEC: Array<[prefix: string, agent: Access, gateway: Access]> = [
   ['locks/cert/', '', 'rw'],
   ['gateways/', 'r', 'rw'],
   ['instance-status/', 'rw', 'r'],
+  // Volume writer leases and signed heads: agents only (routing learns the writer from replica records).
+  ['volumes/', 'rw', ''],
   ['state/', 'rw', ''],
   ['history/', 'rw', 'r'],
   ['usage/', 'rw', ''],
