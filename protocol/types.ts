@@ -63,6 +63,10 @@ export interface ReplicaLimits {
   pids?: number;
   /** Relative CPU weight under contention (cgroup v1 cpu.shares scale; 1024 is an equal share). */
   cpuShares?: number;
+  /** Virtual CPUs of a VM replica (driver vm). */
+  vcpus?: number;
+  /** Size of a VM replica's disk (its volume) in MiB (driver vm). */
+  diskMb?: number;
 }
 
 /** The desired state of an instance (`instances/<name>`), versioned by `version`. */
