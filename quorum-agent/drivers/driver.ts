@@ -6,6 +6,7 @@
 import type { DriverName, ReplicaLimits } from '../../protocol/types.js';
 import type { ExposedSocket } from '../sandbox/bwrap.js';
 import type { EnterTarget } from '../sandbox/sandbox.js';
+import type { GuestSshTarget } from '../vm/guest-ssh.js';
 
 export interface ReplicaLaunch {
   instanceId: string;
@@ -48,6 +49,11 @@ export interface ReplicaHandle {
   stop(graceMs?: number): Promise<void>;
   /** How to run a process inside the replica's sandbox (SSH); absent for a replica that runs unsandboxed. */
   enter?(): Promise<EnterTarget | undefined>;
+  /**
+   * A replica with an SSH server of its own (a VM's dropbear): SSH sessions are relayed to it with the
+   * node's key instead of entering a sandbox.
+   */
+  guestSsh?(): GuestSshTarget;
 }
 
 /** A start the node's policy refuses (not a crash): the reason is shown in the replica's status. */

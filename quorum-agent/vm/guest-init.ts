@@ -3,7 +3,7 @@
  * (label `allegra-seed`, read-only, cloud-init's NoCloud idea): the owner's and team keys, the SSH host key,
  * the hostname, the app's files, command and environment. The instance's volume (label `allegra-data`) is
  * mounted on /data with a 1 s journal commit, so a killed VM loses at most the last second of writes. The
- * app runs in the foreground; when it exits the VM powers off, QEMU exits, and the agent's supervisor
+ * app runs in the foreground; when it exits the VM reboots, which ends QEMU (-no-reboot), and the agent's supervisor
  * restarts the replica like any other that exited. Lines starting with `allegra-vm:` go to the console
  * (the replica's log) and mark the boot's progress.
  */
@@ -17,7 +17,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 say() { echo "allegra-vm: $*"; }
-off() { sync; poweroff -f; reboot -f; }
+# The kernel runs without ACPI (acpi=off, qemu.ts), so it cannot power off: a reboot ends QEMU (-no-reboot).
+off() { sync; reboot -f; }
 while read -r m; do [ -n "$m" ] && insmod "/lib/modules/$m" 2>/dev/null; done < /lib/modules/order
 # virtio devices are probed asynchronously: wait (bounded) for the seed.
 i=0

@@ -37,6 +37,8 @@ export interface ImageInputs {
   busybox: string;
   dropbear: string;
   node: string;
+  /** OpenSSH's SFTP server (Debian openssh-sftp-server), where dropbear runs it from; optional. */
+  sftpServer?: string;
 }
 
 export interface BuiltImage {
@@ -62,7 +64,15 @@ export function findInputs(): ImageInputs {
   if (!existsSync(busybox)) missing.push('/bin/busybox (busybox-static)');
   if (!existsSync(dropbear)) missing.push('/usr/sbin/dropbear (dropbear-bin)');
   if (missing.length > 0) throw new Error(`cannot build the VM image: missing ${missing.join(', ')}`);
-  return { kernel: `/boot/${newest}`, modulesDir, busybox, dropbear, node: process.execPath };
+  const sftp = '/usr/lib/openssh/sftp-server';
+  return {
+    kernel: `/boot/${newest}`,
+    modulesDir,
+    busybox,
+    dropbear,
+    node: process.execPath,
+    ...(existsSync(sftp) ? { sftpServer: sftp } : {}),
+  };
 }
 
 function compareRelease(a: string, b: string): number {
@@ -131,7 +141,7 @@ function hashInputs(inputs: ImageInputs, files: string[]): string {
 export async function buildImage(cacheDir: string, inputs: ImageInputs = findInputs()): Promise<BuiltImage> {
   const release = basename(inputs.kernel).slice('vmlinuz-'.length);
   const modules = moduleClosure(readFileSync(join(inputs.modulesDir, 'modules.dep'), 'utf8'), GUEST_MODULES);
-  const binaries = [inputs.busybox, inputs.dropbear, inputs.node];
+  const binaries = [inputs.busybox, inputs.dropbear, inputs.node, ...(inputs.sftpServer ? [inputs.sftpServer] : [])];
   const libs = [...new Set(binaries.flatMap(sharedLibraries))];
   const id = hashInputs(inputs, [...binaries, ...libs, ...modules.map((m) => join(inputs.modulesDir, m))]);
   const dir = join(cacheDir, id);
@@ -167,6 +177,8 @@ export async function buildImage(cacheDir: string, inputs: ImageInputs = findInp
     put(inputs.busybox, 'bin/busybox', 0o755);
     put(inputs.dropbear, 'usr/sbin/dropbear', 0o755);
     put(inputs.node, 'usr/bin/node', 0o755);
+    // dropbear (Debian's build) starts the SFTP subsystem from this path.
+    if (inputs.sftpServer) put(inputs.sftpServer, 'usr/lib/sftp-server', 0o755);
     // Libraries keep their host paths, which is where the binaries' loader looks for them.
     for (const lib of libs) put(lib, lib.replace(/^\//, ''), 0o755);
     const order: string[] = [];
