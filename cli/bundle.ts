@@ -26,11 +26,12 @@ export interface Bundle {
 
 /**
  * Packs `path`; stops with a usage error as soon as the archive passes `maxBytes` (the network's upload
- * limit), naming it, instead of writing the rest. `onProgress` hears the bytes written so far.
+ * limit), naming it, instead of writing the rest. `onProgress` hears the bytes written so far. `mtime`
+ * fixes every entry's time, so the same files always pack to the same bytes (and the same hash).
  */
 export async function bundle(
   path: string,
-  opts: { maxBytes?: number; onProgress?: (bytes: number, files: number) => void } = {},
+  opts: { maxBytes?: number; onProgress?: (bytes: number, files: number) => void; mtime?: Date } = {},
 ): Promise<Bundle> {
   const abs = resolve(path);
   if (!existsSync(abs)) throw new CliError(`nothing to deploy: ${path} does not exist`, 2);
@@ -59,6 +60,7 @@ export async function bundle(
       gzip: true,
       cwd,
       portable: true,
+      ...(opts.mtime ? { mtime: opts.mtime } : {}),
       // node-tar reads up to 16 MiB of a file at once by default: a big app would sit in memory in pieces.
       maxReadSize: 1024 * 1024,
       filter: (p) => {

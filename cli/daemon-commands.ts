@@ -15,6 +15,8 @@ import { loadGatewayConfig } from '../gateway/config.js';
 import { type GatewayOptions, startGateway } from '../gateway/server.js';
 import type { Registry } from '../protocol/registry.js';
 import { isRole, ROLES, type Role } from '../protocol/roles.js';
+import { DRIVERS } from '../protocol/schemas.js';
+import type { DriverName } from '../protocol/types.js';
 import { Agent } from '../quorum-agent/agent.js';
 import { parseUidRange, type UidRange } from '../quorum-agent/sandbox/uids.js';
 import { TOKEN_ENV } from '../registry/credentials.js';
@@ -30,6 +32,19 @@ export function parseListen(value: string): { host: string; port: number } {
   if (!m || !Number.isInteger(port) || port < 0 || port > 65535)
     throw new CliError(`--listen expects HOST:PORT, e.g. 127.0.0.1:7070 (got "${value}")`, 2);
   return { host: m[1] || m[2] || '127.0.0.1', port };
+}
+
+/** `--drivers process,wasm`: the drivers a node offers (node records advertise them). */
+export function parseDrivers(value: string | undefined): DriverName[] | undefined {
+  if (value === undefined) return undefined;
+  const names = value
+    .split(',')
+    .map((d) => d.trim())
+    .filter(Boolean);
+  const bad = names.find((d) => !(DRIVERS as readonly string[]).includes(d));
+  if (bad !== undefined || names.length === 0)
+    throw new CliError(`--drivers expects a comma-separated list of ${DRIVERS.join(', ')} (got "${value}")`, 2);
+  return [...new Set(names)] as DriverName[];
 }
 
 export function parsePort(value: string | undefined, flag: string, fallback: number): number {
@@ -94,11 +109,14 @@ export async function agentCommand(
     allowUnsandboxed?: boolean;
     advertise?: string;
     ingressPort?: string;
+    drivers?: string;
+    wasmCache?: string;
     sshPort?: string;
     json?: boolean;
   },
 ): Promise<void> {
   const listen = parseListen(opts.listen ?? '127.0.0.1:7070');
+  const drivers = parseDrivers(opts.drivers);
   let uidRange: UidRange | undefined;
   try {
     uidRange = opts.uidRange ? parseUidRange(opts.uidRange) : undefined;
@@ -126,6 +144,8 @@ export async function agentCommand(
     ingressPort: parsePort(opts.ingressPort, '--ingress-port', 0),
     sshPort: parsePort(opts.sshPort, '--ssh-port', 0),
     machineId: machineId(),
+    drivers,
+    ...(opts.wasmCache ? { wasmCacheDir: opts.wasmCache } : {}),
   });
   try {
     await agent.start();

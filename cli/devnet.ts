@@ -38,6 +38,7 @@ export interface DevnetOptions {
   key?: string;
   acmeDirectory?: string;
   acmeCa?: string;
+  wasmCache?: string;
 }
 
 const DEMO_DIR = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
@@ -170,6 +171,9 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
         // Agents on one host need disjoint uid ranges, or two tenants could share a uid.
         '--uid-range',
         `${DEFAULT_UID_RANGE.first + i * DEFAULT_UID_RANGE.count}+${DEFAULT_UID_RANGE.count}`,
+        // One compile of a wasm app for the whole machine, not one per agent.
+        '--wasm-cache',
+        opts.wasmCache ?? join(dataDir, 'wasm-cache'),
         ...trustArgs,
       ];
       return new SupervisedDaemon(`agent-${i}`, args, {

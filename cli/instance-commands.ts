@@ -9,6 +9,7 @@ import { type Bundle, bundle } from './bundle.js';
 import { loadKey, resolveRpc } from './config.js';
 import { checkName, type GlobalOpts } from './names.js';
 import { CliError, mib, type Output, type Progress, progressBar, table } from './output.js';
+import { packWasmApp } from './wasm-pack.js';
 
 export type { GlobalOpts } from './names.js';
 
@@ -109,7 +110,7 @@ export async function createCommand(
   const rpc = client(g);
   const created = await rpc.call<{ instance: InstanceSpec; url: string }>({ method: 'POST', path: '/v1/instances', body: { json: body } });
   let deployed: DeployResult | undefined;
-  if (opts.from) deployed = await deployTo(rpc, name, opts.from, opts.cmd, out);
+  if (opts.from) deployed = await deployTo(rpc, name, opts.from, opts.cmd, out, true, created.instance.driver);
   out.result({ id: created.instance.id, name, url: created.url, instance: deployed?.instance ?? created.instance }, () =>
     [
       `created ${name} (${created.instance.id})`,
@@ -127,9 +128,21 @@ export interface DeployResult {
   quorum: { id: string; members: string[] };
 }
 
-/** Packs `path` to a temporary file within the agent's upload limit, with progress. */
-export async function packFor(rpc: RpcClient, path: string, progress: Progress): Promise<Bundle> {
+/**
+ * Packs `path` to a temporary file within the agent's upload limit, with progress; a wasm app is bundled
+ * into its one module first (cli/wasm-pack.ts).
+ */
+export async function packFor(
+  rpc: RpcClient,
+  path: string,
+  progress: Progress,
+  driver: InstanceSpec['driver'] = 'process',
+): Promise<Bundle> {
   const maxBytes = await uploadLimit(rpc);
+  if (driver === 'wasm') {
+    progress.update(`bundling ${path} as a wasm app`);
+    return packWasmApp(path, { maxBytes });
+  }
   return bundle(path, { maxBytes, onProgress: (bytes, files) => progress.update(`packing ${path}: ${files} files, ${mib(bytes)}`) });
 }
 
@@ -165,14 +178,18 @@ async function deployTo(
   cmd: string | undefined,
   out: Output,
   wait = true,
+  driver?: InstanceSpec['driver'],
 ): Promise<DeployResult> {
   const progress = out.progress(`packing ${path}`);
   let packed: Bundle | undefined;
   try {
-    packed = await packFor(rpc, path, progress);
+    // A wasm app is bundled here, where its imports resolve, into the one module the network compiles.
+    const kind = driver ?? (await rpc.call<InstanceStatus>({ method: 'GET', path: instancePath(name) })).instance.driver;
+    packed = await packFor(rpc, path, progress, kind);
     const result = await upload<DeployResult>(rpc, instancePath(name, '/code'), packed, cmd, progress);
     progress.update(`version ${result.instance.version} committed: held by ${result.artifact.holders.length} quorum members`);
-    if (wait) await waitForRollout(rpc, name, result.instance, (text) => progress.update(text));
+    // Compiling a wasm app to a component takes tens of seconds on each member the first time.
+    if (wait) await waitForRollout(rpc, name, result.instance, (text) => progress.update(text), kind === 'wasm' ? 300_000 : 60_000);
     progress.succeed(`deployed ${name} version ${result.instance.version}`);
     return result;
   } catch (err) {
@@ -181,6 +198,12 @@ async function deployTo(
   } finally {
     packed?.cleanup();
   }
+}
+
+/** Replicas an instance should have now: the autoscaler's decision within the bounds, else the minimum. */
+function wantedReplicas(s: InstanceStatus): number {
+  const { min, max } = s.instance.replicas;
+  return max > min && s.scale ? Math.min(max, Math.max(min, s.scale.desired)) : min;
 }
 
 /** Waits until every desired replica runs the new version and is healthy; says why when they are not. */
@@ -192,9 +215,9 @@ async function waitForRollout(
   timeoutMs = 60_000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const want = spec.state === 'running' ? spec.replicas.min : 0;
   for (;;) {
     const status = await rpc.call<InstanceStatus>({ method: 'GET', path: instancePath(name) });
+    const want = spec.state === 'running' ? wantedReplicas(status) : 0;
     const ready = status.replicas.filter((r) => r.version >= spec.version && r.healthy).length;
     const why = lastReason(status);
     update(`rolling out version ${spec.version}: ${ready}/${want} replicas healthy${why ? ` (${why})` : ''}`);
@@ -271,11 +294,18 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
       `${i.name} (${i.id})`,
       `  state:    ${i.state}${i.immutable ? ` (immutable: ownership revoked${governance})` : ''}`,
       `  version:  ${i.version === 0 ? '0 (nothing deployed yet)' : i.version}${i.artifact ? `  artifact sha256:${i.artifact.sha256.slice(0, 16)}…` : ''}`,
-      `  driver:   ${i.driver}  cmd: ${i.cmd || '(inferred from files)'}  port: ${i.port || '$PORT (3000 in a sandbox)'}`,
+      `  driver:   ${i.driver}${i.driver === 'process' ? `  cmd: ${i.cmd || '(inferred from files)'}  port: ${i.port || '$PORT (3000 in a sandbox)'}` : ''}`,
       `  quorum:   ${s.quorum ? `${s.quorum.id} [${s.quorum.members.join(', ')}]` : 'none yet'}`,
       `  urls:     ${(s.urls ?? s.routes).join('  ') || 'none'}`,
-      `  replicas: ${s.replicas.filter((r) => r.healthy).length} healthy of ${s.replicas.length} (want ${i.state === 'running' ? i.replicas.min : 0})`,
+      `  replicas: ${s.replicas.filter((r) => r.healthy).length} healthy of ${s.replicas.length} (want ${i.state === 'running' ? wantedReplicas(s) : 0}; bounds ${i.replicas.min}:${i.replicas.max})`,
     ];
+    if (i.replicas.max > i.replicas.min) {
+      const a = i.autoscale;
+      lines.push(
+        `  scaling:  target ${a?.target ?? 100} in flight per replica${i.replicas.min === 0 ? `, to zero after ${a?.idleSeconds ?? 30} s idle` : ''}` +
+          (s.scale ? `; now ${s.scale.desired}${s.scale.panic ? ' (panic)' : ''}: ${s.scale.reason}` : ''),
+      );
+    }
     for (const m of s.members ?? []) {
       const why = m.reason ? `: ${m.reason}` : '';
       const state = m.state

@@ -66,6 +66,7 @@ program
   .option('--registry-credentials <file>', 'etcd with auth: the admin credentials file of `allegra registry setup-auth`')
   .option('--base-domain <domain>', 'domain under which instances get their names', 'localhost')
   .option('--no-demo', 'do not deploy the demo app')
+  .option('--wasm-cache <dir>', 'compile cache of wasm apps shared by the agents (default <data>/wasm-cache)')
   .action(async (o) => (await import('./devnet.js')).devnetCommand({ ...o, key: globals().key }, out()));
 
 program
@@ -93,6 +94,8 @@ program
     [] as string[],
   )
   .option('--allow-unsandboxed', 'if this host cannot sandbox, run every instance unsandboxed (tenant code then runs as the agent)')
+  .option('--drivers <list>', 'drivers this node offers, comma-separated (process, wasm)', 'process,wasm')
+  .option('--wasm-cache <dir>', 'compile cache of wasm apps; agents on one machine may share one (default <data>/wasm/cache)')
   .option('--ssh-port <port>', 'SSH server for sessions inside this node’s replicas, on the listen host (0: any free port)', '0')
   .option('--log <file>', 'write logs to a file instead of stderr')
   .action(async (o) => (await import('./daemon-commands.js')).agentCommand({ ...o, json: globals().json }));
@@ -192,6 +195,16 @@ program
   .option('--no-wait', 'return once the route exists, without waiting for the certificate')
   .option('--timeout <seconds>', 'how long to wait for the certificate', '90')
   .action(async (name, o) => (await import('./expose-command.js')).exposeCommand(checkName(name), o, globals(), out()));
+
+program
+  .command('scale <name>')
+  .description('autoscaling bounds: the autoscaler keeps MIN..MAX replicas at TARGET requests in flight each; --min 0 sleeps when idle')
+  .requiredOption('--min <n>', 'fewest replicas (0: scale to zero after --idle seconds without traffic)')
+  .requiredOption('--max <n>', 'most replicas')
+  .option('--target <c>', 'requests in flight per replica to aim for (default 100)')
+  .option('--idle <seconds>', 'with --min 0: seconds without a request before the last replica stops (default 30)')
+  .option('--window <seconds>', 'stable window of the autoscaler (default 60; the panic window is a tenth of it)')
+  .action(async (name, o) => (await import('./scale-command.js')).scaleCommand(name, o, globals(), out()));
 
 for (const action of ['start', 'stop', 'delete'] as const) {
   program

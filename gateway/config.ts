@@ -29,6 +29,15 @@ const schema = z
       .partial()
       .strict(),
     readiness: z.object({ maxRegistryStalenessMs: ms }).partial().strict(),
+    activator: z
+      .object({
+        maxPerInstance: z.number().int().min(0).max(100_000),
+        maxTotal: z.number().int().min(0).max(1_000_000),
+        timeoutMs: ms,
+      })
+      .partial()
+      .strict(),
+    loadTickMs: z.number().int().min(100).max(60_000),
     healthCheck: z.union([
       z.literal(false),
       z

@@ -69,6 +69,8 @@ export class Forwarder {
   private readonly grpc: GrpcUpstreams;
   /** Requests being handled, for graceful drain. */
   active = 0;
+  /** Requests admitted per route key (instance id) since the load reporter last took them. */
+  private admittedSince = new Map<string, number>();
   draining = false;
   private idleWaiters: Array<() => void> = [];
 
@@ -147,8 +149,16 @@ export class Forwarder {
   /** The admit phase, for every transport: a request waits at most its queue timeout, never past its deadline. */
   admit(routeKey: string, client: string, policy: RequestPolicy, decide: Decision): QueuedAdmission | null {
     this.active++;
+    this.admittedSince.set(routeKey, (this.admittedSince.get(routeKey) ?? 0) + 1);
     const waitMs = Math.min(this.policy.queueTimeoutMs, policy.timeoutMs);
     return this.gate.acquire(routeKey, client, this.routeLimits(policy), waitMs, decide);
+  }
+
+  /** Admissions per route key since the last call (the autoscaler's requests per second). */
+  takeAdmitted(): Map<string, number> {
+    const taken = this.admittedSince;
+    this.admittedSince = new Map();
+    return taken;
   }
 
   reportOutcome(balancer: Balancer<Upstream>, id: string, outcome: 'ok' | 'error' | 'connect'): void {

@@ -85,6 +85,11 @@ export class NodeLink {
     });
   }
 
+  /** The gateway's lease (its records live under it), undefined while it is being re-granted. */
+  get leaseId(): string | undefined {
+    return this.lease?.id;
+  }
+
   /** Starts pinging a node while some replica of it is in use (reference-counted). */
   track(nodeId: string): void {
     const t = this.nodes.get(nodeId);

@@ -47,6 +47,8 @@ export interface RoutingEvents {
   isDown?: (endpoint: string) => boolean;
   /** This gateway's machine id: replicas of nodes on other machines are reached through their ingress. */
   localMachine?: string;
+  /** An instance went from no replica in rotation to at least one (the activator releases what it holds). */
+  onServable?: (instanceId: string) => void;
 }
 
 export class RoutingCore {
@@ -207,9 +209,11 @@ export class RoutingCore {
       this.knownOf.delete(instanceId);
     } else {
       const balancer = this.balancers.get(instanceId) ?? new Balancer<Upstream>();
+      const wasEmpty = balancer.size === 0;
       balancer.setEndpoints(upstreams);
       this.balancers.set(instanceId, balancer);
       this.knownOf.set(instanceId, candidates);
+      if (wasEmpty && balancer.size > 0) this.events.onServable?.(instanceId);
     }
     const after = new Set(candidates.map((u) => u.endpoint));
     for (const e of after) {

@@ -23,6 +23,7 @@ import type { CertManager } from '../cert/manager.js';
 import { keys } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
 import { accessLogFor } from './access-log.js';
+import { Activator, type ActivatorOptions } from './activator.js';
 import { createAdminApp, createFallbackApp } from './app.js';
 import { parseIngressEndpoint } from './dial.js';
 import { type ClientRequest, type ClientResponse, Forwarder, sendError } from './forwarder.js';
@@ -30,10 +31,11 @@ import { DEFAULT_H2_LIMITS, guardSession, type H2Limits, h2ServerSettings } from
 import { makeTrustCheck } from './headers.js';
 import { ActiveHealthChecker, type HealthCheckOptions } from './health.js';
 import { proxiedClient, sniffingAcceptor } from './listeners.js';
+import { LoadReporter } from './load-reporter.js';
 import { GatewayMetrics } from './metrics.js';
 import { NodeLink } from './node-link.js';
 import { PenaltyBox } from './penalty-box.js';
-import type { GatewayPolicy } from './policy.js';
+import { type GatewayPolicy, requestPolicy } from './policy.js';
 import { RoutingCore } from './routing.js';
 import { validateRequest } from './validate.js';
 import { UpgradeProxy } from './websocket.js';
@@ -105,6 +107,10 @@ export interface GatewayOptions {
     /** /readyz fails once the registry has not answered for this long (default 30 s). */
     maxRegistryStalenessMs?: number;
   };
+  /** Holding requests for instances scaled to zero while they wake (activator.ts). */
+  activator?: Partial<ActivatorOptions>;
+  /** Load signals for the autoscaler (load-reporter.ts): tick length. */
+  loadTickMs?: number;
 }
 
 export interface Gateway {
@@ -180,6 +186,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     },
   });
   const nodeOfEndpoint = (endpoint: string) => parseIngressEndpoint(endpoint)?.nodeId;
+  // Load signals for the autoscaler, and the activator that holds requests for sleeping instances.
+  const reporter: LoadReporter = new LoadReporter({
+    registry: opts.registry,
+    gatewayId: link.id,
+    leaseId: () => link.leaseId,
+    inFlight: () => forwarder.gate.entries(),
+    takeAdmitted: () => forwarder.takeAdmitted(),
+    held: () => activator.heldCounts(),
+    log,
+    tickMs: opts.loadTickMs,
+  });
+  const activator: Activator = new Activator(opts.activator ?? {}, metrics.registry, log, (instanceId) => reporter.heldChanged(instanceId));
   const core = new RoutingCore(
     opts.registry,
     {
@@ -199,6 +217,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         return (node !== undefined && link.isDown(node)) || (health?.isDown(endpoint) ?? false);
       },
       localMachine: opts.machineId,
+      // Deferred: the rebuild that made it servable finishes before held requests are forwarded.
+      onServable: (instanceId) => setImmediate(() => activator.release(instanceId)),
     },
     (host, reason) => log.warn({ host, reason }, 'route not served: its grants do not check out'),
   );
@@ -218,6 +238,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   }
   await link.start();
   await core.start();
+  reporter.start();
   opts.certs?.checkRoutesWith((record) => core.servedRoute(record));
 
   const isTrusted = makeTrustCheck(opts.trustedProxies ?? []);
@@ -287,6 +308,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (resolution.kind === 'ok') {
       const { ip, trusted } = clientAddress(req.socket);
       return forwarder.forward(req, res, resolution, v, proto, ip, trusted);
+    }
+    if (resolution.kind === 'no-replica' && activator.wouldHold(resolution.route, core.view.instance(resolution.route.instanceName))) {
+      // Scaled to zero: hold the request while the instance wakes, then forward it like any other.
+      const requestId = (req.headers['x-request-id'] as string | undefined) ?? crypto.randomUUID();
+      const { timeoutMs } = requestPolicy(forwarder.policy, resolution.route.policy);
+      return activator.hold(resolution.route, req, res, timeoutMs, requestId, () => {
+        const now = core.resolve(host);
+        if (now.kind !== 'ok') return 'no-replica';
+        const { ip, trusted } = clientAddress(req.socket);
+        if (!now.balancer.endpoints.some((u) => forwarder.load.hasRoom(u.id, ip, forwarder.caps))) return 'full';
+        forwarder.forward(req, res, now, v, proto, ip, trusted);
+        return 'forwarded';
+      });
     }
     if (resolution.kind === 'no-replica') {
       metrics.count(resolution.route.instanceName, 503);
@@ -441,6 +475,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     stop: () => {
       stopped ??= (async () => {
         forwarder.draining = true;
+        reporter.stop();
+        activator.close();
         const closing = Promise.all([
           closeServer(front),
           closeServer(front === h1 ? null : h1),

@@ -27,7 +27,10 @@ export const PREFIX = {
   state: 'state/',
   history: 'history/',
   usage: 'usage/',
+  /** Gateways' load signals per instance, under each gateway's lease. */
   load: 'load/',
+  /** The elected autoscaler's decisions: desired replicas per instance. */
+  scale: 'scale/',
   /** Pending governance proposals of revoked instances (agents). */
   governance: 'governance/',
 } as const;
@@ -51,6 +54,9 @@ export const keys = {
   certLock: (host: string) => `${PREFIX.certLocks}${host}`,
   instanceStatusOf: (instanceId: string) => `${PREFIX.instanceStatus}${instanceId}/`,
   instanceStatus: (instanceId: string, nodeId: string) => `${PREFIX.instanceStatus}${instanceId}/${nodeId}`,
+  loadOf: (instanceId: string) => `${PREFIX.load}${instanceId}/`,
+  load: (instanceId: string, gatewayId: string) => `${PREFIX.load}${instanceId}/${gatewayId}`,
+  scale: (instanceId: string) => `${PREFIX.scale}${instanceId}`,
   /** Everything of one instance's history: the head `{seq, hash}` and the records under `r/`. */
   historyOf: (instanceId: string) => `${PREFIX.history}${instanceId}/`,
   historyHead: (instanceId: string) => `${PREFIX.history}${instanceId}/head`,

@@ -43,6 +43,7 @@ export const GRANTS: Readonly<Record<LimitedRole, readonly Grant[]>> = {
     rw(PREFIX.history),
     rw(PREFIX.usage),
     r(PREFIX.load),
+    rw(PREFIX.scale),
     rw(PREFIX.governance),
   ],
   gateway: [
@@ -57,6 +58,7 @@ export const GRANTS: Readonly<Record<LimitedRole, readonly Grant[]>> = {
     r(PREFIX.instanceStatus),
     r(PREFIX.history),
     rw(PREFIX.load),
+    r(PREFIX.scale),
   ],
 };
 

@@ -49,6 +49,36 @@ export function effectiveLimits(
   };
 }
 
+export const DRIVERS = ['process', 'wasm', 'vm'] as const;
+const driverName = z.enum(DRIVERS);
+
+/** Bounds and defaults of autoscaling (`allegra scale`): Knative's concurrency target and window by default. */
+export const AUTOSCALE = {
+  target: { min: 1, max: 10_000, default: 100 },
+  idleSeconds: { min: 1, max: 86_400, default: 30 },
+  windowSeconds: { min: 6, max: 3_600, default: 60 },
+} as const;
+
+export const autoscaleSettings = z
+  .object({
+    target: z.number().int().min(AUTOSCALE.target.min).max(AUTOSCALE.target.max),
+    idleSeconds: z.number().int().min(AUTOSCALE.idleSeconds.min).max(AUTOSCALE.idleSeconds.max),
+    windowSeconds: z.number().int().min(AUTOSCALE.windowSeconds.min).max(AUTOSCALE.windowSeconds.max).optional(),
+  })
+  .strict();
+
+/** `POST /v1/instances/:name/scale`: the replica bounds and, optionally, the autoscaler's settings. */
+export const scaleRequest = z
+  .object({
+    min: z.number().int().min(0).max(64),
+    max: z.number().int().min(1).max(64),
+    target: autoscaleSettings.shape.target.optional(),
+    idleSeconds: autoscaleSettings.shape.idleSeconds.optional(),
+    windowSeconds: z.number().int().min(AUTOSCALE.windowSeconds.min).max(AUTOSCALE.windowSeconds.max).optional(),
+  })
+  .strict()
+  .refine((r) => r.min <= r.max, 'min must not exceed max');
+
 export const routePolicy = z.object({
   maxBodyBytes: z.number().int().min(0).optional(),
   timeoutMs: z.number().int().min(1).optional(),
@@ -66,7 +96,7 @@ export const routePolicy = z.object({
 
 export const createInstanceRequest = z.object({
   name: instanceName,
-  driver: z.enum(['process', 'wasm', 'vm']).default('process'),
+  driver: driverName.default('process'),
   cmd: z.string().max(4096).default(''),
   port: z.number().int().min(0).max(65535).default(0),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
@@ -103,6 +133,7 @@ export const nodeRecord = z.object({
     .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/)
     .optional(),
   machine: z.string().max(128).optional(),
+  drivers: z.array(driverName).max(DRIVERS.length).optional(),
   ssh: z
     .string()
     .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/)
@@ -129,11 +160,12 @@ export const instanceSpec = z.object({
   name: instanceName,
   owner: hexKey,
   authorized: z.array(hexKey),
-  driver: z.enum(['process', 'wasm', 'vm']),
+  driver: driverName,
   cmd: z.string(),
   port: z.number().int(),
   env: z.record(z.string(), z.string()),
   replicas: z.object({ min: z.number().int(), max: z.number().int() }),
+  autoscale: autoscaleSettings.optional(),
   limits: replicaLimits.optional(),
   artifact: artifactRef.nullable(),
   state: z.enum(['running', 'stopped']),
@@ -192,6 +224,40 @@ export const instanceStatusRecord = z.object({
       quotaKeys: z.number(),
     })
     .optional(),
+  updatedAt: z.number(),
+  replicas: z
+    .array(
+      z.object({
+        slot: z.number().int().min(0),
+        healthy: z.boolean(),
+        inFlight: z.number().min(0).optional(),
+        queued: z.number().min(0).optional(),
+        requests: z.number().min(0).optional(),
+        memoryBytes: z.number().min(0).optional(),
+      }),
+    )
+    .max(64)
+    .optional(),
+});
+
+export const scaleRecord = z.object({
+  instanceId: z.string().min(1),
+  desired: z.number().int().min(0).max(64),
+  panic: z.boolean(),
+  stableConcurrency: z.number().min(0),
+  panicConcurrency: z.number().min(0),
+  reason: z.string().max(300),
+  updatedAt: z.number(),
+});
+
+/** Gateways write these: readers bound every figure so one gateway cannot ask for absurd capacity. */
+export const loadRecord = z.object({
+  instanceId: z.string().min(1).max(128),
+  gateway: z.string().min(1).max(128),
+  concurrency: z.number().min(0).max(1_000_000),
+  held: z.number().int().min(0).max(1_000_000),
+  rps: z.number().min(0).max(10_000_000),
+  windowMs: z.number().min(0).max(60_000),
   updatedAt: z.number(),
 });
 

@@ -23,6 +23,8 @@ export interface NodeRecord {
   ingress?: string;
   /** Identifies the machine: gateways on the same machine reach replicas through their local sockets. */
   machine?: string;
+  /** The drivers the node runs replicas with; absent: `process` only (nodes from before drivers were a map). */
+  drivers?: DriverName[];
   /** `host:port` of the node's SSH server (sessions inside the replicas it runs); its host key is `publicKey`. */
   ssh?: string;
 }
@@ -84,6 +86,8 @@ export interface InstanceSpec {
   port: number;
   env: Record<string, string>;
   replicas: { min: number; max: number };
+  /** Autoscaling settings (`allegra scale`); the autoscaler runs an instance whose replicas.max exceeds its min. */
+  autoscale?: AutoscaleSettings;
   /** Resource limits of each replica's sandbox; absent fields take the network defaults (`REPLICA_LIMITS`). */
   limits?: ReplicaLimits;
   artifact: ArtifactRef | null;
@@ -101,6 +105,46 @@ export interface InstanceSpec {
   updatedAt: number;
   /** The owner's signed create request: the id derives from it and readers check owner and name against it. */
   createGrant?: Grant;
+}
+
+/** How the autoscaler treats an instance (`allegra scale NAME --min N --max M [--target C] [--idle SECONDS]`). */
+export interface AutoscaleSettings {
+  /** Requests in flight per replica the autoscaler aims for (Knative's concurrency target; it plans at 70 % of it). */
+  target: number;
+  /** With replicas.min 0: seconds without a request before the last replica stops (and the gateway holds the next). */
+  idleSeconds: number;
+  /** Stable window in seconds (Knative's 60 by default); the panic window is a tenth of it. */
+  windowSeconds?: number;
+}
+
+/** The autoscaler's decision for one instance (`scale/<instanceId>`), written by the elected autoscaler only. */
+export interface ScaleRecord {
+  instanceId: string;
+  /** Replicas the instance should run now, within its replicas.min..max. */
+  desired: number;
+  /** Panic mode: the short window saw at least twice what the running replicas are meant for; no scale-down. */
+  panic: boolean;
+  /** Average concurrency over the stable and the panic window when decided. */
+  stableConcurrency: number;
+  panicConcurrency: number;
+  /** One line: why this count (for `allegra status`). */
+  reason: string;
+  updatedAt: number;
+}
+
+/** One gateway's load signal for one instance (`load/<instanceId>/<gatewayId>`, under the gateway's lease). */
+export interface LoadRecord {
+  instanceId: string;
+  gateway: string;
+  /** Requests in flight (admitted or queued at the route gate), averaged over the last tick. */
+  concurrency: number;
+  /** Requests the gateway holds for an instance with no replica (the activator's wake-up signal). */
+  held: number;
+  /** Requests per second over the last tick. */
+  rps: number;
+  /** Length of that tick in ms. */
+  windowMs: number;
+  updatedAt: number;
 }
 
 /** M of N keys that may still change a revoked instance, all signing the same proposal. */
@@ -157,6 +201,18 @@ export interface InstanceStatusRecord {
     quotaKeys: number;
   };
   updatedAt: number;
+  /** The member's replicas of the instance and what each reports about its own load (drivers that can tell). */
+  replicas?: ReplicaFigureRecord[];
+}
+
+/** What an agent reports about one replica's load (wasm replicas: their queue inside the host). */
+export interface ReplicaFigureRecord {
+  slot: number;
+  healthy: boolean;
+  inFlight?: number;
+  queued?: number;
+  requests?: number;
+  memoryBytes?: number;
 }
 
 /** The cookie gateways set for `allegra create --sticky cookie`. */
@@ -249,6 +305,8 @@ export interface InstanceStatus {
   routes: string[];
   /** What each quorum member reports about the instance's code. */
   members: InstanceStatusRecord[];
+  /** The autoscaler's latest decision, for an autoscaled instance. */
+  scale?: ScaleRecord | null;
   /** Where the instance answers: one URL per route (https for exposed ones), with the gateways' ports. */
   urls?: string[];
 }

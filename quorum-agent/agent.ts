@@ -12,17 +12,30 @@ import { identityCert } from '../protocol/identity-cert.js';
 import { keys, PREFIX } from '../protocol/keys.js';
 import { type RecordSignature, signRecord } from '../protocol/records.js';
 import type { Lease, Registry } from '../protocol/registry.js';
+import { scaleRecord } from '../protocol/schemas.js';
 import { RequestVerifier } from '../protocol/signing.js';
 import { type Attestation, specHash } from '../protocol/spec-hash.js';
-import type { ArtifactRef, InstanceSpec, InstanceStatusRecord, NodeRecord, ReplicaRecord } from '../protocol/types.js';
+import type {
+  ArtifactRef,
+  DriverName,
+  InstanceSpec,
+  InstanceStatusRecord,
+  NodeRecord,
+  ReplicaRecord,
+  ScaleRecord,
+} from '../protocol/types.js';
 import { ClusterView } from '../registry/cluster-view.js';
+import { jsonRecord, Mirror } from '../registry/mirror.js';
+import { desiredReplicas, eligibleMembers } from '../router/scale.js';
 import { assignSlots } from '../router/slots.js';
 import { type ArtifactLimits, DEFAULT_ARTIFACT_LIMITS } from './artifacts.js';
+import { Autoscaler } from './autoscaler.js';
 import { BlobStore } from './blobs.js';
 import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
-import type { Driver } from './drivers/driver.js';
-import { openProcessDriver, type ProcessDriver } from './drivers/process.js';
+import { openProcessDriver } from './drivers/process.js';
+import { DriverSet } from './drivers/set.js';
+import { WasmDriver } from './drivers/wasm.js';
 import { Governance } from './governance.js';
 import { HistoryWriter } from './history.js';
 import { loadOrCreateIdentity, type NodeIdentity } from './identity.js';
@@ -40,6 +53,7 @@ import { SshServer } from './ssh/server.js';
 import { STATE_PORT, StateService } from './state/service.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
 import { UsageMeter } from './usage/meter.js';
+import { metered } from './usage/metered-driver.js';
 
 /** Largest compressed artifact a deploy may upload (documented in README; the CLI checks it before uploading). */
 export const DEFAULT_MAX_ARTIFACT_BYTES = 256 * 1024 * 1024;
@@ -74,7 +88,15 @@ export interface AgentOptions {
   dnsResolver?: string;
   /** Who may run unsandboxed when the host cannot sandbox, and the uids replicas get. */
   sandbox?: SandboxPolicyOptions & { uidRange?: UidRange };
+  /** The drivers this node offers (default: process and wasm); node records advertise them. */
+  drivers?: DriverName[];
+  /** The wasm driver's compile cache; agents on one machine may share one (default `<data>/wasm/cache`). */
+  wasmCacheDir?: string;
+  /** The wasm host's Node binary (tests on the current LTS) and spare workers. */
+  wasmHost?: { execPath?: string; spareWorkers?: number };
 }
+
+export const DEFAULT_DRIVERS: readonly DriverName[] = ['process', 'wasm'];
 
 export class Agent {
   readonly identity: NodeIdentity;
@@ -84,6 +106,7 @@ export class Agent {
   private readonly service: InstanceService;
   private readonly governance: Governance;
   private controller: Controller | null = null;
+  private autoscaler: Autoscaler | null = null;
   private server: ServerType | null = null;
   private lease: Lease | null = null;
   private record: NodeRecord | null = null;
@@ -105,9 +128,11 @@ export class Agent {
   private readonly reported = new Map<string, { prepare?: PrepareStatus; published?: string }>();
   private ssh: SshServer | null = null;
   private readonly meter: UsageMeter;
-  /** Set in start(), once the host's sandboxing support is known. */
-  private driver: ProcessDriver | null = null;
+  /** Filled in start(), once the host's sandboxing support is known. */
+  private readonly drivers = new DriverSet();
   private sandboxSupport: SandboxSupport | null = null;
+  /** The elected autoscaler's decisions (`scale/`): how many replicas each autoscaled instance runs. */
+  private readonly scale: Mirror<ScaleRecord>;
 
   constructor(private readonly opts: AgentOptions) {
     this.identity = loadOrCreateIdentity(opts.dataDir);
@@ -141,6 +166,7 @@ export class Agent {
       () => this.reconcilePass(),
       (err) => this.opts.log.error({ err }, 'reconcile failed'),
     );
+    this.scale = new Mirror(opts.registry, PREFIX.scale, jsonRecord(scaleRecord));
     this.meter = new UsageMeter({
       registry: opts.registry,
       keyPair: this.identity.keyPair,
@@ -148,15 +174,9 @@ export class Agent {
       dataDir: opts.dataDir,
       log: opts.log,
     });
-    const driver: Driver = {
-      name: 'process',
-      // Every replica is reached through a counting relay: what this node served is what it can sign for.
-      start: async (launch) => this.meter.wrap(launch, await this.processDriver().start(launch)),
-      destroy: (instanceId) => this.processDriver().destroy(instanceId),
-    };
     this.supervisor = new Supervisor({
       nodeId: this.identity.id,
-      driver,
+      drivers: this.drivers,
       log: opts.log,
       healthIntervalMs: opts.healthIntervalMs ?? 1_000,
       report: (key, record) => void this.publishReplica(key, record),
@@ -167,26 +187,43 @@ export class Agent {
     return this.identity.id;
   }
 
-  private processDriver(): ProcessDriver {
-    if (!this.driver) throw new Error('agent not started');
-    return this.driver;
-  }
-
   /** What the host offers for sandboxing (known after start). */
   get sandbox(): SandboxSupport | null {
     return this.sandboxSupport;
   }
 
-  private async setUpSandbox(): Promise<void> {
+  /** Builds the drivers this node offers: `process` (sandboxed where the host can) and `wasm`. */
+  private async setUpDrivers(): Promise<void> {
+    const offered = new Set(this.opts.drivers ?? DEFAULT_DRIVERS);
     const { driver, support, hosted } = await openProcessDriver({
       dataDir: this.opts.dataDir,
       nodeId: this.identity.id,
       policy: this.opts.sandbox ?? {},
       log: this.opts.log,
     });
-    this.driver = driver;
     this.sandboxSupport = support;
     for (const id of hosted) if (!this.known.has(id)) this.known.set(id, null);
+    // The process driver always cleans up after instances of earlier runs, even where it is not offered.
+    // Every replica is reached through a counting relay: what this node served is what it can sign for.
+    if (offered.has('process')) this.drivers.add(metered(driver, this.meter));
+    else await driver.close();
+    if (offered.has('wasm')) {
+      const dir = join(this.opts.dataDir, 'wasm');
+      this.drivers.add(
+        metered(
+          new WasmDriver({
+            dataDir: dir,
+            cacheDir: this.opts.wasmCacheDir ?? join(dir, 'cache'),
+            log: this.opts.log.child({ driver: 'wasm' }),
+            hostExecPath: this.opts.wasmHost?.execPath,
+            spareWorkers: this.opts.wasmHost?.spareWorkers,
+          }),
+          this.meter,
+        ),
+      );
+    }
+    if (offered.has('vm')) this.opts.log.warn('the vm driver is not built yet; this node does not offer it');
+    this.opts.log.info({ drivers: this.drivers.names() }, 'drivers');
   }
 
   /** `host:port` of the SSH server (known after start). */
@@ -235,7 +272,8 @@ export class Agent {
       this.server.once('error', reject);
     });
     await this.view.start();
-    await this.setUpSandbox();
+    await this.scale.start();
+    await this.setUpDrivers();
     const advertised = this.opts.advertise ?? host;
     if (/^(0\.0\.0\.0|::|\[::\])$/.test(advertised))
       throw new Error(`listening on ${host} needs --advertise HOST: the address other machines reach this node at`);
@@ -268,7 +306,9 @@ export class Agent {
         const quorum = this.view.quorumOf(instanceId);
         const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
         if (!quorum || !spec) return undefined;
-        return assignSlots(instanceId, quorum.members, spec.replicas.min).find((s) => s.slot === slot)?.nodeId;
+        const eligible = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
+        return assignSlots(instanceId, eligible, desiredReplicas(spec, this.scale.get(keys.scale(spec.id)))).find((s) => s.slot === slot)
+          ?.nodeId;
       },
       record: async (instanceId, entry) => (await this.service.history.appendAlone(instanceId, entry).catch(() => null)) !== null,
     });
@@ -284,14 +324,26 @@ export class Agent {
       ingress: `${bracketed}:${ingressPort}`,
       ssh: `${bracketed}:${sshPort}`,
       ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
+      drivers: this.drivers.names(),
     };
     await this.announce();
     this.controller = new Controller(this.opts.registry, this.view, this.identity.id, () => this.lease?.id ?? '', log);
     this.controller.start();
+    this.autoscaler = new Autoscaler({
+      registry: this.opts.registry,
+      view: this.view,
+      nodeId: this.identity.id,
+      leaseId: () => this.lease?.id ?? '',
+      log,
+    });
+    this.autoscaler.start();
+    this.figuresTimer = setInterval(() => this.publishFigures(), 1_000);
+    this.figuresTimer.unref();
     this.view.onChange(() => {
       this.reconcile();
       this.ssh?.recheck();
     });
+    this.scale.onChange(() => this.reconcile());
     this.reconcile();
     this.meter.start();
     this.gcTimer = setInterval(() => void this.collectGarbageWithProposals(), 30_000);
@@ -319,6 +371,7 @@ export class Agent {
           for (const entry of this.reported.values()) entry.published = undefined;
           this.publishStateStatus();
           this.controller?.kick();
+          this.autoscaler?.kick();
         } catch {
           setTimeout(() => void retry(), 500).unref();
         }
@@ -333,8 +386,26 @@ export class Agent {
     await this.opts.registry.put(keys.node(this.identity.id), JSON.stringify(this.record), { lease: this.lease.id });
   }
 
-  private async publishReplica(key: { instanceId: string; slot: number }, record: ReplicaRecord | null): Promise<void> {
+  /** The write in progress per replica key: writes of one key are applied in order, never overtaking each other. */
+  private readonly replicaWrites = new Map<string, Promise<void>>();
+
+  /**
+   * Publishes (or deletes) one replica's record. Writes of the same key are chained: a delete issued after a
+   * put must not land first and leave a record of a stopped replica behind (the autoscaler stops replicas
+   * seconds after starting them, so the two often follow each other closely).
+   */
+  private publishReplica(key: { instanceId: string; slot: number }, record: ReplicaRecord | null): Promise<void> {
     const k = keys.replica(key.instanceId, this.identity.id, key.slot);
+    const previous = this.replicaWrites.get(k) ?? Promise.resolve();
+    const next = previous.then(() => this.writeReplica(k, key, record));
+    this.replicaWrites.set(k, next);
+    void next.finally(() => {
+      if (this.replicaWrites.get(k) === next) this.replicaWrites.delete(k);
+    });
+    return next;
+  }
+
+  private async writeReplica(k: string, key: { instanceId: string; slot: number }, record: ReplicaRecord | null): Promise<void> {
     try {
       if (record) {
         // A replica record of a deleted instance must not come back: write only while the instance exists.
@@ -396,24 +467,31 @@ export class Agent {
   private async reconcilePass(): Promise<void> {
     const desired: DesiredReplica[] = [];
     const present = new Set<string>();
-    const members = new Set<string>();
+    const counts = new Map<string, number>();
+    /** Instances this node is a quorum member of (it keeps a copy of their state). */
+    const memberOf = new Set<string>();
     for (const spec of this.view.instances.values()) {
       present.add(spec.id);
       this.known.set(spec.id, spec.artifact?.sha256 ?? null);
       const quorum = this.view.quorumOf(spec.id);
       if (!quorum?.members.includes(this.identity.id)) continue;
       // Every member keeps a verified copy of the instance's state, running or not, replica here or not.
-      members.add(spec.id);
+      memberOf.add(spec.id);
       const stateServed = this.state.ready(spec.id);
       if (spec.state !== 'running') continue;
-      const mine = assignSlots(spec.id, quorum.members, spec.replicas.min).filter((s) => s.nodeId === this.identity.id);
+      // Slots go to the members that offer the instance's driver; the autoscaler decides how many there are.
+      const eligible = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
+      const count = desiredReplicas(spec, this.scale.get(keys.scale(spec.id)));
+      counts.set(spec.id, count);
+      const mine = assignSlots(spec.id, eligible, count).filter((s) => s.nodeId === this.identity.id);
       if (mine.length === 0) continue;
       // Never waits: an artifact still being fetched or unpacked (or refused) holds up only its own instance.
       const workDir = this.preparer.ready(spec);
       // Replicas start once their state API answers (it is started above, and a pass follows when it is up).
       if (!workDir || !stateServed) continue;
-      const cmd = spec.cmd || inferCommand(workDir);
-      if (!cmd) {
+      // Only processes have a command; a wasm app's entry is found in its files when it is compiled.
+      const cmd = spec.driver === 'process' ? spec.cmd || inferCommand(workDir) : spec.cmd;
+      if (spec.driver === 'process' && !cmd) {
         this.opts.log.warn({ instance: spec.name }, 'instance has no command and none could be inferred from its files');
         continue;
       }
@@ -423,6 +501,7 @@ export class Agent {
           instanceName: spec.name,
           slot,
           version: spec.version,
+          driver: spec.driver,
           attest: { artifact: spec.artifact?.sha256 ?? null, specHash: specHash(spec) },
           launch: {
             instanceId: spec.id,
@@ -430,7 +509,8 @@ export class Agent {
             owner: spec.owner,
             slot,
             workDir,
-            cmd,
+            ...(spec.artifact ? { artifact: spec.artifact.sha256 } : {}),
+            cmd: cmd ?? '',
             env: spec.env,
             listenPort: spec.port,
             limits: spec.limits,
@@ -443,9 +523,9 @@ export class Agent {
       }
     }
     const stillRunning = new Set([...this.view.instances.values()].filter((s) => s.state === 'running').map((s) => s.id));
-    this.supervisor.reconcile(desired, stillRunning);
+    this.supervisor.reconcile(desired, stillRunning, counts);
     this.destroyDeleted(present);
-    for (const id of this.state.held()) if (!members.has(id)) void this.state.forget(id);
+    for (const id of this.state.held()) if (!memberOf.has(id)) void this.state.forget(id);
     if (this.record && this.record.load !== this.supervisor.count) await this.putNodeRecord().catch(() => {});
   }
 
@@ -461,7 +541,7 @@ export class Agent {
       void (async () => {
         try {
           if (!(await this.supervisor.drained(id))) return;
-          await this.processDriver().destroy(id);
+          await this.drivers.destroy(id);
           this.known.delete(id);
           this.preparer.forget(id);
           rmSync(join(this.opts.dataDir, 'logs', id), { recursive: true, force: true });
@@ -510,7 +590,18 @@ export class Agent {
     }
   }
 
-  /** Publishes this member's view of an instance (its code's phase and reason) for `allegra status`. */
+  private figuresTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * Replica-level load figures beside the gateways' signals: what replicas report about themselves (a wasm
+   * replica's queue in its host), in this member's instance status (publishMember writes only changes).
+   */
+  private publishFigures(): void {
+    if (this.stopping) return;
+    for (const [instanceId, list] of this.supervisor.figures())
+      if (list.some((f) => f.inFlight !== undefined)) void this.publishMember(instanceId);
+  }
+
   private async publishStatus(spec: InstanceSpec, status: PrepareStatus): Promise<void> {
     const entry = this.reported.get(spec.id) ?? {};
     entry.prepare = status;
@@ -531,6 +622,7 @@ export class Agent {
     this.reported.set(instanceId, entry);
     const prepare = entry.prepare ?? this.preparer.status(instanceId);
     const state = await this.state.status(instanceId);
+    const replicas = this.supervisor.figures().get(instanceId);
     const record: InstanceStatusRecord = {
       instanceId,
       nodeId: this.identity.id,
@@ -541,6 +633,7 @@ export class Agent {
       ...(prepare?.retryAt ? { retryAt: prepare.retryAt } : {}),
       ...(state ? { state: { ...state, quotaBytes: this.state.quota.maxBytes, quotaKeys: this.state.quota.maxKeys } } : {}),
       updatedAt: Date.now(),
+      ...(replicas ? { replicas: replicas.slice(0, 64) } : {}),
     };
     const { updatedAt: _t, ...fingerprint } = record;
     const text = JSON.stringify(fingerprint);
@@ -600,15 +693,20 @@ export class Agent {
     this.reconciler.stop();
     this.preparer.stop();
     if (this.gcTimer) clearInterval(this.gcTimer);
+    if (this.figuresTimer) clearInterval(this.figuresTimer);
     this.controller?.stop();
+    this.autoscaler?.stop();
     await this.ssh?.stop();
     await this.supervisor.stopAll();
     await this.state.close();
     if (this.statusTimer) clearInterval(this.statusTimer);
     await this.meter.stop().catch((err) => this.opts.log.warn({ err }, 'could not write the last usage records'));
     await this.ingress?.stop();
-    await this.driver?.close().catch((err) => this.opts.log.warn({ err }, 'could not remove the replica cgroup scope'));
+    await this.drivers
+      .close()
+      .catch((err) => this.opts.log.warn({ err }, 'could not release the drivers (replica cgroup scope, wasm host)'));
     this.view.close();
+    this.scale.close();
     try {
       await this.lease?.revoke();
     } catch {

@@ -10,6 +10,7 @@ import type { HistoryEntry } from '../protocol/history.js';
 import { keys, PREFIX } from '../protocol/keys.js';
 import type { Compare, Op, Registry } from '../protocol/registry.js';
 import {
+  AUTOSCALE,
   type authRequest,
   type CreateInstanceRequest,
   certRecord,
@@ -21,6 +22,8 @@ import {
   replicaRecord,
   type revokeRequest,
   routeRecord,
+  scaleRecord,
+  type scaleRequest,
 } from '../protocol/schemas.js';
 import type { SignedEnvelope } from '../protocol/signing.js';
 import { type DomainVerifier, domainToken } from './domains.js';
@@ -28,11 +31,13 @@ import { DEFAULT_APP_PORT } from './drivers/process.js';
 import type { HistoryWriter } from './history.js';
 
 type ExposeRequest = z.infer<typeof exposeRequest>;
+type ScaleRequest = z.infer<typeof scaleRequest>;
 type AuthRequest = z.infer<typeof authRequest>;
 type RevokeRequest = z.infer<typeof revokeRequest>;
 
 import {
   type ArtifactRef,
+  type AutoscaleSettings,
   type CertStatusRecord,
   type InstanceSpec,
   type InstanceStatus,
@@ -43,6 +48,7 @@ import {
   type RouteRecord,
 } from '../protocol/types.js';
 import type { ClusterView } from '../registry/cluster-view.js';
+import { offersDriver } from '../router/scale.js';
 
 function isExposeGrant(g: Grant): boolean {
   return g.envelope.path.split('?')[0]?.endsWith('/expose') === true;
@@ -111,8 +117,13 @@ export class InstanceService {
       },
       now,
     );
-    if (spec.driver !== 'process')
-      throw new AllegraError('bad_request', `driver "${spec.driver}" is not available on this network yet; use --driver process`);
+    // Placement sends replicas only to members that offer the driver: refuse what no node offers at all.
+    const offering = [...this.view.nodes.values()].filter((n) => offersDriver(n, spec.driver));
+    if (offering.length === 0)
+      throw new AllegraError(
+        'bad_request',
+        `no node of this network offers the ${spec.driver} driver (nodes offer: ${[...new Set([...this.view.nodes.values()].flatMap((n) => n.drivers ?? ['process']))].sort().join(', ') || 'none'})`,
+      );
     const host = `${req.name}.${network.baseDomain}`;
     const route: RouteRecord = { host, instanceId: spec.id, instanceName: spec.name, kind: 'network', createdAt: now, grants: [grant] };
     // The instance, its network route and the first record of its history are created together or not at all.
@@ -241,6 +252,25 @@ export class InstanceService {
     return this.commit(name, (s) => mayManageKeys(s, signer), {
       next: (s) => ({ ...s, immutable: true, revokedAt: Date.now(), ...(req.governance ? { governance: req.governance } : {}) }),
       entry: () => ({ op: 'revoke', author: signer, request, detail: { governance: req.governance ?? null } }),
+    });
+  }
+
+  /**
+   * `allegra scale`: the replica bounds, and the autoscaler's target and idle time (kept from before, else
+   * the network defaults, when not given). With min below max the elected autoscaler decides the count.
+   */
+  scale(name: string, signer: string, req: ScaleRequest, request: Grant): Promise<InstanceSpec> {
+    return this.update(name, signer, {
+      next: (spec) => {
+        const autoscale: AutoscaleSettings = {
+          target: req.target ?? spec.autoscale?.target ?? AUTOSCALE.target.default,
+          idleSeconds: req.idleSeconds ?? spec.autoscale?.idleSeconds ?? AUTOSCALE.idleSeconds.default,
+        };
+        const windowSeconds = req.windowSeconds ?? spec.autoscale?.windowSeconds;
+        if (windowSeconds !== undefined) autoscale.windowSeconds = windowSeconds;
+        return { ...spec, replicas: { min: req.min, max: req.max }, autoscale };
+      },
+      entry: (_s, n) => ({ op: 'scale', author: signer, request, detail: { replicas: n.replicas, autoscale: n.autoscale } }),
     });
   }
 
@@ -409,6 +439,7 @@ export class InstanceService {
       ...routes.map((host) => ({ type: 'delete', key: keys.route(host) }) as Op),
       { type: 'deletePrefix', prefix: keys.replicasOf(spec.id) },
       { type: 'deletePrefix', prefix: keys.instanceStatusOf(spec.id) },
+      { type: 'delete', key: keys.scale(spec.id) },
       // The instance's app state goes with it.
       { type: 'deletePrefix', prefix: `${PREFIX.state}${spec.id}/` },
       // The history is kept with the instance and goes with it (usage records stay: they are what was served).
@@ -468,6 +499,7 @@ export class InstanceService {
       routes: routes.map((r) => r.host),
       members,
       urls: routes.map((r) => urlOf(r.host, r.tls !== undefined, network)),
+      scale: parseRecord(scaleRecord, (await this.registry.get(keys.scale(spec.id)))?.value) ?? null,
     };
   }
 

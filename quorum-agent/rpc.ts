@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AllegraError } from '../protocol/errors.js';
 import type { Grant } from '../protocol/grants.js';
-import { createInstanceRequest, exposeRequest } from '../protocol/schemas.js';
+import { createInstanceRequest, exposeRequest, scaleRequest } from '../protocol/schemas.js';
 import type { RequestVerifier, SignedEnvelope } from '../protocol/signing.js';
 import type { ClusterView } from '../registry/cluster-view.js';
 import { type ArtifactLimits, ArtifactRefused, inspectArtifact } from './artifacts.js';
@@ -135,6 +135,11 @@ export function createRpcApp(deps: RpcDeps): Hono {
       return c.json({ instance: spec, changed });
     });
   }
+
+  app.post('/v1/instances/:name/scale', async (c) => {
+    const { signer, body, grant } = await signedJson(c);
+    return c.json({ instance: await service.scale(c.req.param('name'), signer, parseWith(scaleRequest, body), grant) });
+  });
 
   app.post('/v1/instances/:name/expose', async (c) => {
     const { signer, body, grant } = await signedJson(c);

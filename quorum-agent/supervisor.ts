@@ -6,14 +6,17 @@
  * leave a slot without a replica.
  */
 import type { Logger } from 'pino';
-import type { ReplicaRecord } from '../protocol/types.js';
-import { type Driver, type ExitInfo, type ReplicaHandle, type ReplicaLaunch, ReplicaRefused } from './drivers/driver.js';
+import type { DriverName, ReplicaRecord } from '../protocol/types.js';
+import { type ExitInfo, type ReplicaFigures, type ReplicaHandle, type ReplicaLaunch, ReplicaRefused } from './drivers/driver.js';
+import type { DriverSet } from './drivers/set.js';
 
 export interface DesiredReplica {
   instanceId: string;
   instanceName: string;
   slot: number;
   version: number;
+  /** Which of the node's drivers runs it. */
+  driver: DriverName;
   launch: ReplicaLaunch;
   /** What the replica runs, as `allegra verify` compares it: the artifact and the spec's hash. */
   attest?: { artifact: string | null; specHash: string };
@@ -21,7 +24,7 @@ export interface DesiredReplica {
 
 export interface SupervisorOptions {
   nodeId: string;
-  driver: Driver;
+  drivers: DriverSet;
   log: Logger;
   /** Called with the record to publish, or null when the replica is gone. */
   report: (key: { instanceId: string; slot: number }, record: ReplicaRecord | null) => void;
@@ -35,6 +38,11 @@ export interface SupervisorOptions {
    * the new one can start first (make-before-break). 0 retires at once.
    */
   retireGraceMs?: number;
+  /**
+   * A replica whose slot the autoscaler removed (scale-down) is unpublished at once and stopped this much
+   * later, so gateways stop sending it requests before it goes and the ones in flight can finish.
+   */
+  scaleDownDrainMs?: number;
 }
 
 class Runner {
@@ -45,7 +53,10 @@ class Runner {
   stopped = false;
   /** Why the replica is not running or not healthy; cleared once it answers. */
   lastError: string | undefined;
-  /** When the current process started (for the reason of a replica that never answers). */
+  /**
+   * When the current process started: for the reason of a replica that never answers, and a starting
+   * replica is probed often, so it serves as soon as it answers.
+   */
   private startedAt = 0;
   private timer: NodeJS.Timeout | null = null;
   private backoffMs = 200;
@@ -82,7 +93,9 @@ class Runner {
 
   private async startOnce(): Promise<void> {
     try {
-      this.handle = await this.sup.opts.driver.start(this.desired.launch);
+      const driver = this.sup.opts.drivers.get(this.desired.driver);
+      if (!driver) throw new ReplicaRefused(`this node does not offer the ${this.desired.driver} driver`);
+      this.handle = await driver.start(this.desired.launch);
     } catch (err) {
       const refused = err instanceof ReplicaRefused;
       const why = refused ? `refused: ${(err as Error).message}` : `failed to start: ${(err as Error).message}`;
@@ -116,7 +129,7 @@ class Runner {
       this.setHealthy(false);
       this.scheduleRestart();
     });
-    this.probeSoon(50);
+    this.probeSoon(0);
   }
 
   private scheduleRestart(): void {
@@ -154,7 +167,10 @@ class Runner {
       this.setHealthy(false);
     }
     const interval = this.sup.opts.healthIntervalMs ?? 1_000;
-    this.probeSoon(this.healthy ? interval : Math.min(interval, 200));
+    // Cold starts wait on this probe (a request held by the activator is released on the first healthy
+    // replica): every 10 ms for the first seconds of a start, then at most every 200 ms until it answers.
+    const starting = Date.now() - this.startedAt < STARTUP_PROBE_MS;
+    this.probeSoon(this.healthy ? interval : starting ? 10 : Math.min(interval, 200));
   }
 
   private setHealthy(healthy: boolean): void {
@@ -199,6 +215,9 @@ class Runner {
   }
 }
 
+/** How long after a start the replica is probed every 10 ms. */
+const STARTUP_PROBE_MS = 5_000;
+
 function describeExit(exit: ExitInfo): string {
   // 137 = 128 + SIGKILL: what a shell reports for a child the kernel's OOM killer (or a kill -9) ended.
   if (exit.signal) return `exited on ${exit.signal}`;
@@ -214,7 +233,7 @@ const slotKey = (instanceId: string, slot: number) => `${instanceId}/${slot}`;
 function sameProcess(a: DesiredReplica, b: DesiredReplica): boolean {
   const runtime = (d: DesiredReplica) =>
     JSON.stringify([d.launch.env, d.launch.limits ?? null, d.launch.listenPort, d.launch.exposed ?? []]);
-  return a.launch.workDir === b.launch.workDir && a.launch.cmd === b.launch.cmd && runtime(a) === runtime(b);
+  return a.driver === b.driver && a.launch.workDir === b.launch.workDir && a.launch.cmd === b.launch.cmd && runtime(a) === runtime(b);
 }
 
 export class Supervisor {
@@ -240,12 +259,25 @@ export class Supervisor {
    * instances in `stillRunning` that are no longer wanted here retire after the grace period instead of at
    * once (their slot moved to another node, which needs time to start its replica).
    */
-  reconcile(desired: DesiredReplica[], stillRunning: ReadonlySet<string> = new Set()): void {
+  reconcile(
+    desired: DesiredReplica[],
+    stillRunning: ReadonlySet<string> = new Set(),
+    /** Replicas each instance should have in all: a slot at or past it was scaled away, not moved. */
+    counts: ReadonlyMap<string, number> = new Map(),
+  ): void {
     const wanted = new Map(desired.map((d) => [slotKey(d.instanceId, d.slot), d]));
     const grace = this.opts.retireGraceMs ?? 10_000;
     for (const [key, runner] of this.active) {
       if (wanted.has(key)) {
         this.cancelRetirement(key);
+        continue;
+      }
+      const count = counts.get(runner.desired.instanceId);
+      if (count !== undefined && runner.desired.slot >= count && stillRunning.has(runner.desired.instanceId)) {
+        // Scaled down: nobody else starts this slot, so there is nothing to wait for but the gateways.
+        this.cancelRetirement(key);
+        this.active.delete(key);
+        this.retire(runner, key, this.opts.scaleDownDrainMs ?? 1_000);
         continue;
       }
       if (grace > 0 && stillRunning.has(runner.desired.instanceId)) {
@@ -314,10 +346,13 @@ export class Supervisor {
     this.retiring.delete(key);
   }
 
-  private retire(runner: Runner, key: string): void {
+  private retire(runner: Runner, key: string, drainMs = 0): void {
     this.published.delete(key);
     this.opts.report({ instanceId: runner.desired.instanceId, slot: runner.desired.slot }, null);
-    this.stopRunner(runner);
+    if (drainMs <= 0) return this.stopRunner(runner);
+    // Counted as stopping from now on: drained() and stopAll() wait for it.
+    this.stopping.add(runner);
+    setTimeout(() => this.stopRunner(runner), drainMs);
   }
 
   /** Publishes a runner's record if it is the active one for its slot and something changed. */
@@ -335,6 +370,23 @@ export class Supervisor {
   endpointOf(instanceId: string, slot: number): string | undefined {
     const handle = this.active.get(slotKey(instanceId, slot))?.handle;
     return handle?.endpoint || undefined;
+  }
+
+  /** The replica running for `instanceId`.`slot` here, if any (for exec: SSH sessions, `allegra ssh`). */
+  handleOf(instanceId: string, slot: number): ReplicaHandle | undefined {
+    return this.active.get(slotKey(instanceId, slot))?.handle ?? undefined;
+  }
+
+  /** Every active replica here with what it reports about its own load, grouped by instance. */
+  figures(): Map<string, Array<{ slot: number; healthy: boolean } & ReplicaFigures>> {
+    const out = new Map<string, Array<{ slot: number; healthy: boolean } & ReplicaFigures>>();
+    for (const runner of this.active.values()) {
+      const { instanceId, slot } = runner.desired;
+      let list = out.get(instanceId);
+      if (!list) out.set(instanceId, (list = []));
+      list.push({ slot, healthy: runner.healthy, ...(runner.handle?.figures?.() ?? {}) });
+    }
+    return out;
   }
 
   /** The replica that serves `instanceId`.`slot` here, while one runs (SSH sessions join it). */

@@ -1,12 +1,12 @@
 /**
- * The microbenchmark modules (dist/bench/hashing.js, routing.js, expose.js, wasm.js), each
+ * The microbenchmark modules (dist/bench/hashing.js, routing.js, expose.js, replica-start.js, wasm.js, state.js, autoscale.js), each
  * exporting `main(opts: { quick: boolean }): Promise<string>` that returns a markdown section.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { MicroSection } from './report.js';
 
-const MODULES = ['hashing', 'routing', 'expose', 'replica-start', 'wasm', 'state'] as const;
+const MODULES = ['hashing', 'routing', 'expose', 'replica-start', 'wasm', 'state', 'autoscale'] as const;
 
 export async function runMicroSections(quick: boolean, log: (msg: string) => void): Promise<MicroSection[]> {
   const out: MicroSection[] = [];

@@ -13,11 +13,20 @@ import { effectiveLimits } from '../../protocol/schemas.js';
 import { attachLog } from '../logs.js';
 import { freePort } from '../ports.js';
 import { scopeName } from '../sandbox/cgroups.js';
-import { replicaEnv } from '../sandbox/env.js';
+import { replicaEnv, sessionEnvironment } from '../sandbox/env.js';
 import { Sandbox, SIMPLE_COMMAND } from '../sandbox/sandbox.js';
 import { describeSupport, placement, probeSandbox, type SandboxPolicyOptions, type SandboxSupport } from '../sandbox/support.js';
 import { DEFAULT_UID_RANGE, UidAllocator, type UidRange } from '../sandbox/uids.js';
-import { type Driver, type ExitInfo, type ReplicaHandle, type ReplicaLaunch, ReplicaRefused } from './driver.js';
+import {
+  type Driver,
+  type ExecRequest,
+  type ExecSession,
+  type ExitInfo,
+  type ReplicaHandle,
+  type ReplicaLaunch,
+  ReplicaRefused,
+} from './driver.js';
+import { execSession } from './exec-session.js';
 
 /**
  * PORT of a sandboxed replica whose instance sets none. Every sandbox has its own loopback, so all can use
@@ -77,7 +86,11 @@ export class ProcessDriver implements Driver {
     });
     const client = new Client('http://localhost', { socketPath: proc.socketPath, pipelining: 0 });
     void proc.exited.then(() => client.close().catch(() => {}));
-    return { ...this.handle(proc.endpoint, proc.pid, proc.exited, (graceMs) => proc.stop(graceMs), client), enter: () => proc.enter() };
+    const exec = async (req: ExecRequest) => execSession(await proc.exec(req.argv, req.env));
+    return {
+      ...this.handle(proc.endpoint, proc.pid, proc.exited, (graceMs) => proc.stop(graceMs), exec, client),
+      enter: () => proc.enter(),
+    };
   }
 
   private async startOnHost(launch: ReplicaLaunch): Promise<ReplicaHandle> {
@@ -125,7 +138,15 @@ export class ProcessDriver implements Driver {
         }
       }
     };
-    return this.handle(`http://127.0.0.1:${port}`, pid, exited, async (graceMs) => {
+    // Unsandboxed, a command runs on the host as the agent does, in the replica's directory and environment.
+    const exec = async (req: ExecRequest): Promise<ExecSession> => {
+      if (done) throw new Error('the replica is not running');
+      const [file, ...args] = req.argv;
+      if (!file) throw new Error('exec needs a command');
+      const sessionEnv = sessionEnvironment(env, req.env ?? {});
+      return execSession(spawn(file, args, { cwd: launch.workDir, env: sessionEnv, stdio: ['pipe', 'pipe', 'pipe'], detached: true }));
+    };
+    const stop = async (graceMs: number) => {
       if (done) return;
       signalGroup('SIGTERM');
       const timer = setTimeout(() => signalGroup('SIGKILL'), graceMs);
@@ -133,7 +154,8 @@ export class ProcessDriver implements Driver {
       clearTimeout(timer);
       // Children of the shell that ignored SIGTERM must not outlive their replica.
       signalGroup('SIGKILL', true);
-    });
+    };
+    return this.handle(`http://127.0.0.1:${port}`, pid, exited, stop, exec);
   }
 
   private handle(
@@ -141,6 +163,7 @@ export class ProcessDriver implements Driver {
     pid: number | null,
     exited: Promise<ExitInfo>,
     stop: (graceMs: number) => Promise<void>,
+    exec: (req: ExecRequest) => Promise<ExecSession>,
     dispatcher?: Client,
   ): ReplicaHandle {
     let done = false;
@@ -170,6 +193,7 @@ export class ProcessDriver implements Driver {
         }
       },
       stop: async (graceMs = 5_000) => stop(graceMs),
+      exec,
     };
   }
 }

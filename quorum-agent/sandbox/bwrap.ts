@@ -59,6 +59,8 @@ export interface SandboxTools {
   bash: string;
   socat: string;
   setsid: string;
+  /** Enters a running sandbox's namespaces for `exec` (SSH sessions, `allegra ssh NAME -- CMD`). */
+  nsenter: string;
 }
 
 export interface SandboxCommand {

@@ -48,3 +48,13 @@ export function replicaEnv(input: ReplicaEnvInput): Record<string, string> {
   const instance = Object.fromEntries(Object.entries(input.env).filter(([k]) => !k.startsWith('ALLEGRA_') && !(k in own)));
   return { ...basics, ...instance, ...own };
 }
+
+/**
+ * The environment of a command run inside a replica (exec, SSH sessions): the replica's own, with the
+ * session's additions (TERM, LANG…) except the network's names, so a session cannot pose as another
+ * replica or instance.
+ */
+export function sessionEnvironment(replica: Record<string, string>, session: Record<string, string>): Record<string, string> {
+  const allowed = Object.entries(session).filter(([k]) => !k.startsWith('ALLEGRA_') && !DOCUMENTED.includes(k));
+  return { ...replica, ...Object.fromEntries(allowed) };
+}

@@ -16,9 +16,10 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
 import { attachLog } from '../logs.js';
+import { enterArgv } from '../ssh/enter.js';
 import { bwrapArgv, type ExposedSocket, INSIDE, identityFiles, inCgroups } from './bwrap.js';
 import { CgroupScope, type Limits } from './cgroups.js';
-import { replicaEnv } from './env.js';
+import { replicaEnv, sessionEnvironment } from './env.js';
 import type { SandboxSupport } from './support.js';
 import type { UidAllocator } from './uids.js';
 
@@ -52,6 +53,11 @@ export interface SandboxedProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM to the app's process group, SIGKILL to the sandbox after `graceMs`. */
   stop(graceMs: number): Promise<void>;
+  /**
+   * Starts a command inside the running sandbox: its namespaces, root, uid and cgroups (so it counts against
+   * the replica's limits), with the replica's environment plus `env`. It dies with the sandbox.
+   */
+  exec(argv: string[], env?: Record<string, string>): Promise<ChildProcess>;
   /** What a process needs to join this running sandbox (SSH sessions); undefined once it has exited. */
   enter(): Promise<EnterTarget | undefined>;
 }
@@ -202,6 +208,22 @@ export class Sandbox {
       enter: async () => {
         const init = await initPid;
         return done || init === undefined ? undefined : { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv };
+      },
+      exec: async (command, extra = {}) => {
+        const init = await initPid;
+        if (done || init === undefined) throw new Error('the replica is not running');
+        // The same way in as SSH sessions (ssh/enter.ts: cgroups, namespaces, then the instance's uid).
+        const full = enterArgv(
+          { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv },
+          command,
+          this.support.tools.nsenter,
+        );
+        // Its own process group: kill(-pid) reaches nsenter and the command it forked inside.
+        return spawn(full[0] as string, full.slice(1), {
+          env: sessionEnvironment(env, extra),
+          stdio: ['pipe', 'pipe', 'pipe'],
+          detached: true,
+        });
       },
       stop: async (graceMs) => {
         if (!done) {

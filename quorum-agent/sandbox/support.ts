@@ -19,6 +19,7 @@ const TOOL_PACKAGES: Record<keyof SandboxTools, string> = {
   bash: 'bash',
   socat: 'socat',
   setsid: 'util-linux',
+  nsenter: 'util-linux',
 };
 
 function which(bin: string): string | undefined {

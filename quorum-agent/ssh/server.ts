@@ -219,7 +219,9 @@ export class SshServer {
         channel,
         replica.handle.enter
           ? `allegra: replica ${replica.desired.slot} of "${spec.name}" is not running`
-          : `allegra: replica ${replica.desired.slot} of "${spec.name}" runs unsandboxed on this node; SSH sessions run only inside a sandbox`,
+          : replica.desired.driver === 'wasm'
+            ? `allegra: "${spec.name}" is a wasm instance: it has no processes or shell to open a session in (allegra logs shows its output)`
+            : `allegra: replica ${replica.desired.slot} of "${spec.name}" runs unsandboxed on this node; SSH sessions run only inside a sandbox`,
       );
     const slot = replica.desired.slot;
     const started = Date.now();

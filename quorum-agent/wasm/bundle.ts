@@ -24,6 +24,8 @@ export class CompileError extends Error {
 const GLUE_ID = '\0allegra-guest-glue';
 const ENTRY_CANDIDATES = ['index.js', 'index.mjs', 'index.ts', 'app.js', 'app.mjs', 'app.ts', 'worker.js', 'src/index.js', 'src/index.ts'];
 const BUILTINS = new Set(builtinModules);
+/** Export conditions a guest bundle resolves packages with: the Workers-style builds of libraries like Hono. */
+export const GUEST_CONDITIONS = ['workerd', 'worker', 'browser', 'import', 'module', 'default'];
 /** Larger bundles are refused: the engine evaluates them at pre-initialisation and holds them in memory. */
 export const MAX_BUNDLE_BYTES = 16 * 1024 * 1024;
 
@@ -82,7 +84,7 @@ export async function bundleApp(source: string): Promise<{ code: string; entry: 
       cwd: root,
       platform: 'browser',
       logLevel: 'silent',
-      resolve: { conditionNames: ['workerd', 'worker', 'browser', 'import', 'module', 'default'] },
+      resolve: { conditionNames: GUEST_CONDITIONS },
       plugins: [
         {
           name: 'allegra-confine',

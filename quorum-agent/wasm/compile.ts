@@ -147,11 +147,63 @@ export async function compileApp(opts: CompileOptions): Promise<CompiledApp> {
   if (running) return running;
   const p = compileQueue
     .catch(() => undefined)
-    .then(() => readCompiled(opts.cacheDir, sha256) ?? compileFresh(opts, sha256, key))
+    .then(() => readCompiled(opts.cacheDir, sha256) ?? compileOnce(opts, sha256, key))
     .finally(() => inFlight.delete(`${opts.cacheDir}\0${key}`));
   compileQueue = p.catch(() => undefined);
   inFlight.set(`${opts.cacheDir}\0${key}`, p);
   return p;
+}
+
+/**
+ * Agents sharing a cache directory (several on one machine) compile an artifact once between them: the
+ * first takes `.lock-<key>` (its pid inside; a dead holder's lock is taken over), the others wait for its
+ * result and use it, or compile themselves once the lock is gone without one.
+ */
+async function compileOnce(opts: CompileOptions, sha256: string, key: string): Promise<CompiledApp> {
+  mkdirSync(opts.cacheDir, { recursive: true });
+  const lock = join(opts.cacheDir, `.lock-${key}`);
+  const deadline = Date.now() + (opts.timeoutMs ?? 180_000);
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const done = readCompiled(opts.cacheDir, sha256);
+    if (done) return done;
+    if (!holderAlive(lock)) {
+      rmSync(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline)
+      throw new CompileError('timeout', 'another process has been compiling this app for longer than the time limit');
+    opts.onProgress?.('waiting for another compile of the same app');
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  try {
+    return readCompiled(opts.cacheDir, sha256) ?? (await compileFresh(opts, sha256, key));
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+function holderAlive(lock: string): boolean {
+  let text: string;
+  try {
+    text = readFileSync(lock, 'utf8');
+  } catch {
+    return true; // removed meanwhile: look again
+  }
+  if (text === '') return true; // just created, its pid not yet written
+  const pid = Number(text);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 async function compileFresh(opts: CompileOptions, sha256: string, key: string): Promise<CompiledApp> {

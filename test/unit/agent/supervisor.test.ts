@@ -2,6 +2,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { ReplicaRecord } from '../../../protocol/types.js';
 import { type Driver, type ExitInfo, type ReplicaLaunch, ReplicaRefused } from '../../../quorum-agent/drivers/driver.js';
+import { DriverSet } from '../../../quorum-agent/drivers/set.js';
 import { type DesiredReplica, Supervisor } from '../../../quorum-agent/supervisor.js';
 import { waitFor } from '../../helpers/tmp.js';
 
@@ -22,6 +23,9 @@ function fakeDriver(): Driver & { starts: ReplicaLaunch[] } {
         exited,
         health: async () => true,
         stop: async () => exit({ code: 0, signal: null }),
+        exec: async () => {
+          throw new Error('not in this test');
+        },
       };
     },
   };
@@ -32,6 +36,7 @@ const desired = (version: number, cmd = 'node server.js', workDir = '/app/v1'): 
   instanceName: 'app',
   slot: 0,
   version,
+  driver: 'process',
   launch: { instanceId: 'i-1', instanceName: 'app', owner: 'o', slot: 0, workDir, cmd, env: {}, listenPort: 0, logFile: '/dev/null' },
 });
 
@@ -41,7 +46,7 @@ describe('Supervisor', () => {
     const records: Array<ReplicaRecord | null> = [];
     const sup = new Supervisor({
       nodeId: 'n-1',
-      driver,
+      drivers: DriverSet.of(driver),
       log: pino({ level: 'silent' }),
       report: (_k, r) => records.push(r),
       healthIntervalMs: 20,
@@ -74,7 +79,7 @@ describe('Supervisor', () => {
     };
     const sup = new Supervisor({
       nodeId: 'n-1',
-      driver,
+      drivers: DriverSet.of(driver),
       log: pino({ level: 'silent' }),
       report: (_k, r) => records.push(r),
       healthIntervalMs: 20,
@@ -94,5 +99,43 @@ describe('Supervisor', () => {
     sup.reconcile([]);
     expect(await sup.drained('i-1')).toBe(true);
     expect(records.at(-1)).toBeNull();
+  });
+
+  it('refuses a replica whose driver the node does not offer', async () => {
+    const records: Array<ReplicaRecord | null> = [];
+    const sup = new Supervisor({
+      nodeId: 'n-1',
+      drivers: DriverSet.of(fakeDriver()),
+      log: pino({ level: 'silent' }),
+      report: (_k, r) => records.push(r),
+    });
+    sup.reconcile([{ ...desired(1), driver: 'vm' }]);
+    await waitFor(() => records.at(-1)?.lastError, { what: 'refusal published' });
+    expect(records.at(-1)?.lastError).toBe('refused: this node does not offer the vm driver');
+    await sup.stopAll();
+  });
+
+  it('unpublishes a replica the autoscaler scaled away at once and stops it after the drain time', async () => {
+    const driver = fakeDriver();
+    const records: Array<{ slot: number; record: ReplicaRecord | null }> = [];
+    const sup = new Supervisor({
+      nodeId: 'n-1',
+      drivers: DriverSet.of(driver),
+      log: pino({ level: 'silent' }),
+      report: (k, record) => records.push({ slot: k.slot, record }),
+      healthIntervalMs: 20,
+      scaleDownDrainMs: 300,
+    });
+    const slot = (n: number): DesiredReplica => ({ ...desired(1), slot: n, launch: { ...desired(1).launch, slot: n } });
+    sup.reconcile([slot(0), slot(1)], new Set(['i-1']), new Map([['i-1', 2]]));
+    await waitFor(() => records.filter((r) => r.record?.healthy).length >= 2, { what: 'two replicas healthy' });
+    const t = Date.now();
+    sup.reconcile([slot(0)], new Set(['i-1']), new Map([['i-1', 1]]));
+    expect(records.at(-1)).toEqual({ slot: 1, record: null });
+    expect(sup.runs('i-1', 1)).toBe(false);
+    // Still stopping (draining), then gone: drained() waits for it.
+    sup.reconcile([], new Set(), new Map());
+    expect(await sup.drained('i-1')).toBe(true);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(250);
   });
 });

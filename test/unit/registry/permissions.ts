@@ -31,6 +31,7 @@ const SPEC: Array<[prefix: string, agent: Access, gateway: Access]> = [
   ['history/', 'rw', 'r'],
   ['usage/', 'rw', ''],
   ['load/', 'r', 'rw'],
+  ['scale/', 'rw', 'r'],
   ['governance/', 'rw', ''],
   // Not listed: admin only.
   ['locks/other/', '', ''],

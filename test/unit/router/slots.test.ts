@@ -21,6 +21,21 @@ describe('replica slot assignment', () => {
     );
   });
 
+  it('keeps every slot where it was when the count changes (the autoscaler only adds or removes the last slots)', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.string({ minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 9 }),
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 1, max: 20 }),
+        (members, a, b) => {
+          const small = assignSlots('i-y', members, Math.min(a, b));
+          const large = assignSlots('i-y', members, Math.max(a, b));
+          expect(large.slice(0, small.length)).toEqual(small);
+        },
+      ),
+    );
+  });
+
   it('keeps most slots in place when a member leaves', () => {
     let kept = 0;
     let total = 0;

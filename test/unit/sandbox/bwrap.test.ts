@@ -14,7 +14,14 @@ import {
 import { tempDir } from '../../helpers/tmp.js';
 
 const base: SandboxCommand = {
-  tools: { bwrap: '/usr/bin/bwrap', setpriv: '/usr/bin/setpriv', bash: '/bin/bash', socat: '/usr/bin/socat', setsid: '/usr/bin/setsid' },
+  tools: {
+    bwrap: '/usr/bin/bwrap',
+    setpriv: '/usr/bin/setpriv',
+    bash: '/bin/bash',
+    socat: '/usr/bin/socat',
+    setsid: '/usr/bin/setsid',
+    nsenter: '/usr/bin/nsenter',
+  },
   system: {
     topLevel: [{ name: 'bin', symlink: 'usr/bin' }, { name: 'lib', symlink: 'usr/lib' }, { name: 'opt2' }],
     etc: ['/etc/hosts', '/etc/ssl/certs', '/etc/resolv.conf'],
