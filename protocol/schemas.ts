@@ -199,6 +199,7 @@ export const replicaRecord = z.object({
   version: z.number().int(),
   pid: z.number().int().nullable(),
   restarts: z.number().int(),
+  accel: z.enum(['kvm', 'tcg']).optional(),
   lastError: z.string().max(1024).optional(),
   updatedAt: z.number(),
   signature: recordSignature.optional(),

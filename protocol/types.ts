@@ -168,6 +168,8 @@ export interface ReplicaRecord {
   version: number;
   pid: number | null;
   restarts: number;
+  /** A VM replica's accelerator: KVM, or TCG (software emulation) where the host has no usable KVM. */
+  accel?: 'kvm' | 'tcg';
   /** Why the replica is not running or not healthy (refused by the node's sandbox policy, start failure, last exit). */
   lastError?: string;
   updatedAt: number;

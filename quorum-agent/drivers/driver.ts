@@ -16,6 +16,8 @@ export interface ReplicaLaunch {
   instanceName: string;
   /** Owner's public key: the node's sandbox policy may run trusted owners' replicas unsandboxed. */
   owner: string;
+  /** The instance's team keys (a VM's seed authorizes them beside the owner's). */
+  authorizedKeys?: string[];
   slot: number;
   /** Directory holding the unpacked artifact (read-only /app of a sandboxed replica). */
   workDir: string;
@@ -84,6 +86,10 @@ export interface ReplicaHandle {
   readonly pid: number | null;
   /** Resolves once the replica has exited, for any reason, and its resources are released. */
   readonly exited: Promise<ExitInfo>;
+  /** How long the replica may take to answer before its status says it does not (a VM boots for a while). */
+  readonly startupMs?: number;
+  /** The accelerator a VM replica runs with (shown in `allegra status`). */
+  readonly accel?: 'kvm' | 'tcg';
   /** One health probe: true if the replica answers. */
   health(): Promise<boolean>;
   /** Asks the replica to stop, and forces it after `graceMs`. */

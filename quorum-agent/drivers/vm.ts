@@ -28,8 +28,8 @@ import { writeSeed } from '../vm/seed.js';
 import type { Driver, ExitInfo, ReplicaHandle, ReplicaLaunch } from './driver.js';
 import { DEFAULT_APP_PORT } from './process.js';
 
-/** Below this the image (node and its libraries live in the guest's RAM) does not boot. */
-export const VM_MIN_MEMORY_MB = 256;
+/** Below this the image does not boot: its initramfs (~110 MB, mostly node) is unpacked into the guest's RAM. */
+export const VM_MIN_MEMORY_MB = 384;
 
 export interface VmLimits {
   vcpus: number;
@@ -46,8 +46,10 @@ export function vmLimits(limits: ReplicaLimits | undefined): VmLimits {
 }
 
 export interface VmDriverOptions {
-  /** Where images, volumes, host keys and seeds live (`<agent data>/vm`). */
+  /** Where volumes, host keys and seeds live (`<agent data>/vm`). */
   dir: string;
+  /** The image cache; agents on one machine may share one (default `<dir>/images`). */
+  imagesDir?: string;
   /** The node's key: the seed authorizes it, and the agent relays SSH sessions into VMs with it. */
   nodeKey: KeyPair;
   accel: AccelDecision;
@@ -77,7 +79,7 @@ export class VmDriver implements Driver {
   ensureImage(): Promise<BuiltImage> {
     if (!this.image) {
       const started = Date.now();
-      this.image = buildImage(join(this.opts.dir, 'images')).then(
+      this.image = buildImage(this.opts.imagesDir ?? join(this.opts.dir, 'images')).then(
         (img) => {
           this.opts.log.info({ image: img.id, kernel: img.release, ms: Date.now() - started }, 'vm image ready');
           return img;
@@ -95,8 +97,23 @@ export class VmDriver implements Driver {
     return join(this.opts.dir, 'instances', instanceId, String(slot));
   }
 
-  async start(launch: ReplicaLaunch & { authorizedKeys?: string[] }): Promise<VmHandle> {
+  /** The VM of each instance slot still running (its disk has one writer), by `instanceId/slot`. */
+  private readonly running = new Map<string, Promise<ExitInfo>>();
+
+  async start(launch: ReplicaLaunch): Promise<VmHandle> {
     const image = await this.ensureImage();
+    // A new version of a slot starts beside the old one elsewhere (make-before-break); a VM cannot: both
+    // would write one volume (QEMU refuses the second). It waits (bounded) for the old VM, which the
+    // supervisor stops once its rollout deadline passes.
+    const slotKey = `${launch.instanceId}/${launch.slot}`;
+    const previous = this.running.get(slotKey);
+    if (previous) {
+      const gone = await Promise.race([
+        previous.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 120_000).unref()),
+      ]);
+      if (!gone) throw new Error(`the VM of replica ${launch.slot} is still running and holds its disk`);
+    }
     const limits = vmLimits(launch.limits);
     const dir = this.replicaDir(launch.instanceId, launch.slot);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -153,8 +170,10 @@ export class VmDriver implements Driver {
       child.once('error', () => resolve({ code: null, signal: null }));
     });
     let done = false;
+    this.running.set(slotKey, exited);
     void exited.then(() => {
       done = true;
+      if (this.running.get(slotKey) === exited) this.running.delete(slotKey);
     });
     this.opts.log.info(
       { instance: launch.instanceName, slot: launch.slot, accel: this.opts.accel.accel, ...limits, app: appHostPort, ssh: sshHostPort },
@@ -183,8 +202,16 @@ export class VmDriver implements Driver {
       pid: child.pid ?? null,
       exited,
       accel: this.opts.accel.accel,
+      // A boot under TCG on a busy host takes tens of seconds; under KVM a few.
+      startupMs: this.opts.accel.accel === 'tcg' ? 180_000 : 30_000,
       guestSsh: () => target,
-      exec: (req) => guestExec(target, req.argv, req.env),
+      // The replica's environment (the seed's), then the session's own variables except the network's.
+      exec: (req) => {
+        const own = Object.entries(req.env ?? {})
+          .filter(([k]) => !k.startsWith('ALLEGRA_') && k !== 'PORT' && k !== 'HOST' && /^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+          .map(([k, v]) => `${k}=${v}`);
+        return guestExec(target, ['sh', '-c', '. /seed/env; exec env "$@"', 'allegra-exec', ...own, ...req.argv]);
+      },
       health: async () => {
         if (done) return false;
         try {

@@ -23,7 +23,12 @@ export function connectGuest(target: GuestSshTarget, timeoutMs = 10_000): Promis
   return new Promise((resolve, reject) => {
     const conn = new ssh2.Client();
     conn.once('ready', () => resolve(conn));
-    conn.once('error', (err) => reject(err));
+    // Kept for the connection's life: ssh2 may emit more than one error (a VM still booting accepts on its
+    // forwarded port and drops the connection), and an unhandled one would end the agent.
+    conn.on('error', (err) => {
+      reject(err);
+      conn.end();
+    });
     conn.connect({
       host: target.host,
       port: target.port,
@@ -65,6 +70,7 @@ export async function guestExec(target: GuestSshTarget, argv: string[], env: Rec
   const stderr = new PassThrough();
   channel.pipe(stdout);
   channel.stderr.pipe(stderr);
+  let killedWith: NodeJS.Signals | null = null;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     let code: number | null = null;
     let signal: NodeJS.Signals | null = null;
@@ -72,11 +78,13 @@ export async function guestExec(target: GuestSshTarget, argv: string[], env: Rec
       code = typeof c === 'number' ? c : null;
       signal = s ? (`SIG${s}` as NodeJS.Signals) : null;
     });
+    // A command ended by kill() that reported no status of its own ended by that signal.
+    const settle = () => resolve(code === null && signal === null ? { code, signal: killedWith } : { code, signal });
     channel.on('close', () => {
       conn.end();
-      resolve({ code, signal });
+      settle();
     });
-    conn.on('close', () => resolve({ code, signal }));
+    conn.on('close', settle);
   });
   channel.on('error', () => {});
   return {
@@ -85,8 +93,14 @@ export async function guestExec(target: GuestSshTarget, argv: string[], env: Rec
     stderr,
     pid: null,
     exited,
-    // dropbear does not act on signal requests; closing the channel hangs the command up.
-    kill: () => {
+    // The signal travels as an SSH signal request; closing the channel then hangs up whatever is left.
+    kill: (sig = 'SIGKILL') => {
+      killedWith = sig;
+      try {
+        channel.signal(sig.replace(/^SIG/, ''));
+      } catch {
+        /* closed already */
+      }
       channel.close();
       conn.end();
     },

@@ -117,6 +117,6 @@ describe('QEMU command line', () => {
 
   it('limits: defaults, and memory no lower than the image needs', () => {
     expect(vmLimits(undefined)).toEqual({ vcpus: 1, memoryMb: 512, diskMb: 1024 });
-    expect(vmLimits({ memoryMb: 64, vcpus: 4, diskMb: 2048 })).toEqual({ vcpus: 4, memoryMb: 256, diskMb: 2048 });
+    expect(vmLimits({ memoryMb: 64, vcpus: 4, diskMb: 2048 })).toEqual({ vcpus: 4, memoryMb: 384, diskMb: 2048 });
   });
 });
