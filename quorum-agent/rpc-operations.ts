@@ -10,10 +10,8 @@ import type { RecordSignature } from '../protocol/records.js';
 import { authRequest, parseRecord, revokeRequest } from '../protocol/schemas.js';
 import { type Attestation, specHash } from '../protocol/spec-hash.js';
 import { usageRecord } from '../protocol/usage.js';
-import { ArtifactRefused, inspectArtifact } from './artifacts.js';
 import { type Governance, proposeRequest } from './governance.js';
-import { parseWith, type RpcDeps, receiveBlob, type SignedRequests } from './rpc.js';
-import { bodyStream, checkDeclaredLength } from './rpc-body.js';
+import { parseWith, type RpcDeps, receiveArtifact, type SignedRequests } from './rpc.js';
 
 export interface OperationDeps {
   governance: Governance;
@@ -138,15 +136,7 @@ export function operationRoutes(deps: RpcDeps, ops: OperationDeps): (app: Hono, 
           spec.governance ? 'forbidden' : 'refused',
           `key ${signer.slice(0, 12)}… may not propose changes of "${name}"`,
         );
-      checkDeclaredLength(c, deps.maxArtifactBytes);
-      const blob = await receiveBlob(deps, bodyStream(c, deps.maxArtifactBytes), bodySha256);
-      try {
-        await inspectArtifact(deps.blobs.path(blob.sha256), deps.artifactLimits);
-      } catch (err) {
-        if (!service.references(blob.sha256)) deps.blobs.remove(blob.sha256);
-        if (err instanceof ArtifactRefused) throw new AllegraError('bad_request', `artifact refused: ${err.message}`);
-        throw err;
-      }
+      const blob = await receiveArtifact(c, deps, bodySha256);
       const { artifact } = await service.replicateArtifact(spec, blob, deps.pushTo);
       const cmdHeader = c.req.header('x-allegra-cmd');
       const cmd = cmdHeader === undefined ? undefined : decodeURIComponent(cmdHeader);

@@ -167,15 +167,7 @@ export function createRpcApp(deps: RpcDeps): Hono {
     const name = c.req.param('name');
     const { signer, bodySha256, envelope } = signed(c);
     await service.authorizedToChange(name, signer);
-    checkDeclaredLength(c, deps.maxArtifactBytes);
-    const blob = await receiveBlob(deps, bodyStream(c, deps.maxArtifactBytes), bodySha256);
-    try {
-      await inspectArtifact(deps.blobs.path(blob.sha256), deps.artifactLimits);
-    } catch (err) {
-      if (!service.references(blob.sha256)) deps.blobs.remove(blob.sha256);
-      if (err instanceof ArtifactRefused) throw new AllegraError('bad_request', `artifact refused: ${err.message}`);
-      throw err;
-    }
+    const blob = await receiveArtifact(c, deps, bodySha256);
     const cmd = c.req.header('x-allegra-cmd');
     const deployed = await service.deploy(
       name,
@@ -239,6 +231,23 @@ function lingerThenClose(c: Context): void {
 const LINGER_MS = 2_000;
 
 /** Streams an upload into the blob store; it is kept only if it hashes to `expected`. */
+/**
+ * An uploaded artifact: streamed to a blob within the size limit, kept only if its bytes match the signed
+ * hash and it unpacks within the artifact limits (else removed, unless an instance already refers to it).
+ */
+export async function receiveArtifact(c: Context, deps: RpcDeps, bodySha256: string): Promise<{ sha256: string; size: number }> {
+  checkDeclaredLength(c, deps.maxArtifactBytes);
+  const blob = await receiveBlob(deps, bodyStream(c, deps.maxArtifactBytes), bodySha256);
+  try {
+    await inspectArtifact(deps.blobs.path(blob.sha256), deps.artifactLimits);
+  } catch (err) {
+    if (!deps.service.references(blob.sha256)) deps.blobs.remove(blob.sha256);
+    if (err instanceof ArtifactRefused) throw new AllegraError('bad_request', `artifact refused: ${err.message}`);
+    throw err;
+  }
+  return blob;
+}
+
 export async function receiveBlob(deps: RpcDeps, source: Readable, expected: string): Promise<{ sha256: string; size: number }> {
   try {
     return await deps.blobs.write(source, { expected, maxBytes: deps.maxArtifactBytes });

@@ -11,6 +11,9 @@ import { type StateCopy, StateUnavailable } from './copy.js';
 import { keyProblem, MAX_VALUE_BYTES, stateKeys } from './layout.js';
 import type { Condition, Quota, StateWriter } from './writer.js';
 
+/** Open connections to one instance's API (in flight, watching or idle): beyond it new ones are refused. */
+const MAX_CONNECTIONS = 512;
+
 export interface StateApiOptions {
   registry: Registry;
   copy: StateCopy;
@@ -90,10 +93,22 @@ export class StateApi {
   readonly server: Server;
 
   constructor(private readonly opts: StateApiOptions) {
-    this.server = createServer(
-      { maxHeaderSize: 8 * 1024, requestTimeout: 30_000, headersTimeout: 10_000 },
+    this.server = this.newServer();
+  }
+
+  /**
+   * Idle keep-alive connections stay open longer (65 s) than clients keep idle ones (Node's agent 5 s, undici
+   * 4 s): the client always closes first, so an app never reuses a connection the API is closing at that
+   * moment ("socket hang up", seen through the sandbox's relay, which passes the close on late). Connections
+   * per instance are bounded, so a replica cannot hold the agent's descriptors.
+   */
+  private newServer(): Server {
+    const server = createServer(
+      { maxHeaderSize: 8 * 1024, requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 65_000 },
       (req, res) => void this.handle(req, res),
     );
+    server.maxConnections = MAX_CONNECTIONS;
+    return server;
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -229,10 +244,7 @@ export class StateApi {
    */
   async listenLoopback(): Promise<string> {
     if (!this.loopback) {
-      const server = createServer(
-        { maxHeaderSize: 8 * 1024, requestTimeout: 30_000, headersTimeout: 10_000 },
-        (req, res) => void this.handle(req, res),
-      );
+      const server = this.newServer();
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(0, '127.0.0.1', () => resolve());

@@ -15,7 +15,9 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
   return new Promise((resolve) => {
     execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: timeoutMs }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
+      // A child ended by a signal (the timeout's, or a crash) says so, rather than failing with an empty stderr.
+      const ended = err?.signal ? `${stderr}(ended by ${err.signal}${err.killed ? ` after the ${timeoutMs} ms timeout` : ''})` : stderr;
+      resolve({ code, stdout, stderr: ended });
     });
   });
 }

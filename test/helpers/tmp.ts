@@ -5,7 +5,14 @@ import { join } from 'node:path';
 /** A temp dir removed by the returned cleanup function. */
 export function tempDir(prefix = 'allegra-test-'): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+  // Retries: a process that is still ending may write one last file while the tree goes (ENOTEMPTY).
+  // ALLEGRA_KEEP_TEST_DIRS=1 keeps them (logs, data dirs) for a look after a failure.
+  const keep = process.env.ALLEGRA_KEEP_TEST_DIRS === '1';
+  return {
+    path,
+    cleanup: () =>
+      keep ? process.stderr.write(`kept ${path}\n`) : rmSync(path, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }),
+  };
 }
 
 export function sleep(ms: number): Promise<void> {

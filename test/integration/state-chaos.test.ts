@@ -109,7 +109,7 @@ describe('state under chaos: members killed, minorities partitioned', () => {
     const present = new Map<string, Set<string>>();
     for (const r of replicas) {
       const listed = await fromReplica(r.endpoint, 'kv?prefix=w/&limit=10000');
-      expect(listed.status).toBe(200);
+      expect(`${listed.status} ${listed.status === 200 ? '' : listed.text}`, `listing at ${r.nodeId}.${r.slot}`).toBe('200 ');
       const keys = new Set((JSON.parse(listed.text) as { items: Array<{ key: string }> }).items.map((i) => i.key));
       present.set(`${r.nodeId}.${r.slot}`, keys);
       for (const w of acked.filter((_, i) => i % 25 === 0)) {
