@@ -92,7 +92,7 @@ driverContract('wasm', { exec: false, limits: true }, async () => {
 
 // The VM is its own root: commands run as root in it (not sandboxed in the uid sense), and its memory limit is
 // the VM's RAM (-m), so the hog is the guest's OOM killer's business, never the sibling's.
-driverContract('vm (QEMU)', { exec: { sandboxed: false }, limits: true, startupMs: 180_000 }, async () => {
+driverContract('vm (QEMU)', { exec: { sandboxed: false }, limits: true, startupMs: 240_000 }, async () => {
   const dir = tempDir('allegra-contract-vm-');
   const driver = new VmDriver({
     dir: join(dir.path, 'vm'),
