@@ -5,6 +5,9 @@
  * `allegra status` saying which accelerator runs it, the volume kept across `allegra stop`/`start`, and a
  * SIGKILLed QEMU restarted by the agent. One agent: one VM boot at a time on the 2-core machine.
  */
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +20,14 @@ import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 const DEMO = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
 /** A boot under TCG on the loaded 2-core machine: bounded, a few minutes at most. */
 const BOOT_MS = 240_000;
+
+function run(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 60_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
 
 describe('a vm instance through the CLI and the gateway', () => {
   const dir = tempDir('allegra-vm-cli-');
@@ -91,6 +102,25 @@ describe('a vm instance through the CLI and the gateway', () => {
     },
     BOOT_MS + 120_000,
   );
+
+  it('carries a plain OpenSSH client into the VM: a PTY shell and SFTP, exit codes kept', async () => {
+    const printed = await cliJson<{ command: string }>(['ssh', 'web', '--print'], env);
+    const words = printed.command.split(' ');
+    const argv = [...words.slice(1, -1), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', words.at(-1) as string];
+    // A PTY through `script`: the VM's shell sees a terminal (a pts of the guest's own devpts).
+    const pty = await run('script', ['-qec', `ssh -tt ${argv.join(' ')} 'tty; uname -r; exit 5'`, '/dev/null']);
+    expect(pty.stdout).toMatch(/^\/dev\/pts\/\d+\r?$/m);
+    expect(pty.stdout).toContain(release);
+    expect(pty.code).toBe(5);
+    // SFTP into the VM's volume, served by the guest's sftp-server, read back over SSH.
+    const local = join(dir.path, 'upload.txt');
+    writeFileSync(local, 'uploaded over sftp\n');
+    const batch = join(dir.path, 'sftp.batch');
+    writeFileSync(batch, `put ${local} /data/upload.txt\n`);
+    const sftp = await run('sftp', ['-b', batch, ...argv.map((a) => (a === '-p' ? '-P' : a))]);
+    expect(sftp.code, sftp.stderr).toBe(0);
+    expect((await ssh('cat /data/upload.txt')).stdout).toBe('uploaded over sftp\n');
+  }, 120_000);
 
   it(
     'keeps the VM disk (its volume) across allegra stop and start',
