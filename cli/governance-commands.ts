@@ -3,6 +3,7 @@
  * With a policy, a change of the revoked instance is proposed by one governance key (`propose`), signed by
  * others (`approve NAME ID`) and applied once M distinct keys of the policy signed the same proposal.
  */
+import type { InstanceStatus } from '../protocol/types.js';
 import { client, type GlobalOpts, instancePath, packFor, upload } from './instance-commands.js';
 import { CliError, type Output } from './output.js';
 import { parsePublicKey } from './team-commands.js';
@@ -72,7 +73,9 @@ export async function proposeCommand(
   let outcome: Outcome;
   if (opts.deploy !== undefined) {
     const progress = out.progress(`packing ${opts.deploy}`);
-    const packed = await packFor(rpc, opts.deploy, progress);
+    // A wasm instance's code is bundled into its one module here too, like `allegra deploy` does.
+    const { instance } = await rpc.call<InstanceStatus>({ method: 'GET', path: instancePath(name) });
+    const packed = await packFor(rpc, opts.deploy, progress, instance.driver);
     try {
       outcome = await upload<Outcome>(rpc, instancePath(name, '/proposals/code'), packed, opts.cmd, progress);
       progress.succeed(`proposed the deploy of ${opts.deploy}`);

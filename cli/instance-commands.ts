@@ -323,9 +323,11 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
       );
     }
     if (s.replicas.length > 0) {
+      // VM replicas say how they run: KVM, or TCG (emulated, much slower) where the host has no usable KVM.
+      const vm = s.replicas.some((r) => r.accel !== undefined);
       lines.push(
         table(
-          ['  MEMBER', 'REPLICA', 'STATE', 'HEALTHY', 'VERSION', 'RESTARTS', 'ACCEL', 'LAST FAILURE'],
+          ['  MEMBER', 'REPLICA', 'STATE', 'HEALTHY', 'VERSION', 'RESTARTS', ...(vm ? ['ACCEL'] : []), 'LAST FAILURE'],
           [...s.replicas]
             .sort((a, b) => a.slot - b.slot)
             .map((r) => [
@@ -335,8 +337,7 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
               r.healthy ? 'yes' : 'no',
               String(r.version),
               String(r.restarts),
-              // A VM replica says how it runs: KVM, or TCG (emulated, much slower) where the host has no usable KVM.
-              r.accel ? `vm/${r.accel}` : '-',
+              ...(vm ? [r.accel ? `vm/${r.accel}` : '-'] : []),
               r.lastError ?? '-',
             ]),
         ),
@@ -364,5 +365,20 @@ export async function lifecycleCommand(action: 'start' | 'stop' | 'delete', name
     already
       ? `${name} is already ${instance.state === 'running' ? 'running' : 'stopped'}; nothing changed`
       : `${name} is ${instance.state === 'running' ? 'starting' : 'stopping'}`,
+  );
+}
+
+/** `allegra rollback NAME VERSION`: put an earlier version's code back (one the spec still keeps), as a new version. */
+export async function rollbackCommand(name: string, version: string, g: GlobalOpts, out: Output): Promise<void> {
+  const to = Number(version);
+  if (!Number.isInteger(to) || to < 1) throw new CliError(`VERSION is a version number from allegra history (got "${version}")`, 2);
+  const { instance } = await client(g).call<{ instance: InstanceSpec }>({
+    method: 'POST',
+    path: `${instancePath(name)}/rollback`,
+    body: { json: { version: to } },
+  });
+  out.result(
+    { name, version: instance.version, rolledBackTo: to, artifact: instance.artifact?.sha256 ?? null },
+    () => `${name}: version ${instance.version} runs the code of version ${to}`,
   );
 }

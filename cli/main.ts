@@ -253,6 +253,19 @@ program
   .action(async (name, o) => (await import('./logs-command.js')).logsCommand(checkName(name), o, globals(), out()));
 
 program
+  .command('rollback <name> <version>')
+  .description('put the code of an earlier version back (the last 3 are kept), as a new version')
+  .action(async (name, version) => (await import('./instance-commands.js')).rollbackCommand(checkName(name), version, globals(), out()));
+
+program
+  .command('ui')
+  .description('the web dashboard: prints its URL with a short-lived sign-in for your key (your key stays here)')
+  .option('--open', 'open it in a browser (default where a display and a browser exist)')
+  .option('--print', 'only print the URL')
+  .option('--ttl <duration>', 'how long the sign-in lasts: 1m to 12h (default 1h)')
+  .action(async (o) => (await import('./ui-command.js')).uiCommand(o, globals(), out()));
+
+program
   .command('history <name>')
   .description('every operation on the instance, who signed it, hash-chained')
   .option('--verify', 'check the chain, every signature and that each author was allowed (exit 1 if not)')

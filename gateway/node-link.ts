@@ -53,6 +53,15 @@ export class NodeLink {
 
   constructor(private readonly opts: NodeLinkOptions) {}
 
+  private metricsUrl: string | undefined;
+  private readonly startedAt = Date.now();
+
+  /** Names the admin port's metrics in the gateway's record (known only once the admin server listens). */
+  async publishMetrics(url: string): Promise<void> {
+    this.metricsUrl = url;
+    if (this.lease && !this.stopped) await this.announceOn(this.lease);
+  }
+
   /** Publishes the gateway's record and makes `ingress:` endpoints dialable. */
   async start(): Promise<this> {
     const cert = await identityCert(this.keyPair, this.id);
@@ -70,19 +79,24 @@ export class NodeLink {
   private async announce(): Promise<void> {
     const lease = await this.opts.registry.grantLease(this.opts.leaseTtlMs ?? 3_000);
     this.lease = lease;
-    const record: GatewayRecord = {
-      id: this.id,
-      publicKey: this.keyPair.publicKeyHex,
-      startedAt: Date.now(),
-      ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
-    };
-    await this.opts.registry.put(keys.gateway(this.id), JSON.stringify(record), { lease: lease.id });
+    await this.announceOn(lease);
     lease.onLost(() => {
       if (this.stopped) return;
       this.opts.log.warn('gateway lease lost; announcing again');
       const retry = () => void this.announce().catch(() => setTimeout(retry, 500).unref());
       retry();
     });
+  }
+
+  private async announceOn(lease: Lease): Promise<void> {
+    const record: GatewayRecord = {
+      id: this.id,
+      publicKey: this.keyPair.publicKeyHex,
+      startedAt: this.startedAt,
+      ...(this.opts.machineId ? { machine: this.opts.machineId } : {}),
+      ...(this.metricsUrl ? { metrics: this.metricsUrl } : {}),
+    };
+    await this.opts.registry.put(keys.gateway(this.id), JSON.stringify(record), { lease: lease.id });
   }
 
   /** The gateway's lease (its records live under it), undefined while it is being re-granted. */

@@ -462,6 +462,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const admin = createServer(getRequestListener(adminApp.fetch));
   const adminPort = await listen(admin, host, opts.adminPort ?? 0);
   log.info({ http: httpPort, https: httpsPort, admin: adminPort }, 'gateway listening');
+  // Agents serving the UI sample these for its plots; a wildcard listener is reached on loopback (same machine).
+  const metricsHost = /^(0\.0\.0\.0|::|\[::\])$/.test(host) ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  await link.publishMetrics(`http://${metricsHost}:${adminPort}/metrics`);
 
   const closeServer = (s: NetServer | Server | Http2SecureServer | null) => new Promise<void>((r) => (s ? s.close(() => r()) : r()));
   let stopped: Promise<void> | null = null;

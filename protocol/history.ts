@@ -16,6 +16,7 @@ import type { GovernancePolicy } from './types.js';
 export const HISTORY_OPS = [
   'create',
   'deploy',
+  'rollback',
   'start',
   'stop',
   'expose',
@@ -107,6 +108,7 @@ function pathName(path: string): string | undefined {
 const REQUESTS: Partial<Record<HistoryOp, { method: string; path: RegExp }>> = {
   create: { method: 'POST', path: /^\/v1\/instances$/ },
   deploy: { method: 'PUT', path: /^\/v1\/instances\/[^/]+\/code$/ },
+  rollback: { method: 'POST', path: /^\/v1\/instances\/[^/]+\/rollback$/ },
   start: { method: 'POST', path: /^\/v1\/instances\/[^/]+\/start$/ },
   stop: { method: 'POST', path: /^\/v1\/instances\/[^/]+\/stop$/ },
   expose: { method: 'POST', path: /^\/v1\/instances\/[^/]+\/expose$/ },
@@ -152,6 +154,8 @@ export function verifyHistory(
   let owner: string | null = null;
   let name: string | undefined;
   const team = new Set<string>();
+  /** Which code each version ran: a rollback must put back exactly an earlier version's. */
+  const codeOf = new Map<number, unknown>();
   let revoked = false;
   let governance: GovernancePolicy | null = null;
   const problem = (seq: number, reason: string) => problems.push({ seq, reason });
@@ -183,6 +187,12 @@ export function verifyHistory(
         } else if (name !== undefined && pathName(path) !== name) problem(r.seq, `request names another instance (${pathName(path)})`);
         if (r.op === 'deploy' && r.detail.artifact !== check.bodySha256)
           problem(r.seq, 'deployed artifact is not the one the request uploaded');
+        if (r.op === 'rollback') {
+          const to = parseBody(r.request.body)?.version;
+          if (to !== r.detail.to) problem(r.seq, 'rollback is not to the version the request names');
+          else if (!codeOf.has(Number(to)) || codeOf.get(Number(to)) !== r.detail.artifact)
+            problem(r.seq, `rollback puts back code that version ${String(to)} never ran`);
+        }
         if (r.op.startsWith('auth.')) {
           const body = parseBody(r.request.body);
           const key = r.op === 'auth.add' ? body?.add : body?.remove;
@@ -190,6 +200,8 @@ export function verifyHistory(
         }
       }
     } else if (REQUESTS[r.op]) problem(r.seq, `${r.op} carries no signed request`);
+
+    if ((r.op === 'deploy' || r.op === 'rollback') && typeof r.detail.version === 'number') codeOf.set(r.detail.version, r.detail.artifact);
 
     // Who may do what, replayed from the start.
     const member = r.author === owner || team.has(r.author);

@@ -4,6 +4,7 @@
  * so that one bad record is skipped with a log line instead of crashing a gateway.
  */
 import { z } from 'zod';
+import { KEEP_PREVIOUS } from './types.js';
 
 export const INSTANCE_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const hexKey = z.string().regex(/^[0-9a-f]{64}$/, 'must be a 64-character hex Ed25519 public key');
@@ -144,6 +145,7 @@ export const gatewayRecord = z.object({
   id: z.string().min(1).max(128),
   publicKey: hexKey,
   machine: z.string().max(128).optional(),
+  metrics: z.string().url().max(256).optional(),
   startedAt: z.number(),
 });
 
@@ -168,6 +170,10 @@ export const instanceSpec = z.object({
   autoscale: autoscaleSettings.optional(),
   limits: replicaLimits.optional(),
   artifact: artifactRef.nullable(),
+  previous: z
+    .array(z.object({ version: z.number().int(), artifact: artifactRef, cmd: z.string() }))
+    .max(KEEP_PREVIOUS)
+    .optional(),
   state: z.enum(['running', 'stopped']),
   version: z.number().int(),
   domains: z.array(z.string()),
@@ -185,6 +191,7 @@ export const governancePolicy = z
   .refine((g) => new Set(g.keys).size === g.keys.length, 'governance keys must be distinct')
   .refine((g) => g.threshold <= g.keys.length, 'governance threshold cannot exceed the number of keys');
 
+export const rollbackRequest = z.object({ version: z.number().int().min(1) }).strict();
 export const revokeRequest = z.object({ governance: governancePolicy.optional() }).strict();
 export const authRequest = z
   .object({ add: hexKey.optional(), remove: hexKey.optional() })

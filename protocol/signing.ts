@@ -15,7 +15,11 @@
  */
 
 import type { KeyObject } from 'node:crypto';
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { DELEGATION_HEADER, delegatedSigner } from './delegation.js';
+import { publicKeyFromHex, signBytes, verifyBytes } from './ed25519.js';
+
+export { publicKeyFromHex, signBytes, verifyBytes };
 
 export const SIGNATURE_HEADERS = {
   key: 'x-allegra-key',
@@ -52,11 +56,6 @@ export function publicKeyToHex(key: KeyObject): string {
   return Buffer.from(jwk.x, 'base64url').toString('hex');
 }
 
-export function publicKeyFromHex(hex: string): KeyObject {
-  if (!HEX64.test(hex)) throw new Error('public key must be 64 lower-case hex characters');
-  return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(hex, 'hex').toString('base64url') }, format: 'jwk' });
-}
-
 /** Serialize a private key as PKCS#8 PEM (the format of `~/.allegra/key`). */
 export function privateKeyToPem(keyPair: KeyPair): string {
   return keyPair.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
@@ -70,37 +69,6 @@ export function keyPairFromPem(pem: string): KeyPair {
 
 export function sha256Hex(data: Uint8Array | string): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-/** Signs arbitrary bytes with a key pair (records, tokens); base64 signature. */
-export function signBytes(keyPair: KeyPair, data: string | Uint8Array): string {
-  return sign(null, typeof data === 'string' ? Buffer.from(data) : data, keyPair.privateKey).toString('base64');
-}
-
-const keyCache = new Map<string, KeyObject>();
-
-function cachedKey(hex: string): KeyObject | undefined {
-  let key = keyCache.get(hex);
-  if (key) return key;
-  try {
-    key = publicKeyFromHex(hex);
-  } catch {
-    return undefined;
-  }
-  if (keyCache.size > 10_000) keyCache.clear();
-  keyCache.set(hex, key);
-  return key;
-}
-
-/** Checks a base64 Ed25519 signature of `data` by the hex public key; never throws. */
-export function verifyBytes(publicKeyHex: string, data: string | Uint8Array, signature: string): boolean {
-  const key = cachedKey(publicKeyHex);
-  if (!key) return false;
-  try {
-    return verify(null, typeof data === 'string' ? Buffer.from(data) : data, key, Buffer.from(signature, 'base64'));
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -156,7 +124,8 @@ export function signRequest(keyPair: KeyPair, input: SignInput): Record<string, 
   return headers;
 }
 
-export type EnvelopeCheck = { ok: true; publicKey: string; bodySha256: string } | { ok: false; reason: string };
+/** `publicKey` is the key the request acts for: its signer's, or the owner's of a valid delegation (then `sessionKey` signed it). */
+export type EnvelopeCheck = { ok: true; publicKey: string; bodySha256: string; sessionKey?: string } | { ok: false; reason: string };
 
 /** Checks an envelope's signature and form only (no clock, audience or replay checks): for stored records. */
 export function verifyEnvelope(envelope: SignedEnvelope): EnvelopeCheck {
@@ -169,6 +138,13 @@ export function verifyEnvelope(envelope: SignedEnvelope): EnvelopeCheck {
   if (!HEX64.test(key)) return { ok: false, reason: 'malformed public key' };
   if (!HEX64.test(bodySha256)) return { ok: false, reason: 'malformed content hash' };
   if (!verifyBytes(key, canonical(envelope.method, envelope.path, h), signature)) return { ok: false, reason: 'bad signature' };
+  // A session key acting for its owner (`allegra ui`): from here on the request is the owner's.
+  const delegation = h[DELEGATION_HEADER];
+  if (delegation !== undefined) {
+    const d = delegatedSigner(delegation, key, Number(h[SIGNATURE_HEADERS.timestamp]), envelope.method, envelope.path);
+    if (!d.ok) return d;
+    return { ok: true, publicKey: d.owner, bodySha256, sessionKey: key };
+  }
   return { ok: true, publicKey: key, bodySha256 };
 }
 
@@ -183,7 +159,9 @@ export function envelopeOf(method: string, path: string, headers: HeaderSource):
   return { method: method.toUpperCase(), path, headers: out };
 }
 
-export type VerifyResult = { ok: true; publicKey: string; bodySha256: string; envelope: SignedEnvelope } | { ok: false; reason: string };
+export type VerifyResult =
+  | { ok: true; publicKey: string; bodySha256: string; sessionKey?: string; envelope: SignedEnvelope }
+  | { ok: false; reason: string };
 
 export interface VerifyInput {
   method: string;
@@ -244,7 +222,7 @@ export class RequestVerifier {
     if (!check.ok) return check;
 
     this.prune(now);
-    const nonceKey = `${check.publicKey}:${nonce}`;
+    const nonceKey = `${h[SIGNATURE_HEADERS.key]}:${nonce}`;
     if (this.seen.has(nonceKey)) return { ok: false, reason: 'replayed request: nonce already used' };
     this.seen.set(nonceKey, ts + this.maxSkewMs);
     return { ...check, envelope };

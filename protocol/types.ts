@@ -35,6 +35,8 @@ export interface GatewayRecord {
   /** Hex Ed25519 key of the gateway's TLS client certificate. */
   publicKey: string;
   machine?: string;
+  /** Where the gateway's Prometheus metrics are (its admin port): the UI samples them for its plots. */
+  metrics?: string;
   startedAt: number;
 }
 
@@ -50,6 +52,15 @@ export type DriverName = 'process' | 'wasm' | 'vm';
 export type DesiredState = 'running' | 'stopped';
 
 /** A content-addressed code bundle (a gzipped tar of the deployed directory or file). */
+/** Earlier versions kept for a rollback. */
+export const KEEP_PREVIOUS = 3;
+
+export interface PreviousVersion {
+  version: number;
+  artifact: ArtifactRef;
+  cmd: string;
+}
+
 export interface ArtifactRef {
   sha256: string;
   size: number;
@@ -91,6 +102,11 @@ export interface InstanceSpec {
   /** Resource limits of each replica's sandbox; absent fields take the network defaults (`REPLICA_LIMITS`). */
   limits?: ReplicaLimits;
   artifact: ArtifactRef | null;
+  /**
+   * The last earlier versions' code (at most `KEEP_PREVIOUS`), newest last: their blobs stay referenced so
+   * that `POST …/rollback` can put one back without an upload.
+   */
+  previous?: PreviousVersion[];
   state: DesiredState;
   /** Counts deploys: 0 until the first code is deployed, then 1, 2… Other changes of the spec leave it alone. */
   version: number;

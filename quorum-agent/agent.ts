@@ -53,6 +53,7 @@ import { SerialPass } from './serial-pass.js';
 import { SshServer } from './ssh/server.js';
 import { STATE_PORT, StateService } from './state/service.js';
 import { type DesiredReplica, Supervisor } from './supervisor.js';
+import { type UiService, uiService } from './ui/api.js';
 import { UsageMeter } from './usage/meter.js';
 import { metered } from './usage/metered-driver.js';
 import { type AccelChoice, chooseAccel, hostFacts } from './vm/accel.js';
@@ -105,6 +106,8 @@ export const DEFAULT_DRIVERS: readonly DriverName[] = ['process', 'wasm'];
 export class Agent {
   readonly identity: NodeIdentity;
   readonly view: ClusterView;
+  /** The dashboard (`/ui`) and its API, served beside the RPC API. */
+  private ui: UiService | null = null;
   private readonly blobs: BlobStore;
   private readonly supervisor: Supervisor;
   private readonly service: InstanceService;
@@ -278,9 +281,18 @@ export class Agent {
       view: this.view,
       dataDir: this.opts.dataDir,
     });
+    this.ui = uiService({
+      nodeId: this.identity.id,
+      registry: this.opts.registry,
+      view: this.view,
+      service: this.service,
+      machine: this.opts.machineId,
+    });
+    const ui = this.ui;
     rpcDeps.extraRoutes = (app, requests) => {
       operations(app, requests);
       logs(app, requests);
+      ui.routes(app, requests);
     };
     const app = createRpcApp(rpcDeps);
     const host = this.opts.host ?? '127.0.0.1';
@@ -725,6 +737,7 @@ export class Agent {
     await this.drivers
       .close()
       .catch((err) => this.opts.log.warn({ err }, 'could not release the drivers (replica cgroup scope, wasm host)'));
+    this.ui?.close();
     this.view.close();
     this.scale.close();
     try {

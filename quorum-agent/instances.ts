@@ -42,7 +42,9 @@ import {
   type InstanceSpec,
   type InstanceStatus,
   type InstanceStatusRecord,
+  KEEP_PREVIOUS,
   newInstanceSpec,
+  type PreviousVersion,
   type QuorumRecord,
   type ReplicaRecord,
   type RouteRecord,
@@ -181,7 +183,11 @@ export class InstanceService {
 
   /** Whether any instance's current artifact is this blob. */
   references(sha256: string): boolean {
-    for (const spec of this.view.instances.values()) if (spec.artifact?.sha256 === sha256) return true;
+    for (const spec of this.view.instances.values()) {
+      if (spec.artifact?.sha256 === sha256) return true;
+      // Earlier versions stay on the members so that a rollback needs no upload.
+      if (spec.previous?.some((p) => p.artifact.sha256 === sha256)) return true;
+    }
     return false;
   }
 
@@ -289,7 +295,7 @@ export class InstanceService {
     const { spec } = await this.authorizedToChange(name, signer);
     const { artifact, quorum } = await this.replicateArtifact(spec, blob, pushTo);
     const next = await this.update(name, signer, {
-      next: (s) => ({ ...s, artifact, cmd: cmd ?? s.cmd, version: s.version + 1 }),
+      next: (s) => ({ ...s, artifact, cmd: cmd ?? s.cmd, version: s.version + 1, previous: keepPrevious(s) }),
       entry: (_s, n) => ({
         op: 'deploy',
         author: signer,
@@ -298,6 +304,32 @@ export class InstanceService {
       }),
     });
     return { spec: next, quorum };
+  }
+
+  /**
+   * Puts an earlier version's code back as a new version (versions only grow). Its blob is still on the
+   * members that held it then (kept referenced by `previous`); members without it pull it from them.
+   */
+  async rollback(name: string, signer: string, to: number, request: Grant): Promise<InstanceSpec> {
+    const { spec } = await this.authorizedToChange(name, signer);
+    if (!spec.previous?.some((p) => p.version === to))
+      throw new AllegraError(
+        'bad_request',
+        `version ${to} of ${name} is not kept (the last ${KEEP_PREVIOUS} earlier versions are): deploy its code again`,
+      );
+    return this.update(name, signer, {
+      next: (s) => {
+        const back = s.previous?.find((p) => p.version === to);
+        if (!back) throw new AllegraError('conflict', `version ${to} of ${name} is no longer kept`);
+        return { ...s, artifact: back.artifact, cmd: back.cmd, version: s.version + 1, previous: keepPrevious(s) };
+      },
+      entry: (_s, n) => ({
+        op: 'rollback',
+        author: signer,
+        request,
+        detail: { artifact: n.artifact?.sha256 ?? null, size: n.artifact?.size ?? 0, version: n.version, cmd: n.cmd, to },
+      }),
+    });
   }
 
   /** Pushes a received blob to the instance's quorum; resolves once a majority holds it. */
@@ -538,4 +570,11 @@ function mayManageKeys(spec: InstanceSpec, signer: string): void {
     throw new AllegraError('forbidden', `only the owner of instance "${spec.name}" may change its keys or ownership`);
   }
   if (spec.immutable) throw new AllegraError('refused', revokedMessage(spec));
+}
+
+/** The versions kept for a rollback after `spec`'s current one is replaced: the newest, one per artifact and command. */
+function keepPrevious(spec: InstanceSpec): PreviousVersion[] {
+  const kept = (spec.previous ?? []).filter((p) => p.artifact.sha256 !== spec.artifact?.sha256 || p.cmd !== spec.cmd);
+  if (spec.artifact) kept.push({ version: spec.version, artifact: spec.artifact, cmd: spec.cmd });
+  return kept.slice(-KEEP_PREVIOUS);
 }

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { AllegraError } from '../protocol/errors.js';
 import type { Grant } from '../protocol/grants.js';
-import { createInstanceRequest, exposeRequest, scaleRequest } from '../protocol/schemas.js';
+import { createInstanceRequest, exposeRequest, rollbackRequest, scaleRequest } from '../protocol/schemas.js';
 import type { RequestVerifier, SignedEnvelope } from '../protocol/signing.js';
 import type { ClusterView } from '../registry/cluster-view.js';
 import { type ArtifactLimits, ArtifactRefused, inspectArtifact } from './artifacts.js';
@@ -144,6 +144,13 @@ export function createRpcApp(deps: RpcDeps): Hono {
   app.post('/v1/instances/:name/expose', async (c) => {
     const { signer, body, grant } = await signedJson(c);
     return c.json(await service.expose(c.req.param('name'), signer, parseWith(exposeRequest, body), deps.domains, grant));
+  });
+
+  /** Puts an earlier version's code back (one of the last ones the spec keeps), as a new version. */
+  app.post('/v1/instances/:name/rollback', async (c) => {
+    const { signer, body, grant } = await signedJson(c);
+    const spec = await service.rollback(c.req.param('name'), signer, parseWith(rollbackRequest, body).version, grant);
+    return c.json({ instance: spec, artifact: spec.artifact });
   });
 
   app.get('/v1/instances/:name/certificates', async (c) => {

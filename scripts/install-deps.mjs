@@ -34,6 +34,8 @@ const NEEDED = {
   ssh: 'openssh-client',
   sftp: 'openssh-client',
   script: 'bsdutils',
+  // The UI's browser tests drive Debian's Chromium (playwright-core, no browser download).
+  chromium: 'chromium',
   // The vm driver: QEMU, and what its image is built from (quorum-agent/vm/image.ts): busybox as the
   // userland, dropbear as the VM's SSH server (and dropbearkey for its host key), cpio for the initramfs,
   // e2fsprogs for the seed and volume disks. The kernel is checked below (a file, not a command).

@@ -87,6 +87,12 @@ export class UsageMeter {
     return {
       ...handle,
       endpoint: relay?.endpoint ?? handle.endpoint,
+      // What the replica reports of itself (wasm) wins; else what its relay sees: requests, and those in flight.
+      figures: () => {
+        const own = handle.figures?.();
+        if (!relay) return own;
+        return { requests: relay.traffic.requests, inFlight: relay.awaiting, ...own };
+      },
       stop: async (graceMs) => {
         await this.sample(m, id); // the last CPU reading while the sandbox still exists
         await handle.stop(graceMs);

@@ -33,6 +33,13 @@ function dial(endpoint: string): Socket {
 
 export class CountingRelay {
   readonly traffic: Traffic = { requests: 0, bytesIn: 0, bytesOut: 0 };
+  /**
+   * Requests that reached the replica and have had no byte of answer yet, over every connection: the
+   * replica's own load figure for the autoscaler. A connection's requests count until the replica's first
+   * byte after them (a streaming answer counts as answered), so it never drifts: each connection's share
+   * returns to zero when it answers or closes.
+   */
+  awaiting = 0;
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
 
@@ -51,6 +58,11 @@ export class CountingRelay {
       const upstream = dial(this.target);
       const counter = new RequestCounter();
       let counted = 0;
+      let pending = 0;
+      const answered = () => {
+        this.awaiting -= pending;
+        pending = 0;
+      };
       for (const s of [client, upstream]) {
         this.sockets.add(s);
         s.on('error', () => {
@@ -58,6 +70,7 @@ export class CountingRelay {
           upstream.destroy();
         });
         s.on('close', () => {
+          answered();
           this.sockets.delete(s);
           client.destroy();
           upstream.destroy();
@@ -66,11 +79,15 @@ export class CountingRelay {
       forward(client, upstream, (chunk) => {
         this.traffic.bytesIn += chunk.length;
         counter.push(chunk);
-        this.traffic.requests += counter.count - counted;
+        const fresh = counter.count - counted;
+        this.traffic.requests += fresh;
+        pending += fresh;
+        this.awaiting += fresh;
         counted = counter.count;
       });
       forward(upstream, client, (chunk) => {
         this.traffic.bytesOut += chunk.length;
+        answered();
       });
     });
     this.server = server;

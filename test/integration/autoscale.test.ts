@@ -121,6 +121,22 @@ describe('autoscaling, scale to zero and the wasm driver through the gateway', (
       expect([...perNode.values()]).toEqual([3, 3, 3]);
     }, 120_000);
 
+    it('meters wasm replicas like every other: usage records count their requests, signed by their node', async () => {
+      for (let i = 0; i < 20; i++) expect((await get('hello2.localhost')).text).toBe('hello from hello2');
+      const usage = await waitFor(
+        async () => {
+          const u = await cliJson<{ nodes: Array<{ requests: number; bytesOut: number; verified: boolean }>; total: { requests: number } }>(
+            ['usage', 'hello2'],
+            env,
+          );
+          return u.total.requests >= 21 ? u : undefined;
+        },
+        { timeoutMs: 25_000, intervalMs: 1_000, what: 'usage records counting the wasm requests' },
+      );
+      for (const n of usage.nodes) expect(n.verified).toBe(true);
+      expect(usage.nodes.reduce((sum, n) => sum + n.bytesOut, 0)).toBeGreaterThan(0);
+    }, 60_000);
+
     it('refuses a wasm request over its memory or time limit while other instances keep answering', async () => {
       await cliJson(['create', 'hog', '--driver', 'wasm', '--from', WASM_APP, '--memory', '64'], env);
       const started = performance.now();

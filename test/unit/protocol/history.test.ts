@@ -137,4 +137,21 @@ describe('verifyHistory', () => {
     const other = { op: 'stop' as const, author: owner.publicKeyHex, request: bare(owner, 'POST', '/v1/instances/other/stop'), detail: {} };
     expect(reasons(chain([create(), other]))).toEqual([expect.stringMatching(/names another instance/)]);
   });
+
+  it('accepts a rollback only to code an earlier version ran', () => {
+    const a = 'a'.repeat(64);
+    const b = 'b'.repeat(64);
+    const v2 = { ...deploy(owner, b), detail: { artifact: b, version: 2 } };
+    const rollback = (to: number, artifact: string): HistoryEntry => ({
+      op: 'rollback',
+      author: owner.publicKeyHex,
+      request: req(owner, 'POST', '/v1/instances/app/rollback', { version: to }),
+      detail: { artifact, version: 3, to },
+    });
+    expect(reasons(chain([create(), deploy(owner, a), v2, rollback(1, a)]))).toEqual([]);
+    expect(reasons(chain([create(), deploy(owner, a), v2, rollback(1, b)]))).toEqual([
+      expect.stringMatching(/code that version 1 never ran/),
+    ]);
+    expect(reasons(chain([create(), deploy(owner, a), rollback(5, a)]))).toEqual([expect.stringMatching(/never ran/)]);
+  });
 });
