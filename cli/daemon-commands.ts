@@ -19,6 +19,7 @@ import { DRIVERS } from '../protocol/schemas.js';
 import type { DriverName } from '../protocol/types.js';
 import { Agent } from '../quorum-agent/agent.js';
 import { parseUidRange, type UidRange } from '../quorum-agent/sandbox/uids.js';
+import type { AccelChoice } from '../quorum-agent/vm/accel.js';
 import { TOKEN_ENV } from '../registry/credentials.js';
 import { CREDENTIALS_ENV } from '../registry/etcd-credentials.js';
 import { openRegistry } from '../registry/open.js';
@@ -111,6 +112,8 @@ export async function agentCommand(
     ingressPort?: string;
     drivers?: string;
     wasmCache?: string;
+    vmAccel?: string;
+    vmImages?: string;
     sshPort?: string;
     json?: boolean;
   },
@@ -146,6 +149,7 @@ export async function agentCommand(
     machineId: machineId(),
     drivers,
     ...(opts.wasmCache ? { wasmCacheDir: opts.wasmCache } : {}),
+    vm: { accel: (opts.vmAccel ?? 'auto') as AccelChoice, ...(opts.vmImages ? { imagesDir: opts.vmImages } : {}) },
   });
   try {
     await agent.start();

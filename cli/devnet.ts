@@ -39,6 +39,8 @@ export interface DevnetOptions {
   acmeDirectory?: string;
   acmeCa?: string;
   wasmCache?: string;
+  drivers?: string;
+  vmAccel?: string;
 }
 
 const DEMO_DIR = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
@@ -174,6 +176,13 @@ export async function devnetCommand(opts: DevnetOptions, out: Output): Promise<v
         // One compile of a wasm app for the whole machine, not one per agent.
         '--wasm-cache',
         opts.wasmCache ?? join(dataDir, 'wasm-cache'),
+        '--drivers',
+        opts.drivers ?? 'process,wasm',
+        '--vm-accel',
+        opts.vmAccel ?? 'auto',
+        // One VM image for the whole machine too.
+        '--vm-images',
+        join(dataDir, 'vm-images'),
         ...trustArgs,
       ];
       return new SupervisedDaemon(`agent-${i}`, args, {

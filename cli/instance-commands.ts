@@ -38,13 +38,17 @@ export function parseReplicas(value: string): { min: number; max: number } {
   return { min, max };
 }
 
-/** `--memory`, `--pids`, `--cpu-shares` → the spec's `limits`, checked against the network's bounds. */
-export function limitsFrom(opts: { memory?: string; pids?: string; cpuShares?: string }): { limits?: ReplicaLimits } {
+/** `--memory`, `--pids`, `--cpu-shares` (and a VM's `--vcpus`, `--disk`) → the spec's `limits`, checked against the network's bounds. */
+export function limitsFrom(opts: { memory?: string; pids?: string; cpuShares?: string; vcpus?: string; disk?: string }): {
+  limits?: ReplicaLimits;
+} {
   const limits: ReplicaLimits = {};
   const flags = [
     ['memory', '--memory', 'memoryMb'],
     ['pids', '--pids', 'pids'],
     ['cpuShares', '--cpu-shares', 'cpuShares'],
+    ['vcpus', '--vcpus', 'vcpus'],
+    ['disk', '--disk', 'diskMb'],
   ] as const;
   for (const [opt, flag, field] of flags) {
     const raw = opts[opt];
@@ -86,6 +90,8 @@ export async function createCommand(
     cmd?: string;
     port?: string;
     memory?: string;
+    vcpus?: string;
+    disk?: string;
     pids?: string;
     cpuShares?: string;
     volume?: boolean;
@@ -190,8 +196,9 @@ async function deployTo(
     packed = await packFor(rpc, path, progress, kind);
     const result = await upload<DeployResult>(rpc, instancePath(name, '/code'), packed, cmd, progress);
     progress.update(`version ${result.instance.version} committed: held by ${result.artifact.holders.length} quorum members`);
-    // Compiling a wasm app to a component takes tens of seconds on each member the first time.
-    if (wait) await waitForRollout(rpc, name, result.instance, (text) => progress.update(text), kind === 'wasm' ? 300_000 : 60_000);
+    // Compiling a wasm app to a component takes tens of seconds on each member the first time; a VM boots
+    // for tens of seconds under TCG (software emulation, where the host has no usable KVM).
+    if (wait) await waitForRollout(rpc, name, result.instance, (text) => progress.update(text), kind === 'process' ? 60_000 : 300_000);
     progress.succeed(`deployed ${name} version ${result.instance.version}`);
     return result;
   } catch (err) {
@@ -322,9 +329,11 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
       );
     }
     if (s.replicas.length > 0) {
+      // VM replicas say how they run: KVM, or TCG (emulated, much slower) where the host has no usable KVM.
+      const vm = s.replicas.some((r) => r.accel !== undefined);
       lines.push(
         table(
-          ['  MEMBER', 'REPLICA', 'STATE', 'HEALTHY', 'VERSION', 'RESTARTS', 'LAST FAILURE'],
+          ['  MEMBER', 'REPLICA', 'STATE', 'HEALTHY', 'VERSION', 'RESTARTS', ...(vm ? ['ACCEL'] : []), 'LAST FAILURE'],
           [...s.replicas]
             .sort((a, b) => a.slot - b.slot)
             .map((r) => [
@@ -334,6 +343,7 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
               r.healthy ? 'yes' : 'no',
               String(r.version),
               String(r.restarts),
+              ...(vm ? [r.accel ? `vm/${r.accel}` : '-'] : []),
               r.lastError ?? '-',
             ]),
         ),

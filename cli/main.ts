@@ -67,6 +67,8 @@ program
   .option('--base-domain <domain>', 'domain under which instances get their names', 'localhost')
   .option('--no-demo', 'do not deploy the demo app')
   .option('--wasm-cache <dir>', 'compile cache of wasm apps shared by the agents (default <data>/wasm-cache)')
+  .option('--drivers <list>', 'drivers the agents offer, comma-separated (process, wasm, vm)', 'process,wasm')
+  .addOption(new Option('--vm-accel <accel>', 'accelerator of vm replicas').choices(['auto', 'kvm', 'tcg']).default('auto'))
   .action(async (o) => (await import('./devnet.js')).devnetCommand({ ...o, key: globals().key }, out()));
 
 program
@@ -94,7 +96,13 @@ program
     [] as string[],
   )
   .option('--allow-unsandboxed', 'if this host cannot sandbox, run every instance unsandboxed (tenant code then runs as the agent)')
-  .option('--drivers <list>', 'drivers this node offers, comma-separated (process, wasm)', 'process,wasm')
+  .option('--drivers <list>', 'drivers this node offers, comma-separated (process, wasm, vm)', 'process,wasm')
+  .addOption(
+    new Option('--vm-accel <accel>', 'accelerator of vm replicas (auto: KVM where it works, else TCG)')
+      .choices(['auto', 'kvm', 'tcg'])
+      .default('auto'),
+  )
+  .option('--vm-images <dir>', 'image cache of vm replicas; agents on one machine may share one (default <data>/vm/images)')
   .option('--wasm-cache <dir>', 'compile cache of wasm apps; agents on one machine may share one (default <data>/wasm/cache)')
   .option('--ssh-port <port>', 'SSH server for sessions inside this node’s replicas, on the listen host (0: any free port)', '0')
   .option('--log <file>', 'write logs to a file instead of stderr')
@@ -189,6 +197,8 @@ program
     '--volume',
     'one replica writes a volume (ALLEGRA_VOLUME_DIR) replicated to every quorum member; another takes over if it is lost',
   )
+  .option('--vcpus <n>', 'virtual CPUs of each replica (driver vm; default 1)')
+  .option('--disk <MiB>', 'disk of each replica, its volume (driver vm; default 1024)')
   .option('--sticky <mode>', 'session affinity: "cookie" (the gateway sets one), "cookie:NAME" (the app\'s own) or "header:NAME"')
   .action(async (name, o) => (await import('./instance-commands.js')).createCommand(name, o, globals(), out()));
 

@@ -23,6 +23,9 @@ export const REPLICA_LIMITS = {
   // Relay processes count: one per connection a gateway holds open to the replica (gateways keep up to 256).
   pids: { min: 64, max: 16_384, default: 1024 },
   cpuShares: { min: 2, max: 10_000, default: 1024 },
+  // VM replicas (driver vm) only: virtual CPUs and the size of the VM's disk, the instance's volume.
+  vcpus: { min: 1, max: 16, default: 1 },
+  diskMb: { min: 64, max: 1_048_576, default: 1024 },
 } as const;
 
 const limit = (b: { min: number; max: number }) => z.number().int().min(b.min).max(b.max).optional();
@@ -31,11 +34,15 @@ export const replicaLimits = z
     memoryMb: limit(REPLICA_LIMITS.memoryMb),
     pids: limit(REPLICA_LIMITS.pids),
     cpuShares: limit(REPLICA_LIMITS.cpuShares),
+    vcpus: limit(REPLICA_LIMITS.vcpus),
+    diskMb: limit(REPLICA_LIMITS.diskMb),
   })
   .strict();
 
 /** The limits a replica runs with: the spec's, else the defaults. */
-export function effectiveLimits(limits: z.infer<typeof replicaLimits> | undefined): Required<z.infer<typeof replicaLimits>> {
+export function effectiveLimits(
+  limits: z.infer<typeof replicaLimits> | undefined,
+): Required<Pick<z.infer<typeof replicaLimits>, 'memoryMb' | 'pids' | 'cpuShares'>> {
   return {
     memoryMb: limits?.memoryMb ?? REPLICA_LIMITS.memoryMb.default,
     pids: limits?.pids ?? REPLICA_LIMITS.pids.default,
@@ -202,6 +209,7 @@ export const replicaRecord = z.object({
   version: z.number().int(),
   pid: z.number().int().nullable(),
   restarts: z.number().int(),
+  accel: z.enum(['kvm', 'tcg']).optional(),
   lastError: z.string().max(1024).optional(),
   updatedAt: z.number(),
   signature: recordSignature.optional(),

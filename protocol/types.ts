@@ -76,6 +76,10 @@ export interface ReplicaLimits {
   pids?: number;
   /** Relative CPU weight under contention (cgroup v1 cpu.shares scale; 1024 is an equal share). */
   cpuShares?: number;
+  /** Virtual CPUs of a VM replica (driver vm). */
+  vcpus?: number;
+  /** Size of a VM replica's disk (its volume) in MiB (driver vm). */
+  diskMb?: number;
 }
 
 /** The desired state of an instance (`instances/<name>`), versioned by `version`. */
@@ -186,6 +190,8 @@ export interface ReplicaRecord {
   version: number;
   pid: number | null;
   restarts: number;
+  /** A VM replica's accelerator: KVM, or TCG (software emulation) where the host has no usable KVM. */
+  accel?: 'kvm' | 'tcg';
   /** Why the replica is not running or not healthy (refused by the node's sandbox policy, start failure, last exit). */
   lastError?: string;
   updatedAt: number;

@@ -35,6 +35,7 @@ import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
 import { openProcessDriver } from './drivers/process.js';
 import { DriverSet } from './drivers/set.js';
+import { VmDriver } from './drivers/vm.js';
 import { WasmDriver } from './drivers/wasm.js';
 import { Governance } from './governance.js';
 import { HistoryWriter } from './history.js';
@@ -55,6 +56,7 @@ import { type DesiredReplica, Supervisor } from './supervisor.js';
 import { type UiService, uiService } from './ui/api.js';
 import { UsageMeter } from './usage/meter.js';
 import { metered } from './usage/metered-driver.js';
+import { type AccelChoice, chooseAccel, hostFacts } from './vm/accel.js';
 import type { VolumeLimits } from './volume/layout.js';
 import { VolumeService } from './volume/service.js';
 
@@ -99,6 +101,8 @@ export interface AgentOptions {
   wasmCacheDir?: string;
   /** The wasm host's Node binary (tests on the current LTS) and spare workers. */
   wasmHost?: { execPath?: string; spareWorkers?: number };
+  /** The vm driver's accelerator (`auto`: KVM where it really works, else TCG) and image cache. */
+  vm?: { accel?: AccelChoice; imagesDir?: string };
 }
 
 export const DEFAULT_DRIVERS: readonly DriverName[] = ['process', 'wasm'];
@@ -244,7 +248,20 @@ export class Agent {
         ),
       );
     }
-    if (offered.has('vm')) this.opts.log.warn('the vm driver is not built yet; this node does not offer it');
+    if (offered.has('vm')) {
+      const accel = chooseAccel(hostFacts(), this.opts.vm?.accel ?? 'auto');
+      this.opts.log.info({ accel: accel.accel, reason: accel.reason }, 'vm replicas run under QEMU');
+      const vm = new VmDriver({
+        dir: join(this.opts.dataDir, 'vm'),
+        ...(this.opts.vm?.imagesDir ? { imagesDir: this.opts.vm.imagesDir } : {}),
+        nodeKey: this.identity.keyPair,
+        accel,
+        log: this.opts.log.child({ driver: 'vm' }),
+      });
+      this.drivers.add(metered(vm, this.meter));
+      // Built now, in the background, so the first VM does not wait for it (or says at once why it cannot).
+      void vm.ensureImage().catch((err) => this.opts.log.error({ err }, 'cannot build the vm image; vm replicas will not start'));
+    }
     this.opts.log.info({ drivers: this.drivers.names() }, 'drivers');
   }
 
@@ -533,8 +550,10 @@ export class Agent {
       // Replicas start once their state API answers (it is started above, and a pass follows when it is up).
       if (!workDir || !stateServed) continue;
       // Only processes have a command; a wasm app's entry is found in its files when it is compiled.
-      const cmd = spec.driver === 'process' ? spec.cmd || inferCommand(workDir) : spec.cmd;
-      if (spec.driver === 'process' && !cmd) {
+      // Commands run in processes and in VMs; a wasm module has none.
+      const runsCommand = spec.driver === 'process' || spec.driver === 'vm';
+      const cmd = runsCommand ? spec.cmd || inferCommand(workDir) : spec.cmd;
+      if (runsCommand && !cmd) {
         this.opts.log.warn({ instance: spec.name }, 'instance has no command and none could be inferred from its files');
         continue;
       }
@@ -552,6 +571,7 @@ export class Agent {
             instanceId: spec.id,
             instanceName: spec.name,
             owner: spec.owner,
+            authorizedKeys: spec.authorized,
             slot,
             workDir,
             ...(spec.artifact ? { artifact: spec.artifact.sha256 } : {}),

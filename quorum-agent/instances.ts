@@ -104,11 +104,14 @@ export class InstanceService {
     // A volume has exactly one writer, so its instance runs exactly one replica (docs/ARCHITECTURE.md, "Volumes").
     if (req.volume && req.replicas && (req.replicas.min !== 1 || req.replicas.max !== 1))
       throw new AllegraError('bad_request', 'an instance with a volume runs one replica (its writer): leave --replicas out or use 1:1');
-    // The wasm host has no file system to bind the volume at /volume and no process to freeze for a snapshot.
+    // The wasm host has no file system to bind the volume at /volume and no process to freeze for a snapshot;
+    // a vm replica's volume is its own disk (--disk), which this replication does not carry yet.
     if (req.volume && req.driver !== 'process')
       throw new AllegraError(
         'bad_request',
-        `a volume needs the process driver (the ${req.driver} driver has no file system to bind it): leave --volume or --driver out`,
+        req.driver === 'vm'
+          ? 'a vm instance keeps its data on its own disk (--disk); --volume is for the process driver: leave it out'
+          : `a volume needs the process driver (the ${req.driver} driver has no file system to bind it): leave --volume or --driver out`,
       );
     const replicas = req.replicas ?? (req.volume ? { min: 1, max: 1 } : { min: quorumSize, max: quorumSize });
     const spec = newInstanceSpec(

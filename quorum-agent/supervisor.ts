@@ -166,8 +166,9 @@ class Runner {
     } else if (!this.healthy) {
       // Still starting: keep probing quickly until it answers, and say why it is not in rotation once it
       // has had time to listen (the usual cause: the app listens on a fixed port instead of $PORT).
-      if (this.startedAt && Date.now() - this.startedAt > SILENT_START_MS && this.lastError === undefined) {
-        this.lastError = `not answering HTTP ${Math.round(SILENT_START_MS / 1000)} s after start: the app must listen on 127.0.0.1:$PORT`;
+      const silentMs = handle.startupMs ?? SILENT_START_MS;
+      if (this.startedAt && Date.now() - this.startedAt > silentMs && this.lastError === undefined) {
+        this.lastError = `not answering HTTP ${Math.round(silentMs / 1000)} s after start: the app must listen on 127.0.0.1:$PORT`;
         this.sup.publish(this);
       }
     } else if (++this.failures >= (this.sup.opts.unhealthyThreshold ?? 2)) {
@@ -199,6 +200,7 @@ class Runner {
       version: this.desired.version,
       pid: this.handle?.pid ?? null,
       restarts: this.restarts,
+      ...(this.handle?.accel ? { accel: this.handle.accel } : {}),
       ...(this.lastError === undefined ? {} : { lastError: this.lastError.slice(0, 1024) }),
       updatedAt: Date.now(),
     };

@@ -2,6 +2,7 @@
 // Installs the Debian packages the tests and benchmarks need, when missing.
 // As root it runs apt-get; otherwise it prints exactly what to install and, under CI=true, fails.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 
 /** binary → Debian package that provides it */
 const NEEDED = {
@@ -35,6 +36,22 @@ const NEEDED = {
   script: 'bsdutils',
   // The UI's browser tests drive Debian's Chromium (playwright-core, no browser download).
   chromium: 'chromium',
+  // The vm driver: QEMU, and what its image is built from (quorum-agent/vm/image.ts): busybox as the
+  // userland, dropbear as the VM's SSH server (and dropbearkey for its host key), cpio for the initramfs,
+  // e2fsprogs for the seed and volume disks. The kernel is checked below (a file, not a command).
+  'qemu-system-x86_64': 'qemu-system-x86',
+  '/bin/busybox': 'busybox-static',
+  '/usr/sbin/dropbear': 'dropbear-bin',
+  dropbearkey: 'dropbear-bin',
+  cpio: 'cpio',
+  mke2fs: 'e2fsprogs',
+  resize2fs: 'e2fsprogs',
+};
+
+/** Files (not commands) → the Debian package that provides them. */
+const NEEDED_FILES = {
+  // The VM image's kernel and modules: any installed Debian kernel will do.
+  '/boot': { test: (names) => names.some((f) => /^vmlinuz-\d/.test(f)), pkg: 'linux-image-amd64' },
 };
 
 const SEARCH_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/local/sbin`;
@@ -43,12 +60,23 @@ function has(bin) {
   return spawnSync('sh', ['-c', `command -v ${bin}`], { env: { ...process.env, PATH: SEARCH_PATH } }).status === 0;
 }
 
+function hasFiles(dir, test) {
+  try {
+    return test(readdirSync(dir));
+  } catch {
+    return false;
+  }
+}
+
 const missing = [
-  ...new Set(
-    Object.entries(NEEDED)
+  ...new Set([
+    ...Object.entries(NEEDED)
       .filter(([bin]) => !has(bin))
       .map(([, pkg]) => pkg),
-  ),
+    ...Object.entries(NEEDED_FILES)
+      .filter(([dir, { test }]) => !hasFiles(dir, test))
+      .map(([, { pkg }]) => pkg),
+  ]),
 ];
 if (missing.length === 0) process.exit(0);
 

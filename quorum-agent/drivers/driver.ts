@@ -9,12 +9,15 @@ import type { Readable, Writable } from 'node:stream';
 import type { DriverName, ReplicaLimits } from '../../protocol/types.js';
 import type { ExposedSocket } from '../sandbox/bwrap.js';
 import type { EnterTarget } from '../sandbox/sandbox.js';
+import type { GuestSshTarget } from '../vm/guest-ssh.js';
 
 export interface ReplicaLaunch {
   instanceId: string;
   instanceName: string;
   /** Owner's public key: the node's sandbox policy may run trusted owners' replicas unsandboxed. */
   owner: string;
+  /** The instance's team keys (a VM's seed authorizes them beside the owner's). */
+  authorizedKeys?: string[];
   slot: number;
   /** Directory holding the unpacked artifact (read-only /app of a sandboxed replica). */
   workDir: string;
@@ -85,6 +88,10 @@ export interface ReplicaHandle {
   readonly pid: number | null;
   /** Resolves once the replica has exited, for any reason, and its resources are released. */
   readonly exited: Promise<ExitInfo>;
+  /** How long the replica may take to answer before its status says it does not (a VM boots for a while). */
+  readonly startupMs?: number;
+  /** The accelerator a VM replica runs with (shown in `allegra status`). */
+  readonly accel?: 'kvm' | 'tcg';
   /** One health probe: true if the replica answers. */
   health(): Promise<boolean>;
   /** Asks the replica to stop, and forces it after `graceMs`. */
@@ -101,6 +108,11 @@ export interface ReplicaHandle {
    * driver-neutral way to run one command.
    */
   enter?(): Promise<EnterTarget | undefined>;
+  /**
+   * A replica with an SSH server of its own (a VM's dropbear): SSH sessions are relayed to it with the
+   * node's key instead of entering a sandbox.
+   */
+  guestSsh?(): GuestSshTarget;
 }
 
 /** A start the node's policy refuses (not a crash): the reason is shown in the replica's status. */

@@ -22,8 +22,11 @@ import { DEFAULT_APP_PORT } from '../drivers/process.js';
 import { revokedMessage } from '../instances.js';
 import { INSIDE } from '../sandbox/bwrap.js';
 import { replicaEnv } from '../sandbox/env.js';
+import type { EnterTarget } from '../sandbox/sandbox.js';
 import type { DesiredReplica } from '../supervisor.js';
+import type { GuestSshTarget } from '../vm/guest-ssh.js';
 import { enterArgv, killTree, sessionCommand } from './enter.js';
+import { type RelayedSession, relaySession } from './relay.js';
 
 export interface SshDeps {
   hostKey: KeyPair;
@@ -208,8 +211,10 @@ export class SshServer {
           : `allegra: replica ${user.slot} of "${spec.name}" does not run on node ${this.deps.nodeId}${where ? ` (it runs on node ${where}: allegra ssh ${spec.name} --replica ${user.slot})` : ''}`,
       );
     }
-    const target = replica.handle.enter ? await replica.handle.enter() : undefined;
-    if (!target)
+    // A VM replica has its own SSH server, which the session is relayed to; others are entered (nsenter).
+    const guest = replica.handle.guestSsh?.();
+    const target = guest ? undefined : replica.handle.enter ? await replica.handle.enter() : undefined;
+    if (!guest && !target)
       return refuse(
         channel,
         replica.handle.enter
@@ -225,6 +230,8 @@ export class SshServer {
     if (!(await this.deps.record(spec.id, { op: 'ssh.start', author: this.deps.hostKey.publicKeyHex, detail })))
       return refuse(channel, 'allegra: the session could not be recorded in the instance history; try again');
 
+    if (guest) return this.relay(guest, kind, channel, pty, command, onResize, spec, user.key, detail, started);
+
     const launch = replica.desired.launch;
     const env = {
       ...replicaEnv({
@@ -238,7 +245,7 @@ export class SshServer {
       }),
       ...(pty ? { TERM: pty.term } : {}),
     };
-    const argv = enterArgv(target, sessionCommand(kind, command, pty !== undefined));
+    const argv = enterArgv(target as EnterTarget, sessionCommand(kind, command, pty !== undefined));
     let ended = false;
     let proc: { kill: () => void } | undefined;
     const live: Live = {
@@ -286,6 +293,56 @@ export class SshServer {
     channel.on('close', () => child.pid !== undefined && killTree(child.pid, 'SIGHUP'));
     child.on('error', () => finish(255));
     child.on('close', (code, signal) => finish(code, signal));
+  }
+
+  /** A session carried on into the replica's own SSH server (relay.ts), recorded and cut like the others. */
+  private async relay(
+    guest: GuestSshTarget,
+    kind: 'shell' | 'exec' | 'sftp',
+    channel: ssh2.ServerChannel,
+    pty: { cols: number; rows: number; term: string } | undefined,
+    command: string | undefined,
+    onResize: (fn: (cols: number, rows: number) => void) => void,
+    spec: InstanceSpec,
+    key: string,
+    detail: Record<string, unknown>,
+    started: number,
+  ): Promise<void> {
+    let relayed: RelayedSession;
+    try {
+      relayed = await relaySession(guest, kind, channel, pty, command);
+    } catch (err) {
+      void this.deps.record(spec.id, {
+        op: 'ssh.end',
+        author: this.deps.hostKey.publicKeyHex,
+        detail: { ...detail, exitCode: 255, seconds: 0 },
+      });
+      return refuse(channel, `allegra: the VM's SSH server does not answer yet (${(err as Error).message}); try again shortly`);
+    }
+    const live: Live = {
+      name: spec.name,
+      key,
+      end: (why) => {
+        channel.stderr.write(why);
+        relayed.kill();
+      },
+    };
+    this.live.add(live);
+    onResize((cols, rows) => relayed.resize(cols, rows));
+    const { code, signal } = await relayed.done;
+    this.live.delete(live);
+    try {
+      if (signal) channel.exit(signal, false, '');
+      else channel.exit(code ?? 255);
+      channel.end();
+    } catch {
+      /* the client went away */
+    }
+    void this.deps.record(spec.id, {
+      op: 'ssh.end',
+      author: this.deps.hostKey.publicKeyHex,
+      detail: { ...detail, exitCode: code, seconds: Math.round((Date.now() - started) / 1000) },
+    });
   }
 }
 

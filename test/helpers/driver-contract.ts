@@ -22,6 +22,8 @@ export interface DriverCapabilities {
   exec: false | { sandboxed: boolean };
   /** Whether the driver enforces the spec's memory limit (an unsandboxed process cannot, and is not asked to). */
   limits: boolean;
+  /** How long a replica may take to become healthy (a VM boots under TCG for tens of seconds); 30 s by default. */
+  startupMs?: number;
 }
 
 export interface DriverUnderTest {
@@ -71,6 +73,8 @@ async function collect(session: ExecSession): Promise<{ code: number | null; std
 
 export function driverContract(name: string, caps: DriverCapabilities, open: () => Promise<DriverUnderTest>): void {
   describe(`driver contract: ${name}`, () => {
+    // Cases that start replicas may wait for two boots.
+    const testMs = 2 * (caps.startupMs ?? 30_000) + 10_000;
     let t: DriverUnderTest;
     const handles: ReplicaHandle[] = [];
     const launch = (instanceId: string, over: Partial<ReplicaLaunch> = {}): ReplicaLaunch => ({
@@ -89,7 +93,7 @@ export function driverContract(name: string, caps: DriverCapabilities, open: () 
     const start = async (instanceId: string, over?: Partial<ReplicaLaunch>) => {
       const h = await t.driver.start(launch(instanceId, over));
       handles.push(h);
-      await waitFor(() => h.health(), { timeoutMs: 30_000, what: `${name} replica healthy` });
+      await waitFor(() => h.health(), { timeoutMs: caps.startupMs ?? 30_000, intervalMs: 200, what: `${name} replica healthy` });
       return h;
     };
 
@@ -104,13 +108,17 @@ export function driverContract(name: string, caps: DriverCapabilities, open: () 
       await t?.cleanup();
     });
 
-    it('starts a replica that serves HTTP at its endpoint, healthy, with its instance in its environment', async () => {
-      const h = await start('i-contract00001');
-      expect(h.endpoint).toMatch(/^(unix:\/|http:\/\/127\.0\.0\.1:\d+$)/);
-      expect(await h.health()).toBe(true);
-      const hello = await call(h, '/');
-      expect(hello).toEqual({ status: 200, text: 'hello from contract-i-contract00001' });
-    });
+    it(
+      'starts a replica that serves HTTP at its endpoint, healthy, with its instance in its environment',
+      async () => {
+        const h = await start('i-contract00001');
+        expect(h.endpoint).toMatch(/^(unix:\/|http:\/\/127\.0\.0\.1:\d+$)/);
+        expect(await h.health()).toBe(true);
+        const hello = await call(h, '/');
+        expect(hello).toEqual({ status: 200, text: 'hello from contract-i-contract00001' });
+      },
+      testMs,
+    );
 
     it("writes the replica's stdout and stderr to its log file", async () => {
       const h = handles[0] as ReplicaHandle;
@@ -160,27 +168,35 @@ export function driverContract(name: string, caps: DriverCapabilities, open: () 
 
     // Only drivers that enforce limits are asked about them (an unsandboxed process has none to enforce).
     if (caps.limits)
-      it('keeps other replicas serving while one exceeds its memory limit, which does not succeed', async () => {
-        const hog = await start('i-contract00002', { limits: { memoryMb: 64 } });
-        const sibling = await start('i-contract00003');
-        const over = await call(hog, '/alloc?mb=400').catch((err: Error) => ({ status: 0, text: err.message }));
-        expect(over.status).not.toBe(200);
-        expect(await call(sibling, '/')).toEqual({ status: 200, text: 'hello from contract-i-contract00003' });
-        // The hog either ended (its supervisor restarts it) or refused the request and still answers.
-        const ended = await Promise.race([hog.exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 3_000))]);
-        if (!ended) expect(await call(hog, '/')).toEqual({ status: 200, text: 'hello from contract-i-contract00002' });
-      });
+      it(
+        'keeps other replicas serving while one exceeds its memory limit, which does not succeed',
+        async () => {
+          const hog = await start('i-contract00002', { limits: { memoryMb: 64 } });
+          const sibling = await start('i-contract00003');
+          const over = await call(hog, '/alloc?mb=400').catch((err: Error) => ({ status: 0, text: err.message }));
+          expect(over.status).not.toBe(200);
+          expect(await call(sibling, '/')).toEqual({ status: 200, text: 'hello from contract-i-contract00003' });
+          // The hog either ended (its supervisor restarts it) or refused the request and still answers.
+          const ended = await Promise.race([hog.exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 3_000))]);
+          if (!ended) expect(await call(hog, '/')).toEqual({ status: 200, text: 'hello from contract-i-contract00002' });
+        },
+        testMs,
+      );
 
-    it('stops a replica: exited resolves, health fails, the endpoint no longer answers; destroy releases the instance', async () => {
-      const h = await start('i-contract00004');
-      await h.stop(2_000);
-      const exit = await h.exited;
-      expect(exit).toHaveProperty('code');
-      expect(await h.health()).toBe(false);
-      await expect(call(h, '/')).rejects.toThrow();
-      await t.driver.destroy('i-contract00004');
-      // Stopping twice is harmless.
-      await h.stop(100);
-    });
+    it(
+      'stops a replica: exited resolves, health fails, the endpoint no longer answers; destroy releases the instance',
+      async () => {
+        const h = await start('i-contract00004');
+        await h.stop(2_000);
+        const exit = await h.exited;
+        expect(exit).toHaveProperty('code');
+        expect(await h.health()).toBe(false);
+        await expect(call(h, '/')).rejects.toThrow();
+        await t.driver.destroy('i-contract00004');
+        // Stopping twice is harmless.
+        await h.stop(100);
+      },
+      testMs,
+    );
   });
 }

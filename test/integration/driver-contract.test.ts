@@ -1,7 +1,8 @@
 /**
  * The driver contract (test/helpers/driver-contract.ts) against every driver the agent holds: `process` in
  * the sandbox (this suite runs as root with bubblewrap), `process` on the host (a node that cannot sandbox,
- * for trusted owners), and `wasm` in a real wasm host process. The wasm compile cache is shared with the
+ * for trusted owners), `wasm` in a real wasm host process, and `vm` (QEMU, TCG here: every replica a boot of
+ * the node's image, so its replicas get a longer start bound). The wasm compile cache is shared with the
  * wasm host suite across runs (a compile takes 20–60 s, a cache hit milliseconds). Run `npm run build` first.
  */
 import { cpSync } from 'node:fs';
@@ -9,12 +10,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
+import { generateKeyPair } from '../../protocol/signing.js';
 import { ProcessDriver } from '../../quorum-agent/drivers/process.js';
+import { VmDriver } from '../../quorum-agent/drivers/vm.js';
 import type * as WasmDriverModule from '../../quorum-agent/drivers/wasm.js';
 import { scopeName } from '../../quorum-agent/sandbox/cgroups.js';
 import { Sandbox } from '../../quorum-agent/sandbox/sandbox.js';
 import { probeSandbox } from '../../quorum-agent/sandbox/support.js';
 import { UidAllocator } from '../../quorum-agent/sandbox/uids.js';
+import { chooseAccel, hostFacts } from '../../quorum-agent/vm/accel.js';
 import { hashSource } from '../../quorum-agent/wasm/compile.js';
 import { driverContract } from '../helpers/driver-contract.js';
 import { tempDir } from '../helpers/tmp.js';
@@ -84,4 +88,20 @@ driverContract('wasm', { exec: false, limits: true }, async () => {
       dir.cleanup();
     },
   };
+});
+
+// The VM is its own root: commands run as root in it (not sandboxed in the uid sense), and its memory limit is
+// the VM's RAM (-m), so the hog is the guest's OOM killer's business, never the sibling's.
+driverContract('vm (QEMU)', { exec: { sandboxed: false }, limits: true, startupMs: 240_000 }, async () => {
+  const dir = tempDir('allegra-contract-vm-');
+  const driver = new VmDriver({
+    dir: join(dir.path, 'vm'),
+    // One image per machine and run of the suite's inputs, like the wasm cache.
+    imagesDir: join(tmpdir(), 'allegra-vm-test-images'),
+    nodeKey: generateKeyPair(),
+    accel: chooseAccel(hostFacts()),
+    log,
+  });
+  await driver.ensureImage();
+  return { driver, ...copyApp(dir.path), logDir: join(dir.path, 'logs'), cleanup: async () => dir.cleanup() };
 });
