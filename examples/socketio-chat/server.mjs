@@ -7,7 +7,7 @@ import { Server } from 'socket.io';
 import { createStateAdapter } from './adapter.mjs';
 
 const replica = `${process.env.ALLEGRA_INSTANCE ?? 'chat'}/${process.env.ALLEGRA_REPLICA ?? '0'}`;
-const http = createServer((req, res) => {
+const http = createServer((_req, res) => {
   res.writeHead(200, { 'content-type': 'application/json' });
   res.end(JSON.stringify({ replica }));
 });

@@ -11,11 +11,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { cliJson, type DevnetInfo, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
@@ -272,5 +274,22 @@ describe('autoscaling, scale to zero and the wasm driver through the gateway', (
       expect(failed).toHaveLength(0);
       expect(results.filter((x) => x.cold).length).toBeGreaterThan(0);
     }, 90_000);
+
+    it('holds a WebSocket handshake for a sleeping instance and completes it once a replica is up', async () => {
+      await waitFor(async () => (await status('auto')).replicas.length === 0, { timeoutMs: 20_000, what: 'asleep again' });
+      const ws = new WebSocket(`${info.http.replace(/^http/, 'ws')}/ws`, { headers: { host: 'auto.localhost' } });
+      try {
+        const head = await new Promise<IncomingMessage>((resolve, reject) => {
+          ws.once('upgrade', resolve);
+          ws.once('unexpected-response', (_req, res) => reject(new Error(`answered ${res.statusCode} instead of 101`)));
+          ws.once('error', reject);
+        });
+        expect(head.statusCode).toBe(101);
+        expect(Number(head.headers['x-allegra-cold-start'])).toBeGreaterThanOrEqual(0);
+        expect(head.headers['x-replica']).toBeDefined();
+      } finally {
+        ws.terminate();
+      }
+    }, 60_000);
   });
 });
