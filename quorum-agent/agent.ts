@@ -4,7 +4,7 @@
  */
 import { rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { RpcClient } from '../protocol/client.js';
@@ -628,6 +628,9 @@ export class Agent {
           this.standbys.delete(id);
           this.preparer.forget(id);
           rmSync(join(this.opts.dataDir, 'logs', id), { recursive: true, force: true });
+          // The state API's socket directory (kept while the instance exists: running sandboxes bind it).
+          await this.state.forget(id);
+          rmSync(dirname(this.state.socketPath(id)), { recursive: true, force: true });
           await this.opts.registry.delete(keys.instanceStatus(id, this.identity.id)).catch(() => {});
           this.collectGarbage(sha256 ? new Set([sha256]) : undefined);
           this.opts.log.info({ instanceId: id }, 'deleted instance: code, logs, replica directories, cgroups and uid released');

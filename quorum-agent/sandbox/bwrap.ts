@@ -48,7 +48,12 @@ export interface SystemLayout {
   extraRo: string[];
 }
 
-/** A host Unix socket offered inside the sandbox on 127.0.0.1:port (the state API, later features). */
+/**
+ * A host Unix socket offered inside the sandbox on 127.0.0.1:port (the state API, later features). Its
+ * directory, one per socket and instance, is what the sandbox binds: a socket the agent recreates there
+ * (its service restarted while the replica runs) is the one the replica reaches, where a bind of the
+ * socket file itself would keep pointing at the old, dead one.
+ */
 export interface ExposedSocket {
   hostPath: string;
   port: number;
@@ -111,7 +116,7 @@ export function relayAddresses(port: number, exposed: ExposedSocket[] = []): Arr
     [`UNIX-LISTEN:${INSIDE.socket},fork,mode=0666,backlog=1024`, `TCP:127.0.0.1:${port}`],
     ...exposed.map((e, i): [string, string] => [
       `TCP-LISTEN:${e.port},bind=127.0.0.1,fork,reuseaddr,backlog=256`,
-      `UNIX-CONNECT:${INSIDE.exposed}/${i}.sock`,
+      `UNIX-CONNECT:${INSIDE.exposed}/${i}/${posix.basename(e.hostPath)}`,
     ]),
   ];
 }
@@ -143,7 +148,7 @@ export function bwrapArgv(c: SandboxCommand): string[] {
   const exposed = c.exposed ?? [];
   if (exposed.length > 0) {
     a.push('--perms', '0755', '--dir', INSIDE.exposed);
-    for (const [i, e] of exposed.entries()) a.push('--ro-bind', e.hostPath, `${INSIDE.exposed}/${i}.sock`);
+    for (const [i, e] of exposed.entries()) a.push('--ro-bind', posix.dirname(e.hostPath), `${INSIDE.exposed}/${i}`);
   }
   a.push('--chdir', INSIDE.app);
   // Inside: drop to the instance's ids for good, then the init script.

@@ -12,7 +12,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
 import { attachLog } from '../logs.js';
@@ -132,11 +132,13 @@ export class Sandbox {
     writeFileSync(join(runDir, 'passwd'), ids.passwd, { mode: 0o644 });
     writeFileSync(join(runDir, 'group'), ids.group, { mode: 0o644 });
 
-    // An exposed socket serves this instance alone (its state API): its uid gets it, so the relay inside
-    // (running as that uid) may connect, and no other tenant's uid may.
+    // An exposed socket serves this instance alone (its state API): its directory (the socket's own) goes to
+    // the instance's uid with mode 0700, so the relay inside (running as that uid) may connect to whatever
+    // socket the agent keeps there, and no other tenant's uid may.
     for (const e of req.exposed ?? []) {
-      chownSync(e.hostPath, uid, gid);
-      chmodSync(e.hostPath, 0o600);
+      const dir = dirname(e.hostPath);
+      chownSync(dir, uid, gid);
+      chmodSync(dir, 0o700);
     }
     const procs = this.scope.create(name, req.limits);
     const cleanup = async () => {

@@ -1,11 +1,11 @@
 /**
  * The state of every instance this node is a quorum member of: a verified copy (copy.ts), a writer
  * (writer.ts) and the API its replicas reach (api.ts) on a socket of the instance's own
- * (`<data>/state/<instanceId>.sock`), which the sandbox hands only to that instance's uid. Members keep a copy
+ * (`<data>/state/<instanceId>/api.sock`), whose directory the sandbox hands only to that instance's uid. Members keep a copy
  * whether or not they run a replica: every member holds the state and can show it matches.
  */
-import { mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Registry } from '../../protocol/registry.js';
 import { StateApi } from './api.js';
@@ -42,8 +42,9 @@ export class StateService {
     mkdirSync(join(opts.dataDir, 'state'), { recursive: true, mode: 0o700 });
   }
 
+  /** In a directory of the instance's own, which the sandbox binds (a recreated socket stays reachable). */
   socketPath(instanceId: string): string {
-    return join(this.opts.dataDir, 'state', `${instanceId}.sock`);
+    return join(this.opts.dataDir, 'state', instanceId, 'api.sock');
   }
 
   /** Starts keeping (and serving) an instance's state; resolves once its socket accepts connections. */
@@ -80,8 +81,12 @@ export class StateService {
     ).start();
     const api = new StateApi({ registry, copy, writer: new StateWriter(registry, copy, this.quota), quota: this.quota, log });
     const socketPath = this.socketPath(instanceId);
+    // The directory stays across restarts of this instance's API: the sandbox gave it to the instance's uid.
+    mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
     rmSync(socketPath, { force: true });
     await api.listen(socketPath);
+    // Who may connect is the directory's to say (0700, the instance's uid); the socket itself is open.
+    chmodSync(socketPath, 0o666);
     return { copy, api, socketPath };
   }
 

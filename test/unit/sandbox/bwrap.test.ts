@@ -136,13 +136,14 @@ describe('bwrapArgv', () => {
   });
 
   it('offers exposed host sockets read-only inside, relayed to 127.0.0.1:port', () => {
-    const withState = bwrapArgv({ ...base, exposed: [{ hostPath: '/var/agent/state/i-1.sock', port: 7171 }] });
-    expect(mounts(withState)).toContainEqual({ kind: '--ro-bind', from: '/var/agent/state/i-1.sock', to: `${INSIDE.exposed}/0.sock` });
-    expect(relayAddresses(3000, [{ hostPath: '/x.sock', port: 7171 }])[1]).toEqual([
+    const withState = bwrapArgv({ ...base, exposed: [{ hostPath: '/var/agent/state/i-1/api.sock', port: 7171 }] });
+    // The socket's directory is bound, not the socket file: a socket recreated there stays reachable.
+    expect(mounts(withState)).toContainEqual({ kind: '--ro-bind', from: '/var/agent/state/i-1', to: `${INSIDE.exposed}/0` });
+    expect(relayAddresses(3000, [{ hostPath: '/x/api.sock', port: 7171 }])[1]).toEqual([
       'TCP-LISTEN:7171,bind=127.0.0.1,fork,reuseaddr,backlog=256',
-      `UNIX-CONNECT:${INSIDE.exposed}/0.sock`,
+      `UNIX-CONNECT:${INSIDE.exposed}/0/api.sock`,
     ]);
-    expect(withState.slice(-6, -2)).toEqual(relayAddresses(3000, [{ hostPath: '/x.sock', port: 7171 }]).flat());
+    expect(withState.slice(-6, -2)).toEqual(relayAddresses(3000, [{ hostPath: '/var/agent/state/i-1/api.sock', port: 7171 }]).flat());
   });
 });
 
