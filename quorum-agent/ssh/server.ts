@@ -262,18 +262,7 @@ export class SshServer {
       if (ended) return;
       ended = true;
       this.live.delete(live);
-      try {
-        if (signal) channel.exit(signal.replace(/^SIG/, ''), false, '');
-        else channel.exit(code ?? 255);
-        channel.end();
-      } catch {
-        /* the client went away */
-      }
-      void this.deps.record(spec.id, {
-        op: 'ssh.end',
-        author: this.deps.hostKey.publicKeyHex,
-        detail: { ...detail, exitCode: code, seconds: Math.round((Date.now() - started) / 1000) },
-      });
+      this.endSession(channel, spec.id, detail, started, code, signal);
     };
     if (pty && kind !== 'sftp') {
       const term: IPty = spawnPty(argv[0] as string, argv.slice(1), { name: pty.term, cols: pty.cols, rows: pty.rows, env });
@@ -331,14 +320,26 @@ export class SshServer {
     onResize((cols, rows) => relayed.resize(cols, rows));
     const { code, signal } = await relayed.done;
     this.live.delete(live);
+    this.endSession(channel, spec.id, detail, started, code, signal);
+  }
+
+  /** Tells the client how the session ended (exit status or signal) and records its end in the history. */
+  private endSession(
+    channel: ssh2.ServerChannel,
+    instanceId: string,
+    detail: Record<string, unknown>,
+    started: number,
+    code: number | null,
+    signal?: string | null,
+  ): void {
     try {
-      if (signal) channel.exit(signal, false, '');
+      if (signal) channel.exit(signal.replace(/^SIG/, ''), false, '');
       else channel.exit(code ?? 255);
       channel.end();
     } catch {
       /* the client went away */
     }
-    void this.deps.record(spec.id, {
+    void this.deps.record(instanceId, {
       op: 'ssh.end',
       author: this.deps.hostKey.publicKeyHex,
       detail: { ...detail, exitCode: code, seconds: Math.round((Date.now() - started) / 1000) },
