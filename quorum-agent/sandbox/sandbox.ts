@@ -12,7 +12,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { lchown, lstat, readdir, readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { unixEndpoint } from '../../gateway/dial.js';
 import { attachLog } from '../logs.js';
@@ -137,6 +137,12 @@ export class Sandbox {
     // socket the agent keeps there, and no other tenant's uid may.
     for (const e of req.exposed ?? []) {
       const dir = dirname(e.hostPath);
+      // The whole directory goes to the tenant: never one that holds anything but this socket.
+      const others = readdirSync(dir).filter((f) => f !== basename(e.hostPath));
+      if (others.length > 0) {
+        rmSync(runDir, { recursive: true, force: true });
+        throw new Error(`exposed socket ${e.hostPath} must be alone in its directory (found ${others[0]})`);
+      }
       chownSync(dir, uid, gid);
       chmodSync(dir, 0o700);
     }

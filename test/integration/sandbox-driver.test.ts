@@ -3,7 +3,7 @@
  * the replica's own directories, graceful stop, no process or cgroup left behind, a host socket offered
  * inside on 127.0.0.1, and destroy() releasing an instance's uid and directories.
  */
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +28,8 @@ describe('process driver in the sandbox', () => {
   let sandbox: Sandbox;
   let driver: ProcessDriver;
   let stateServer: Server;
-  const stateSocket = join(dir.path, 'state.sock');
+  // In a directory of its own, as the agent keeps it: the sandbox binds (and hands to the instance) that directory.
+  const stateSocket = join(dir.path, 'state', 'api.sock');
   const launch = (over: Partial<ReplicaLaunch> = {}): ReplicaLaunch => ({
     instanceId: 'i-drv000000001',
     instanceName: 'probe',
@@ -74,7 +75,9 @@ describe('process driver in the sandbox', () => {
     await sandbox.open();
     driver = new ProcessDriver({ support, sandbox, dataRoot: join(dir.path, 'sandbox') });
     stateServer = createServer((req, res) => res.end(`state says hello to ${req.url}`));
+    mkdirSync(join(dir.path, 'state'), { mode: 0o700 });
     await new Promise<void>((r) => stateServer.listen(stateSocket, r));
+    chmodSync(stateSocket, 0o666);
   });
 
   afterAll(async () => {
@@ -152,6 +155,10 @@ describe('process driver in the sandbox', () => {
     await healthy(closed);
     expect((await get(closed, '/state')).state).toMatch(/^error: ECONNREFUSED/);
     await closed.stop();
+    // The socket's directory goes to the tenant: one holding anything else is refused.
+    await expect(driver.start(launch({ exposed: [{ hostPath: join(dir.path, 'shared.sock'), port: 7171 }] }))).rejects.toThrow(
+      /must be alone in its directory/,
+    );
   });
 
   it('destroy() removes the instance’s directories and releases its uid', async () => {
