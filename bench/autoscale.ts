@@ -22,6 +22,7 @@ import { Agent, request } from 'undici';
 import { loadKey } from '../cli/config.js';
 import { RpcClient } from '../protocol/client.js';
 import type { InstanceStatus } from '../protocol/types.js';
+import { DEVNET_FREE_PORTS } from '../test/helpers/cli.js';
 import { isMain } from './lib/microbench.js';
 import { repoRoot } from './lib/paths.js';
 import { percentileSorted } from './lib/stats.js';
@@ -61,24 +62,7 @@ async function startDevnet(work: string): Promise<Devnet> {
   const data = join(work, 'devnet');
   const child = spawn(
     process.execPath,
-    [
-      CLI,
-      'devnet',
-      '--json',
-      '--http',
-      '0',
-      '--https',
-      '0',
-      '--rpc',
-      '0',
-      '--admin',
-      '0',
-      '--data',
-      data,
-      '--no-demo',
-      '--wasm-cache',
-      join(ROOT, 'bench', 'out', 'wasm-cache'),
-    ],
+    [CLI, 'devnet', '--json', ...DEVNET_FREE_PORTS, '--data', data, '--no-demo', '--wasm-cache', join(ROOT, 'bench', 'out', 'wasm-cache')],
     { env: { ...process.env, ALLEGRA_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -193,7 +177,7 @@ export async function measure(o: Options): Promise<{ markdown: string; svg: stri
     }
 
     // The 10× load step.
-    const stepApp = join(ROOT, 'bench', 'autoscale-app');
+    const stepApp = join(ROOT, 'test', 'fixtures', 'slow-app');
     await cli(d, ['create', 'step', '--from', stepApp, '--cmd', 'node server.mjs', '--replicas', '1:1']);
     await cli(d, ['scale', 'step', '--min', '1', '--max', '12', '--target', '10', '--window', String(o.windowSeconds)]);
     let clients = 0;
@@ -369,7 +353,7 @@ function section(markdown: string, o: Options): string {
   return [
     '#### Autoscaling and scale to zero (issue 15): zero to first byte, req/s, a 10× load step',
     '',
-    `A devnet (embedded registry, 3 agents, a gateway, sandboxed replicas), every request through the gateway. Zero to first byte: the Hono hello app (\`bench/wasm-app\`) on the process driver and as wasm, each \`allegra scale NAME --min 0 --max 1 --idle 1\`, waited down to no replica, then one GET (samples alternate). Req/s: one warm replica each, autocannon through the gateway. Load step: \`bench/autoscale-app\` (100 ms requests) at 7 then 70 clients in a closed loop, \`--min 1 --max 12 --target 10 --window ${o.windowSeconds}\`. Command: \`npm run build && node dist/bench/autoscale.js\` (also part of \`npm run bench\`). Goals: zero to first byte p95 ≤ 300 ms (process), ≤ 20 ms (wasm).`,
+    `A devnet (embedded registry, 3 agents, a gateway, sandboxed replicas), every request through the gateway. Zero to first byte: the Hono hello app (\`bench/wasm-app\`) on the process driver and as wasm, each \`allegra scale NAME --min 0 --max 1 --idle 1\`, waited down to no replica, then one GET (samples alternate). Req/s: one warm replica each, autocannon through the gateway. Load step: \`test/fixtures/slow-app\` (the autoscaling tests' app) (100 ms requests) at 7 then 70 clients in a closed loop, \`--min 1 --max 12 --target 10 --window ${o.windowSeconds}\`. Command: \`npm run build && node dist/bench/autoscale.js\` (also part of \`npm run bench\`). Goals: zero to first byte p95 ≤ 300 ms (process), ≤ 20 ms (wasm).`,
     '',
     markdown,
   ].join('\n');

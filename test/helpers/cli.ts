@@ -39,6 +39,9 @@ export interface DevnetInfo {
   instances: Array<{ name: string; url: string }>;
 }
 
+/** Every port of a devnet chosen by the system, so suites running at once never collide. */
+export const DEVNET_FREE_PORTS = ['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0'];
+
 /** Starts `allegra devnet --json` on free ports and resolves once it printed its ready line. */
 export function startDevnet(
   args: string[],

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RpcClient } from '../../protocol/client.js';
 import { keyPairFromPem, SIGNATURE_HEADERS, sha256Hex, signRequest } from '../../protocol/signing.js';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
 import { tgzOf, writeBombTgz, writeManyFilesTgz } from '../helpers/tarballs.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
@@ -58,7 +58,7 @@ describe('control plane under attack', () => {
     });
 
   beforeAll(async () => {
-    devnet = await startDevnet(['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--data', dataDir], env);
+    devnet = await startDevnet([...DEVNET_FREE_PORTS, '--data', dataDir], env);
     info = devnet.info;
     owner = keyPairFromPem(readFileSync(`${env.ALLEGRA_HOME}/key`, 'utf8'));
     await cliJson(['create', 'victim', '--replicas', '1:1'], env);

@@ -19,7 +19,7 @@ import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 const WASM_APP = fileURLToPath(new URL('../fixtures/wasm-app/app.js', import.meta.url));
@@ -49,21 +49,7 @@ describe('autoscaling, scale to zero and the wasm driver through the gateway', (
 
   beforeAll(async () => {
     devnet = await startDevnet(
-      [
-        '--http',
-        '0',
-        '--https',
-        '0',
-        '--rpc',
-        '0',
-        '--admin',
-        '0',
-        '--data',
-        `${dir.path}/devnet`,
-        '--no-demo',
-        '--wasm-cache',
-        WASM_CACHE,
-      ],
+      [...DEVNET_FREE_PORTS, '--data', `${dir.path}/devnet`, '--no-demo', '--wasm-cache', WASM_CACHE],
       env,
       120_000,
     );

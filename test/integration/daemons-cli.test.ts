@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, runCli } from '../helpers/cli.js';
+import { CLI, DEVNET_FREE_PORTS, runCli } from '../helpers/cli.js';
 import { tempDir } from '../helpers/tmp.js';
 
 function firstLine(child: ChildProcess, timeoutMs = 30_000): Promise<string> {
@@ -76,21 +76,7 @@ describe('daemons and devnet report in one JSON document or one line', () => {
   it('fails a devnet at once, with the reason, when the ACME directory cannot be reached', async () => {
     const started = Date.now();
     const r = await runCli(
-      [
-        'devnet',
-        '--acme-directory',
-        'https://127.0.0.1:9/directory',
-        '--data',
-        join(dir.path, 'devnet'),
-        '--http',
-        '0',
-        '--https',
-        '0',
-        '--rpc',
-        '0',
-        '--admin',
-        '0',
-      ],
+      ['devnet', '--acme-directory', 'https://127.0.0.1:9/directory', '--data', join(dir.path, 'devnet'), ...DEVNET_FREE_PORTS],
       { ALLEGRA_HOME: join(dir.path, 'home') },
     );
     expect(r.code).toBe(1);

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keys } from '../../protocol/keys.js';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { openRegistry } from '../../registry/open.js';
-import { CLI, cliJson, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
+import { CLI, cliJson, DEVNET_FREE_PORTS, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const APP = fileURLToPath(new URL('../fixtures/journey-app/', import.meta.url));
@@ -59,7 +59,7 @@ describe('the developer journey through the CLI', () => {
   };
 
   beforeAll(async () => {
-    devnet = await startDevnet(['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--data', data, '--no-demo'], env);
+    devnet = await startDevnet([...DEVNET_FREE_PORTS, '--data', data, '--no-demo'], env);
     info = devnet.info;
   }, 90_000);
 

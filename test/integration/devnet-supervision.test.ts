@@ -6,7 +6,7 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, type DevnetInfo, isAlive, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isAlive, runCli, startDevnet } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 describe('devnet supervision and CLI failover', () => {
@@ -16,7 +16,7 @@ describe('devnet supervision and CLI failover', () => {
   let info: DevnetInfo;
 
   beforeAll(async () => {
-    devnet = await startDevnet(['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--data', `${dir.path}/devnet`], env);
+    devnet = await startDevnet([...DEVNET_FREE_PORTS, '--data', `${dir.path}/devnet`], env);
     info = devnet.info;
   }, 90_000);
 

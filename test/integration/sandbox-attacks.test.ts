@@ -16,7 +16,7 @@ import { freePort } from '../../quorum-agent/ports.js';
 import { type CgroupLayout, readLayout, scopeDirs, scopeName } from '../../quorum-agent/sandbox/cgroups.js';
 import { DOCUMENTED } from '../../quorum-agent/sandbox/env.js';
 import { socketPathFor } from '../../registry/embedded.js';
-import { cliJson, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 const HOSTILE_APP = fileURLToPath(new URL('../fixtures/hostile-app/', import.meta.url));
@@ -89,7 +89,7 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
   };
 
   beforeAll(async () => {
-    devnet = await startDevnet(['--no-demo', '--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--data', data], owner);
+    devnet = await startDevnet(['--no-demo', ...DEVNET_FREE_PORTS, '--data', data], owner);
     info = devnet.info;
     expect((await runCli(['keys', 'init'], owner)).code).toBe(0);
     expect((await runCli(['keys', 'init'], attacker)).code).toBe(0);

@@ -10,7 +10,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { DOCUMENTED } from '../../quorum-agent/sandbox/env.js';
-import { cliJson, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 const HOSTILE_APP = fileURLToPath(new URL('../fixtures/hostile-app/', import.meta.url));
@@ -27,7 +27,7 @@ describe('sandbox policy on a host that cannot sandbox', () => {
   };
 
   beforeAll(async () => {
-    devnet = await startDevnet(['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--data', `${dir.path}/devnet`], env, 90_000);
+    devnet = await startDevnet([...DEVNET_FREE_PORTS, '--data', `${dir.path}/devnet`], env, 90_000);
     info = devnet.info;
     expect((await runCli(['keys', 'init'], other)).code).toBe(0);
   }, 120_000);

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { rolldown } from 'rolldown';
 import { io, type Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliJson, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../examples/socketio-chat/', import.meta.url));
@@ -35,10 +35,7 @@ describe('socket.io on three replicas with the state-API adapter', () => {
       logLevel: 'silent',
     });
     await bundle.write({ file: join(app, 'server.cjs'), format: 'cjs' });
-    devnet = await startDevnet(
-      ['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--no-demo', '--data', `${dir.path}/devnet`],
-      env,
-    );
+    devnet = await startDevnet([...DEVNET_FREE_PORTS, '--no-demo', '--data', `${dir.path}/devnet`], env);
     info = devnet.info;
     await cliJson(['keys', 'init'], env);
     await cliJson(['create', 'chat', '--sticky', 'cookie', '--from', app, '--cmd', 'node server.cjs'], env);

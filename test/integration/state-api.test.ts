@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const APP = fileURLToPath(new URL('../fixtures/state-app/', import.meta.url));
@@ -34,10 +34,7 @@ describe('state API', () => {
 
   beforeAll(async () => {
     // Every agent of this devnet drops one state event in seven: their copies diverge and must repair.
-    devnet = await startDevnet(
-      ['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--no-demo', '--data', `${dir.path}/devnet`],
-      env,
-    );
+    devnet = await startDevnet([...DEVNET_FREE_PORTS, '--no-demo', '--data', `${dir.path}/devnet`], env);
     info = devnet.info;
     await cliJson(['keys', 'init'], env);
     await cliJson(['create', 'kv', '--from', APP, '--cmd', 'node server.mjs'], env);

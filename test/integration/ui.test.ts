@@ -15,7 +15,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 // The callbacks given to page.evaluate run in the browser; this file compiles without the DOM library.
@@ -49,7 +49,7 @@ describe('the Allegra UI in Chromium', () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: node scripts/install-deps.mjs installs Debian's chromium`);
     console.log(`UI screenshots: ${shots}`);
     [devnet, browser] = await Promise.all([
-      startDevnet(['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--data', join(dir.path, 'devnet'), '--no-demo'], env),
+      startDevnet([...DEVNET_FREE_PORTS, '--data', join(dir.path, 'devnet'), '--no-demo'], env),
       chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] }),
     ]);
     info = devnet.info;

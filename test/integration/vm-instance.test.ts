@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { chooseAccel, hostFacts } from '../../quorum-agent/vm/accel.js';
 import { findInputs } from '../../quorum-agent/vm/image.js';
-import { cliJson, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 const DEMO = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
@@ -50,10 +50,7 @@ describe('a vm instance through the CLI and the gateway', () => {
 
   beforeAll(async () => {
     devnet = await startDevnet(
-      [
-        ...['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0'],
-        ...['--agents', '1', '--drivers', 'process,vm', '--data', `${dir.path}/devnet`, '--no-demo'],
-      ],
+      [...DEVNET_FREE_PORTS, ...['--agents', '1', '--drivers', 'process,vm', '--data', `${dir.path}/devnet`, '--no-demo']],
       env,
       120_000,
     );

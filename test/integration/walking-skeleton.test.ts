@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, type DevnetInfo, isAlive, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isAlive, runCli, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 const ECHO_APP = fileURLToPath(new URL('../fixtures/echo-app/', import.meta.url));
@@ -24,7 +24,7 @@ describe('walking skeleton: devnet, CLI, agents and gateway', () => {
   };
 
   beforeAll(async () => {
-    devnet = await startDevnet(['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0', '--data', `${dir.path}/devnet`], env);
+    devnet = await startDevnet([...DEVNET_FREE_PORTS, '--data', `${dir.path}/devnet`], env);
     info = devnet.info;
   }, 90_000);
 
