@@ -77,11 +77,8 @@ function isolateFor(env: EdgeEnv): Isolate {
     // Per isolate: the origins enforce the real per-route limits; these only bound what one isolate holds.
     gate: new RouteGate(),
     budget: new RetryBudget(policy.retryBudgetRatio, policy.retryBudgetMin),
-    outliers: new OutlierDetector({
-      consecutiveFailures: policy.consecutiveFailures,
-      baseEjectionMs: policy.baseEjectionMs,
-      maxEjectionMs: policy.maxEjectionMs,
-    }),
+    // The gateway policy carries the ejection settings (consecutive failures, base and longest ejection).
+    outliers: new OutlierDetector(policy),
     metrics: noMetrics,
     log: consoleLog,
     accessLog: (e) => console.log(JSON.stringify({ access: true, ...e })),

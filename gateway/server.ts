@@ -217,9 +217,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     gate: new RouteGate(),
     budget: new RetryBudget(policy.retryBudgetRatio, policy.retryBudgetMin),
     outliers: new OutlierDetector({
-      consecutiveFailures: policy.consecutiveFailures,
-      baseEjectionMs: policy.baseEjectionMs,
-      maxEjectionMs: policy.maxEjectionMs,
+      ...policy, // its ejection settings: consecutive failures, base and longest ejection
       onEject: (id, ms) => {
         metrics.ejections.inc();
         log.warn({ upstream: id, ms }, 'replica ejected after failures');
