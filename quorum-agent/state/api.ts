@@ -12,7 +12,7 @@ import { keyProblem, MAX_VALUE_BYTES, stateKeys } from './layout.js';
 import type { Condition, Quota, StateWriter } from './writer.js';
 
 /** Open connections to one instance's API (in flight, watching or idle): beyond it new ones are refused. */
-const MAX_CONNECTIONS = 512;
+export const MAX_STATE_CONNECTIONS = 512;
 
 export interface StateApiOptions {
   registry: Registry;
@@ -107,7 +107,7 @@ export class StateApi {
       { maxHeaderSize: 8 * 1024, requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 65_000 },
       (req, res) => void this.handle(req, res),
     );
-    server.maxConnections = MAX_CONNECTIONS;
+    server.maxConnections = MAX_STATE_CONNECTIONS;
     return server;
   }
 

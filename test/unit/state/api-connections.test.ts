@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Registry } from '../../../protocol/registry.js';
-import { StateApi } from '../../../quorum-agent/state/api.js';
+import { MAX_STATE_CONNECTIONS, StateApi } from '../../../quorum-agent/state/api.js';
 import type { StateCopy } from '../../../quorum-agent/state/copy.js';
 import type { StateWriter } from '../../../quorum-agent/state/writer.js';
 import { tempDir } from '../../helpers/tmp.js';
@@ -43,8 +43,22 @@ describe('the state API server', () => {
     socket.destroy();
   }, 10_000);
 
-  it('bounds how many connections one instance holds', () => {
-    expect(api.server.maxConnections).toBeGreaterThan(0);
-    expect(api.server.maxConnections).toBeLessThanOrEqual(1024);
-  });
+  it('bounds how many connections one instance holds: one past the limit is closed at once', async () => {
+    const open = async () => {
+      const socket = connect(socketPath);
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      return socket;
+    };
+    const held = [];
+    for (let i = 0; i < MAX_STATE_CONNECTIONS; i++) held.push(await open());
+    const extra = await open();
+    const closed = await new Promise<boolean>((resolve) => {
+      extra.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 2_000);
+    });
+    expect(closed).toBe(true);
+    // The ones within the limit are still open.
+    expect(held.every((s) => !s.destroyed)).toBe(true);
+    for (const s of [...held, extra]) s.destroy();
+  }, 20_000);
 });
