@@ -19,6 +19,16 @@ import { socketPathFor } from '../../registry/embedded.js';
 import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
+/** A file under /proc/<pid>, or undefined once that process has exited. */
+function procFile(pid: number, name: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/${name}`, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') return undefined;
+    throw err;
+  }
+}
+
 const HOSTILE_APP = fileURLToPath(new URL('../fixtures/hostile-app/', import.meta.url));
 const ECHO_APP = fileURLToPath(new URL('../fixtures/echo-app/', import.meta.url));
 
@@ -144,10 +154,14 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
         for (const [name, pids] of replicaProcesses(a.node)) {
           if (!name.startsWith(`${s.instance.id}.`)) continue;
           for (const pid of pids) {
-            const line = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^Uid:\s+(\d+)/m);
+            // A process may exit between listing the cgroup and reading it (a replica's short-lived child).
+            const status = procFile(pid, 'status');
+            const comm = procFile(pid, 'comm')?.trim();
+            if (status === undefined || comm === undefined) continue;
+            const line = status.match(/^Uid:\s+(\d+)/m);
             if (line && Number(line[1]) === 0) {
               // Only bwrap (outer and its init) stays root; it runs no tenant code.
-              expect(readFileSync(`/proc/${pid}/comm`, 'utf8').trim()).toBe('bwrap');
+              expect(comm).toBe('bwrap');
             } else ids.add(Number(line?.[1]));
           }
         }
