@@ -35,7 +35,7 @@ import { Controller } from './controller.js';
 import { DnsHttpVerifier } from './domains.js';
 import { openProcessDriver } from './drivers/process.js';
 import { DriverSet } from './drivers/set.js';
-import { VmDriver } from './drivers/vm.js';
+import { VM_STOP_GRACE_MS, VmDriver, vmVolumeTuning } from './drivers/vm.js';
 import { WasmDriver } from './drivers/wasm.js';
 import { Governance } from './governance.js';
 import { HistoryWriter } from './history.js';
@@ -177,9 +177,13 @@ export class Agent {
       ...opts.volumes,
       pause: (instanceId) => this.supervisor.pause(instanceId, 0),
       drained: (instanceId) => this.supervisor.drained(instanceId),
-      // Volumes run on the process driver only (create refuses another): its sandbox uid owns the files.
-      ownerUid: (instanceId) => this.drivers.get('process')?.uidOf?.(instanceId),
+      // A sandboxed process replica's uid owns its volume's files; a VM's disk is the agent's own file.
+      ownerUid: (instanceId) => {
+        const driver = this.view.instances.get(instanceId)?.driver ?? 'process';
+        return this.drivers.get(driver)?.uidOf?.(instanceId);
+      },
       changed: () => this.reconcile(),
+      tuning: (spec) => (spec.driver === 'vm' ? vmVolumeTuning(spec.limits) : {}),
     });
     this.service = new InstanceService(
       opts.registry,
@@ -259,6 +263,7 @@ export class Agent {
         log: this.opts.log.child({ driver: 'vm' }),
       });
       this.drivers.add(metered(vm, this.meter));
+      for (const id of vm.hosted()) if (!this.known.has(id)) this.known.set(id, null);
       // Built now, in the background, so the first VM does not wait for it (or says at once why it cannot).
       void vm.ensureImage().catch((err) => this.opts.log.error({ err }, 'cannot build the vm image; vm replicas will not start'));
     }
@@ -520,12 +525,18 @@ export class Agent {
     const counts = new Map<string, number>();
     /** Instances this node is a quorum member of (it keeps a copy of their state). */
     const memberOf = new Set<string>();
-    const volumes: Array<{ spec: InstanceSpec; member: boolean }> = [];
+    const volumes: Array<{ spec: InstanceSpec; member: boolean; eligible: boolean }> = [];
     for (const spec of this.view.instances.values()) {
       present.add(spec.id);
       this.known.set(spec.id, spec.artifact?.sha256 ?? null);
       const quorum = this.view.quorumOf(spec.id);
-      if (spec.volume) volumes.push({ spec, member: quorum?.members.includes(this.identity.id) ?? false });
+      // Every member keeps a copy; only one that offers the driver (a vm instance needs QEMU) may write.
+      if (spec.volume)
+        volumes.push({
+          spec,
+          member: quorum?.members.includes(this.identity.id) ?? false,
+          eligible: this.drivers.get(spec.driver) !== undefined,
+        });
       if (!quorum?.members.includes(this.identity.id)) continue;
       // Every member keeps a verified copy of the instance's state, running or not, replica here or not.
       memberOf.add(spec.id);
@@ -563,7 +574,7 @@ export class Agent {
           instanceName: spec.name,
           slot,
           version: spec.version,
-          ...(volumeDir ? { exclusive: true, stopGraceMs: 1_000 } : {}),
+          ...(volumeDir ? { exclusive: true, stopGraceMs: spec.driver === 'vm' ? VM_STOP_GRACE_MS : 1_000 } : {}),
           driver: spec.driver,
           attest: { artifact: spec.artifact?.sha256 ?? null, specHash: specHash(spec) },
           launch: {

@@ -101,19 +101,24 @@ export class InstanceService {
     const network = this.view.network();
     const now = Date.now();
     const quorumSize = network.quorumSize;
+    // A vm instance is one VPS whose disk is the instance's volume (docs/VM.md): replicated to every member,
+    // restarted elsewhere from the newest copy when its machine is lost.
+    const volume = req.volume === true || req.driver === 'vm';
     // A volume has exactly one writer, so its instance runs exactly one replica (docs/ARCHITECTURE.md, "Volumes").
-    if (req.volume && req.replicas && (req.replicas.min !== 1 || req.replicas.max !== 1))
-      throw new AllegraError('bad_request', 'an instance with a volume runs one replica (its writer): leave --replicas out or use 1:1');
-    // The wasm host has no file system to bind the volume at /volume and no process to freeze for a snapshot;
-    // a vm replica's volume is its own disk (--disk), which this replication does not carry yet.
-    if (req.volume && req.driver !== 'process')
+    if (volume && req.replicas && (req.replicas.min !== 1 || req.replicas.max !== 1))
       throw new AllegraError(
         'bad_request',
         req.driver === 'vm'
-          ? 'a vm instance keeps its data on its own disk (--disk); --volume is for the process driver: leave it out'
-          : `a volume needs the process driver (the ${req.driver} driver has no file system to bind it): leave --volume or --driver out`,
+          ? 'a vm instance is one VM whose disk is its volume (one writer): leave --replicas out or use 1:1'
+          : 'an instance with a volume runs one replica (its writer): leave --replicas out or use 1:1',
       );
-    const replicas = req.replicas ?? (req.volume ? { min: 1, max: 1 } : { min: quorumSize, max: quorumSize });
+    // The wasm host has no file system to bind the volume at /volume and no process to freeze for a snapshot.
+    if (volume && req.driver !== 'process' && req.driver !== 'vm')
+      throw new AllegraError(
+        'bad_request',
+        `a volume needs the process or vm driver (the ${req.driver} driver has no file system to bind it): leave --volume or --driver out`,
+      );
+    const replicas = req.replicas ?? (volume ? { min: 1, max: 1 } : { min: quorumSize, max: quorumSize });
     const spec = newInstanceSpec(
       {
         id: instanceIdFor(grant),
@@ -128,7 +133,7 @@ export class InstanceService {
         // Versions count deploys: nothing is deployed yet.
         version: 0,
         ...(req.limits ? { limits: req.limits } : {}),
-        ...(req.volume ? { volume: true } : {}),
+        ...(volume ? { volume: true } : {}),
       },
       now,
     );

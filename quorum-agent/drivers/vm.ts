@@ -7,7 +7,7 @@
  * each replica. QEMU gets a parent-death signal (setpriv), so no VM outlives its agent.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { request } from 'undici';
@@ -25,6 +25,8 @@ import { ensureHostKey } from '../vm/host-key.js';
 import { type BuiltImage, buildImage } from '../vm/image.js';
 import { GUEST_RELAY_PORT, qemuArgv } from '../vm/qemu.js';
 import { writeSeed } from '../vm/seed.js';
+import { freeze } from '../volume/freeze.js';
+import type { VolumeTuning } from '../volume/volume.js';
 import type { Driver, ExitInfo, ReplicaHandle, ReplicaLaunch } from './driver.js';
 import { DEFAULT_APP_PORT } from './process.js';
 
@@ -42,6 +44,30 @@ export function vmLimits(limits: ReplicaLimits | undefined): VmLimits {
     vcpus: limits?.vcpus ?? REPLICA_LIMITS.vcpus.default,
     memoryMb: Math.max(effectiveLimits(limits).memoryMb, VM_MIN_MEMORY_MB),
     diskMb: limits?.diskMb ?? REPLICA_LIMITS.diskMb.default,
+  };
+}
+
+/** Room in a vm volume beyond the disk itself: the VM's SSH host key. */
+const VOLUME_SLACK_BYTES = 16 * 1024 * 1024;
+/**
+ * How often a running VM's changed disk is captured. Each capture pauses the VM while the image is copied
+ * (holes skipped) and then reads the whole copy (bench/RESULTS.md, "VM disk": tens of ms paused, a few
+ * hundred of CPU for a 1 GiB disk), so it runs less often than a directory volume's: the RPO is about this
+ * plus the guest's own 1 s journal commit.
+ */
+export const VM_VOLUME_INTERVAL_MS = 2_000;
+/** A VM's stop: `sync` in the guest (up to 3 s), then QEMU's own exit. */
+export const VM_STOP_GRACE_MS = 5_000;
+
+/** How the volume of a vm instance differs from a directory volume: one image of the disk's size. */
+export function vmVolumeTuning(limits: ReplicaLimits | undefined): Partial<VolumeTuning> {
+  const { diskMb } = vmLimits(limits);
+  return {
+    limits: { maxBytes: diskMb * 1024 * 1024 + VOLUME_SLACK_BYTES, maxEntries: 16 },
+    intervalMs: VM_VOLUME_INTERVAL_MS,
+    stepDownMs: VM_STOP_GRACE_MS * 3,
+    pauseOn: 'any',
+    stage: true,
   };
 }
 
@@ -118,8 +144,12 @@ export class VmDriver implements Driver {
     const dir = this.replicaDir(launch.instanceId, launch.slot);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     mkdirSync(dirname(launch.logFile), { recursive: true });
-    ensureDisk(join(dir, 'disk.img'), limits.diskMb);
-    const hostKey = ensureHostKey(join(dir, 'ssh_host_ed25519_key'));
+    // The disk and the host key belong to the instance's volume when it has one (its writer's live
+    // directory, replicated to every member); the seed is made fresh per boot, beside the replica.
+    const diskDir = launch.volumeDir ?? dir;
+    const diskImage = join(diskDir, 'disk.img');
+    ensureDisk(diskImage, limits.diskMb, dir);
+    const hostKey = ensureHostKey(join(diskDir, 'ssh_host_ed25519_key'), dir);
     const port = launch.listenPort || DEFAULT_APP_PORT;
     const env = {
       ...replicaEnv({
@@ -157,7 +187,7 @@ export class VmDriver implements Driver {
         kernel: image.kernel,
         initrd: image.initrd,
         seedImage,
-        diskImage: join(dir, 'disk.img'),
+        diskImage,
         appHostPort,
         sshHostPort,
         ...(this.opts.qemu ? { binary: this.opts.qemu } : {}),
@@ -205,6 +235,9 @@ export class VmDriver implements Driver {
       // A boot under TCG on a busy host takes tens of seconds; under KVM a few.
       startupMs: this.opts.accel.accel === 'tcg' ? 180_000 : 30_000,
       guestSsh: () => target,
+      // A crash-consistent instant of the disk for its snapshot: every QEMU thread stopped, so no write is
+      // half done (what the guest flushed is in the image file; what it had not is what a power cut loses).
+      pause: () => freeze(() => (done || !child.pid ? [] : [child.pid])),
       // The replica's environment (the seed's), then the session's own variables except the network's.
       exec: (req) => {
         const own = Object.entries(req.env ?? {})
@@ -239,7 +272,21 @@ export class VmDriver implements Driver {
     };
   }
 
-  /** The instance left this node: its volumes, host keys and seeds go (the image stays for others). */
+  /** A volume's standby member builds the image ahead, so taking over costs only the restore and the boot. */
+  async prepare(): Promise<void> {
+    await this.ensureImage();
+  }
+
+  /** Instances this driver kept something for in an earlier run (so one deleted meanwhile is released). */
+  hosted(): string[] {
+    try {
+      return readdirSync(join(this.opts.dir, 'instances'));
+    } catch {
+      return [];
+    }
+  }
+
+  /** The instance left this node: its seeds (and disks made without a volume) go; the image stays for others. */
   async destroy(instanceId: string): Promise<void> {
     rmSync(join(this.opts.dir, 'instances', instanceId), { recursive: true, force: true });
   }

@@ -5,16 +5,17 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { ed25519FromSsh } from '../../protocol/openssh.js';
 
 export const DROPBEARKEY = '/usr/bin/dropbearkey';
 
-/** The host key file at `path` (created once) and its public key as raw Ed25519 hex. */
-export function ensureHostKey(path: string): { file: string; publicKeyHex: string } {
+/** The host key file at `path` (created once, in `workDir` first) and its public key as raw Ed25519 hex. */
+export function ensureHostKey(path: string, workDir = dirname(path)): { file: string; publicKeyHex: string } {
   if (!existsSync(path)) {
     mkdirSync(dirname(path), { recursive: true });
-    const tmp = `${path}.new`;
+    mkdirSync(workDir, { recursive: true });
+    const tmp = join(workDir, `${basename(path)}.new`);
     rmSync(tmp, { force: true });
     execFileSync(DROPBEARKEY, ['-t', 'ed25519', '-f', tmp], { stdio: 'ignore' });
     renameSync(tmp, path);

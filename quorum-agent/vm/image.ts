@@ -204,8 +204,12 @@ export async function buildImage(cacheDir: string, inputs: ImageInputs = findInp
     copyFileSync(inputs.kernel, join(tmp, 'vmlinuz'));
     rmSync(root, { recursive: true, force: true });
     writeFileSync(join(tmp, 'image.json'), `${JSON.stringify({ id, release, kernel: inputs.kernel, modules: order, libs }, null, 2)}\n`);
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
+    // Agents sharing one cache may build at once: a complete image already in place (another agent's, from
+    // the same inputs) is kept, since a VM may be booting from it; only a partial one is replaced.
+    if (!existsSync(join(dir, 'image.json'))) {
+      rmSync(dir, { recursive: true, force: true });
+      renameSync(tmp, dir);
+    }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -13,12 +13,15 @@ import { constants, type Dirent, type Stats } from 'node:fs';
 import { lstat, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ChunkStore } from './chunks.js';
+import { dataExtents, overlaps } from './extents.js';
 import { CHUNK_BYTES, MANIFEST_FORMAT, type Manifest, type ManifestEntry, type VolumeLimits } from './layout.js';
+
+const ZERO_CHUNK = Buffer.alloc(CHUNK_BYTES);
 
 type BigStats = Awaited<ReturnType<typeof lstat>> & { ino: bigint; size: bigint; mtimeNs: bigint; uid: bigint; mode: bigint };
 
 /** What identifies a file version without reading it. */
-function stampOf(st: BigStats): string {
+export function stampOf(st: { ino: bigint; size: bigint; mtimeNs: bigint }): string {
   return `${st.ino}:${st.size}:${st.mtimeNs}`;
 }
 
@@ -32,6 +35,11 @@ export interface CaptureOptions {
    * agent's own: what a restore wrote before the replica's first start; tenant code cannot create those).
    */
   ownerUid?: number;
+  /**
+   * Ask the file system where each file holds data and read only that (extents.ts): for files only the agent
+   * writes (a staged copy of a VM's disk), whose holes would otherwise be read as zeros.
+   */
+  holes?: boolean;
 }
 
 const AGENT_UID = process.getuid?.() ?? -1;
@@ -44,7 +52,7 @@ export interface Capture {
   manifest: Manifest;
   index: CaptureIndex;
   bytes: number;
-  /** Bytes read (files that changed since the last capture). */
+  /** Bytes read (of files that changed since the last capture; holes skipped are not read). */
   readBytes: number;
   /** Entries left out, with why (links, special files, other owners). */
   skipped: string[];
@@ -141,7 +149,7 @@ async function readFile(
   store: ChunkStore,
   opts: CaptureOptions,
   skipped: string[],
-): Promise<{ chunks: string[]; size: number; stamp: string; stable: boolean } | undefined> {
+): Promise<{ chunks: string[]; size: number; read: number; stamp: string; stable: boolean } | undefined> {
   let fh: Awaited<ReturnType<typeof open>>;
   try {
     fh = await open(w.abs, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -157,8 +165,18 @@ async function readFile(
     }
     const chunks: string[] = [];
     const buf = Buffer.allocUnsafe(CHUNK_BYTES);
+    const extents = opts.holes ? await dataExtents(w.abs) : undefined;
+    const length = Number(before.size);
     let size = 0;
+    let read = 0;
     for (;;) {
+      // A whole chunk inside a hole is zeros: named without being read.
+      if (extents && size + CHUNK_BYTES <= length && !overlaps(extents, size, size + CHUNK_BYTES)) {
+        chunks.push(store.putLocal(ZERO_CHUNK));
+        size += CHUNK_BYTES;
+        if (size > opts.limits.maxBytes) throw new VolumeTooLarge(`the volume holds more than ${opts.limits.maxBytes} bytes`);
+        continue;
+      }
       let filled = 0;
       while (filled < CHUNK_BYTES) {
         const { bytesRead } = await fh.read(buf, filled, CHUNK_BYTES - filled, size + filled);
@@ -166,13 +184,14 @@ async function readFile(
         filled += bytesRead;
       }
       if (filled === 0) break;
+      read += filled;
       chunks.push(store.putLocal(buf.subarray(0, filled)));
       size += filled;
       if (size > opts.limits.maxBytes) throw new VolumeTooLarge(`the volume holds more than ${opts.limits.maxBytes} bytes`);
       if (filled < CHUNK_BYTES) break;
     }
     const after = (await fh.stat({ bigint: true })) as unknown as BigStats;
-    return { chunks, size, stamp: stampOf(after), stable: stampOf(before) === stampOf(after) && BigInt(size) === after.size };
+    return { chunks, size, read, stamp: stampOf(after), stable: stampOf(before) === stampOf(after) && BigInt(size) === after.size };
   } finally {
     await fh.close();
   }
@@ -217,7 +236,7 @@ export async function capture(
       entries.push({ type: 'file', path: w.rel, mode, size: read.size, chunks: read.chunks });
       next.set(w.rel, { stamp: read.stamp, chunks: read.chunks, size: read.size, mode });
       bytes += read.size;
-      readBytes += read.size;
+      readBytes += read.read;
     }
     if (bytes > opts.limits.maxBytes) throw new VolumeTooLarge(`the volume holds more than ${opts.limits.maxBytes} bytes`);
   }

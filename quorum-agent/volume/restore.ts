@@ -4,11 +4,12 @@
  * chunk is checked against its hash as it is read, and the directory replaces the old live one in one
  * rename. Returns the capture index of what it wrote, so the first capture does not read it all again.
  */
-import { chmodSync, closeSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, ftruncateSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CaptureIndex } from './capture.js';
-import type { ChunkStore } from './chunks.js';
+import { type ChunkStore, zeroChunkSha } from './chunks.js';
 import type { Manifest } from './layout.js';
+import { CHUNK_BYTES } from './layout.js';
 
 export class MissingChunk extends Error {}
 
@@ -28,11 +29,20 @@ export function restore(manifest: Manifest, store: ChunkStore, liveDir: string):
       }
       const fd = openSync(abs, 'wx', 0o600);
       try {
+        // Full chunks of zeros stay holes (a VM's disk is mostly unwritten): the file is as sparse as it was.
+        const zero = zeroChunkSha(CHUNK_BYTES);
+        let offset = 0;
         for (const sha of e.chunks) {
+          if (sha === zero && store.has(sha)) {
+            offset += CHUNK_BYTES;
+            continue;
+          }
           const bytes = store.readVerified(sha);
           if (!bytes) throw new MissingChunk(`chunk ${sha.slice(0, 12)}… of ${e.path} is not held here`);
-          writeSync(fd, bytes);
+          writeSync(fd, bytes, 0, bytes.length, offset);
+          offset += bytes.length;
         }
+        ftruncateSync(fd, offset);
       } finally {
         closeSync(fd);
       }

@@ -8,7 +8,7 @@
  * On disk, under `<data>/volumes/`: `chunks/` (content-addressed), `live/<instanceId>/` (the writer's
  * working copy, mounted at /volume in its replica), `node-keys.json`.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { keys, PREFIX } from '../../protocol/keys.js';
@@ -23,7 +23,7 @@ import { ChunkStore } from './chunks.js';
 import type { Thaw } from './freeze.js';
 import { DEFAULT_VOLUME_LIMITS, type VolumeHead, type VolumeLimits, volumeHead } from './layout.js';
 import { ChunkTransfer } from './transfer.js';
-import { Volume, type VolumeStatus } from './volume.js';
+import { Volume, type VolumeStatus, type VolumeTuning } from './volume.js';
 
 export interface VolumeServiceOptions {
   registry: Registry;
@@ -41,6 +41,8 @@ export interface VolumeServiceOptions {
   drained: (instanceId: string) => Promise<boolean>;
   ownerUid: (instanceId: string) => number | undefined;
   changed: () => void;
+  /** Per instance: what differs from the defaults (a VM's disk: larger limits, a longer interval). */
+  tuning?: (spec: InstanceSpec) => Partial<VolumeTuning>;
 }
 
 type VolumeRecord = { kind: 'writer'; value: string } | { kind: 'head'; head: VolumeHead };
@@ -116,22 +118,25 @@ export class VolumeService {
   }
 
   /**
-   * Called by every reconcile pass with the volume instances of the cluster and whether this node is a
-   * member of each one's quorum: starts following new ones, steps down from those it no longer holds,
-   * forgets deleted ones.
+   * Called by every reconcile pass with the volume instances of the cluster, whether this node is a member
+   * of each one's quorum and whether it could run the replica (it offers the driver; a member that cannot
+   * still keeps a copy): starts following new ones, steps down from those it no longer holds, forgets
+   * deleted ones.
    */
-  reconcile(specs: Array<{ spec: InstanceSpec; member: boolean }>): void {
+  reconcile(specs: Array<{ spec: InstanceSpec; member: boolean; eligible?: boolean }>): void {
     this.rememberKeys();
     const present = new Set<string>();
-    for (const { spec, member } of specs) {
+    for (const { spec, member, eligible } of specs) {
       present.add(spec.id);
       let v = this.volumes.get(spec.id);
+      const tuning = this.opts.tuning?.(spec) ?? {};
       if (!v && member && !this.forgetting.has(spec.id)) {
-        v = new Volume(this.context(), spec.id, this.liveDir(spec.id));
+        v = new Volume(this.context(), spec.id, this.liveDir(spec.id), tuning);
         this.volumes.set(spec.id, v);
-      }
-      if (v) this.feedOne(v, { running: spec.state === 'running', member });
+      } else v?.retune(tuning);
+      if (v) this.feedOne(v, { running: spec.state === 'running', member, eligible: eligible ?? true });
     }
+    this.sweep(present);
     for (const [id, v] of this.volumes) {
       if (present.has(id)) {
         // Not a member any more and not (or no longer) writing: nothing to keep here.
@@ -139,6 +144,26 @@ export class VolumeService {
         continue;
       }
       void this.forget(id, v);
+    }
+  }
+
+  /**
+   * Live directories (and staged copies) of volumes this node no longer follows, left by an instance deleted
+   * while the agent was down: removed. A volume followed here is never touched (it holds its own).
+   */
+  private sweep(present: ReadonlySet<string>): void {
+    const root = join(this.opts.dataDir, 'volumes', 'live');
+    let names: string[];
+    try {
+      names = readdirSync(root);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const id = name.replace(/\.(stage|restore)$/, '');
+      if (present.has(id) || this.volumes.has(id) || this.forgetting.has(id)) continue;
+      rmSync(join(root, name), { recursive: true, force: true });
+      this.opts.log.info({ instanceId: id }, 'removed the volume copy of an instance that no longer exists');
     }
   }
 
@@ -153,11 +178,11 @@ export class VolumeService {
     }
   }
 
-  private readonly flags = new Map<string, { running: boolean; member: boolean }>();
+  private readonly flags = new Map<string, { running: boolean; member: boolean; eligible: boolean }>();
 
-  private feedOne(v: Volume, flags?: { running: boolean; member: boolean }): void {
+  private feedOne(v: Volume, flags?: { running: boolean; member: boolean; eligible: boolean }): void {
     if (flags) this.flags.set(v.instanceId, flags);
-    const f = this.flags.get(v.instanceId) ?? { running: false, member: true };
+    const f = this.flags.get(v.instanceId) ?? { running: false, member: true, eligible: true };
     const writer = this.mirror.get(keys.volumeWriter(v.instanceId));
     const head = this.mirror.get(keys.volumeHead(v.instanceId));
     v.update({

@@ -27,6 +27,7 @@ import type { ChunkStore } from './chunks.js';
 import type { Thaw } from './freeze.js';
 import { chunksOf, decodeManifest, encodeManifest, type Manifest, type VolumeHead, type VolumeLimits, volumeHead } from './layout.js';
 import { restore } from './restore.js';
+import { stageFiles } from './stage.js';
 import type { ChunkTransfer } from './transfer.js';
 
 export type VolumeRole = 'follower' | 'taking-over' | 'writing' | 'stepping-down' | 'fenced';
@@ -54,6 +55,22 @@ export interface VolumeContext {
   changed(): void;
 }
 
+/** What differs between one volume and another: a VM's disk is one big file, captured less often. */
+export interface VolumeTuning {
+  limits: VolumeLimits;
+  /** How often the writer captures a changed volume. */
+  intervalMs: number;
+  /** How long a stepping-down writer waits for its replica to stop before its last capture. */
+  stepDownMs: number;
+  /**
+   * Which changes pause the replica for the capture: only in-place ones (files an app rewrites by rename are
+   * whole once in place), or any (a VM writes its one image in place, new or not, all the time).
+   */
+  pauseOn: 'in-place' | 'any';
+  /** Capture from a copy made while paused (stage.ts) rather than pause for the whole capture. */
+  stage: boolean;
+}
+
 export interface VolumeStatus {
   role: VolumeRole;
   writer: string | null;
@@ -66,12 +83,14 @@ export interface VolumeStatus {
 
 /** How long a member without a complete copy lets complete ones go first. */
 const INCOMPLETE_DELAY_MS = 1_000;
-const STEP_DOWN_DEADLINE_MS = 5_000;
+export const STEP_DOWN_DEADLINE_MS = 5_000;
 
 export class Volume {
   role: VolumeRole = 'follower';
   private running = false;
   private member = true;
+  /** This node can run the replica (it offers the instance's driver): only then does it campaign. */
+  private eligible = true;
   private writerValue: string | undefined;
   private writerSeenAbsentAt: number | null = null;
   /** The newest head this member knows of, and its registry modRevision when read by this writer. */
@@ -95,11 +114,22 @@ export class Volume {
   /** Resolves when a step-down (or forget) has finished. */
   private settled: Promise<void> = Promise.resolve();
 
+  private tuning: VolumeTuning;
+
   constructor(
     private readonly ctx: VolumeContext,
     readonly instanceId: string,
     readonly liveDir: string,
+    tuning: Partial<VolumeTuning> = {},
   ) {
+    this.tuning = {
+      limits: ctx.limits,
+      intervalMs: ctx.intervalMs,
+      stepDownMs: STEP_DOWN_DEADLINE_MS,
+      pauseOn: 'in-place',
+      stage: false,
+      ...tuning,
+    };
     this.pass = new SerialPass(
       () => this.step(),
       (err) => {
@@ -107,6 +137,21 @@ export class Volume {
         this.ctx.log.warn({ err, instanceId }, 'volume pass failed');
       },
     );
+  }
+
+  /** New limits or intervals (the instance's disk grew): they apply from the next round. */
+  retune(tuning: Partial<VolumeTuning>): void {
+    const next = { ...this.tuning, ...tuning };
+    if (next.intervalMs !== this.tuning.intervalMs && this.tick) {
+      clearInterval(this.tick);
+      this.tick = setInterval(() => this.pass.request(), next.intervalMs);
+      this.tick.unref();
+    }
+    this.tuning = next;
+  }
+
+  private get stageDir(): string {
+    return `${this.liveDir}.stage`;
   }
 
   private get writerKey(): string {
@@ -119,9 +164,10 @@ export class Volume {
   }
 
   /** What the registry and the spec say now; runs a pass when something changed. */
-  update(o: { running: boolean; member: boolean; writer: string | undefined; head: VolumeHead | null }): void {
+  update(o: { running: boolean; member: boolean; eligible?: boolean; writer: string | undefined; head: VolumeHead | null }): void {
     this.running = o.running;
     this.member = o.member;
+    this.eligible = o.eligible ?? true;
     this.writerValue = o.writer;
     if (o.writer === undefined) this.writerSeenAbsentAt ??= Date.now();
     else this.writerSeenAbsentAt = null;
@@ -166,7 +212,7 @@ export class Volume {
     if (cached) return cached;
     const bytes = this.ctx.store.readVerified(sha);
     if (!bytes) return undefined;
-    const m = decodeManifest(bytes, this.instanceId, this.ctx.limits);
+    const m = decodeManifest(bytes, this.instanceId, this.tuning.limits);
     this.manifests.clear(); // one current manifest is enough to keep decoded
     this.manifests.set(sha, m);
     return m;
@@ -188,7 +234,7 @@ export class Volume {
         await this.follow();
         return;
       case 'writing':
-        if (!this.running || !this.member) {
+        if (!this.running || !this.member || !this.eligible) {
           this.beginStepDown();
           return this.step();
         }
@@ -226,7 +272,7 @@ export class Volume {
       await this.releaseIfMine().catch(() => this.later(500));
       return;
     }
-    if (!this.running || !this.member || this.writerValue !== undefined) return;
+    if (!this.running || !this.member || !this.eligible || this.writerValue !== undefined) return;
     if (Date.now() < this.retryAt) return this.later(this.retryAt - Date.now());
     // Members holding the newest copy go first; the others wait a moment, then take over (and pull).
     const complete = !this.head || this.holdsComplete(this.head);
@@ -287,7 +333,7 @@ export class Volume {
       { instanceId: this.instanceId, term: this.term, seq: this.head?.seq ?? 0, restoreMs: Date.now() - started },
       'volume writer: took over from the newest complete copy',
     );
-    this.tick = setInterval(() => this.pass.request(), this.ctx.intervalMs);
+    this.tick = setInterval(() => this.pass.request(), this.tuning.intervalMs);
     this.tick.unref();
     this.ctx.changed();
   }
@@ -319,7 +365,7 @@ export class Volume {
 
   private captureOptions() {
     const uid = this.ctx.ownerUid(this.instanceId);
-    return { limits: this.ctx.limits, ...(uid === undefined ? {} : { ownerUid: uid }) };
+    return { limits: this.tuning.limits, ...(uid === undefined ? {} : { ownerUid: uid }) };
   }
 
   /**
@@ -334,7 +380,7 @@ export class Volume {
     const change = await changedSince(this.liveDir, this.index, opts);
     if (change !== 'none') {
       let thaw: Thaw | null = null;
-      if (paused && change === 'in-place') {
+      if (paused && (change === 'in-place' || this.tuning.pauseOn === 'any')) {
         try {
           thaw = await this.ctx.pause(this.instanceId);
         } catch (err) {
@@ -345,7 +391,25 @@ export class Volume {
       const capturedAt = Date.now();
       let cap: Awaited<ReturnType<typeof capture>>;
       try {
-        cap = await capture(this.liveDir, this.instanceId, this.index, this.ctx.store, opts);
+        if (this.tuning.stage) {
+          // Paused only for the copy; the live stamps taken meanwhile are what the next round compares with.
+          let stamps: Map<string, string>;
+          try {
+            stamps = await stageFiles(this.liveDir, this.stageDir);
+          } finally {
+            thaw?.();
+            thaw = null;
+          }
+          try {
+            cap = await capture(this.stageDir, this.instanceId, new Map(), this.ctx.store, { ...opts, holes: true });
+          } finally {
+            rmSync(this.stageDir, { recursive: true, force: true }); // the copy is a disk's worth of blocks
+          }
+          for (const [path, entry] of cap.index) {
+            const live = stamps.get(path);
+            if (live) cap.index.set(path, { ...entry, stamp: live });
+          }
+        } else cap = await capture(this.liveDir, this.instanceId, this.index, this.ctx.store, opts);
       } catch (err) {
         if (!(err instanceof VolumeTooLarge)) throw err;
         this.problem = `not replicated: ${err.message}`;
@@ -463,7 +527,7 @@ export class Volume {
     this.tick = null;
     this.ctx.changed();
     this.settled = (async () => {
-      const deadline = Date.now() + STEP_DOWN_DEADLINE_MS;
+      const deadline = Date.now() + this.tuning.stepDownMs;
       while (!(await this.ctx.drained(this.instanceId)) && Date.now() < deadline) await sleep(50);
       for (;;) {
         try {
@@ -557,9 +621,10 @@ export class Volume {
     this.closed = true;
     this.pass.stop();
     this.stopTimers();
-    const deadline = Date.now() + STEP_DOWN_DEADLINE_MS;
+    const deadline = Date.now() + this.tuning.stepDownMs;
     while (!(await this.ctx.drained(this.instanceId)) && Date.now() < deadline) await sleep(50);
     rmSync(this.liveDir, { recursive: true, force: true });
+    rmSync(this.stageDir, { recursive: true, force: true });
   }
 }
 

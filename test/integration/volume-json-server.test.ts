@@ -165,7 +165,7 @@ describe('json-server on a --volume instance loses at most the last RPO of write
     // The wasm host has nowhere to bind a volume: refused at create, with one line.
     const wasm = await runCli(['create', 'wasmvol', '--volume', '--driver', 'wasm'], env);
     expect(wasm.code).toBe(1);
-    expect(wasm.stderr.trim()).toMatch(/^allegra: a volume needs the process driver[^\n]*$/);
+    expect(wasm.stderr.trim()).toMatch(/^allegra: a volume needs the process or vm driver[^\n]*$/);
   });
 
   it('keeps every write acknowledged more than the RPO before the writer machine was lost', async () => {

@@ -5,11 +5,12 @@
  * damaged chunk is never restored.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type CaptureIndex, capture, changedSince } from '../../../quorum-agent/volume/capture.js';
-import { ChunkStore } from '../../../quorum-agent/volume/chunks.js';
+import { ChunkStore, zeroChunkSha } from '../../../quorum-agent/volume/chunks.js';
 import { freeze, statState } from '../../../quorum-agent/volume/freeze.js';
 import {
   CHUNK_BYTES,
@@ -19,6 +20,7 @@ import {
   MANIFEST_FORMAT,
 } from '../../../quorum-agent/volume/layout.js';
 import { MissingChunk, restore } from '../../../quorum-agent/volume/restore.js';
+import { stageFiles } from '../../../quorum-agent/volume/stage.js';
 import { tempDir } from '../../helpers/tmp.js';
 
 const limits = DEFAULT_VOLUME_LIMITS;
@@ -78,6 +80,43 @@ describe('volume capture and restore', () => {
     // The restore's index lets the new writer's first capture skip every file.
     const afterRestore = await capture(target, 'inst', index, store, { limits });
     expect(afterRestore.readBytes).toBe(0);
+  });
+
+  it('captures a sparse disk image without hashing its holes and restores it as sparse, byte for byte', async () => {
+    const root = fresh();
+    const live = join(root, 'live');
+    mkdirSync(live);
+    // A 64 MiB "disk" with data in three places (a VM's image: mostly never written).
+    const disk = join(live, 'disk.img');
+    const fd = openSync(disk, 'w');
+    for (const at of [0, 20 * CHUNK_BYTES + 5, 64 * 1024 * 1024 - 3]) writeSync(fd, Buffer.from('abc'), 0, 3, at);
+    closeSync(fd);
+    const store = new ChunkStore(join(root, 'chunks'));
+    const cap = await capture(live, 'inst', new Map(), store, { limits });
+    store.flush();
+    const entry = cap.manifest.entries.find((e) => e.path === 'disk.img');
+    expect(entry?.type === 'file' && entry.chunks.length).toBe(256);
+    // The zero chunks are one chunk, named by the hash of 256 KiB of zeros.
+    const zero = createHash('sha256').update(Buffer.alloc(CHUNK_BYTES)).digest('hex');
+    expect(zeroChunkSha(CHUNK_BYTES)).toBe(zero);
+    expect(entry?.type === 'file' && entry.chunks.filter((c) => c === zero).length).toBe(253);
+    expect(store.list().length).toBe(4);
+    // Staged (a VM's disk): copied while paused, stamped as live; read from the copy with holes skipped, the
+    // same manifest — and the stamps say the live file is unchanged since.
+    const stage = join(root, 'stage');
+    const stamps = await stageFiles(live, stage);
+    expect([...stamps.keys()]).toEqual(['disk.img']);
+    expect(statSync(join(stage, 'disk.img')).blocks).toBeLessThan(statSync(disk).blocks + 8);
+    const staged = await capture(stage, 'inst', new Map(), store, { limits, holes: true });
+    expect(encodeManifest(staged.manifest).equals(encodeManifest(cap.manifest))).toBe(true);
+    expect(staged.readBytes).toBeLessThan(4 * CHUNK_BYTES);
+    const target = join(root, 'restored');
+    restore(decodeManifest(encodeManifest(cap.manifest), 'inst', limits), store, target);
+    const restored = join(target, 'disk.img');
+    expect(readFileSync(restored).equals(readFileSync(disk))).toBe(true);
+    // Holes stay holes: three written 4 KiB blocks' worth of chunks, not 64 MiB.
+    expect(statSync(restored).size).toBe(64 * 1024 * 1024);
+    expect(statSync(restored).blocks * 512).toBeLessThan(4 * CHUNK_BYTES);
   });
 
   it('sees an in-place change (a database page) as one that needs the replica paused', async () => {
