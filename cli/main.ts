@@ -186,7 +186,7 @@ program
   .command('create <name>')
   .description('provision an instance; prints its id')
   .addOption(new Option('--driver <driver>', 'instance driver').choices(['process', 'wasm', 'vm']).default('process'))
-  .option('--replicas <min:max>', 'replica bounds (default: one per quorum member)')
+  .option('--replicas <min:max>', 'replica bounds (default: one per quorum member; 1:1 with --volume or --driver vm)')
   .option('--from <path>', 'deploy this directory or file right away')
   .option('--cmd <command>', 'command that starts one replica (PORT is set)')
   .option('--port <port>', 'port the app listens on (default: $PORT)')
@@ -197,8 +197,8 @@ program
     '--volume',
     'one replica writes a volume (ALLEGRA_VOLUME_DIR) replicated to every quorum member; another takes over if it is lost',
   )
-  .option('--vcpus <n>', 'virtual CPUs of each replica (driver vm; default 1)')
-  .option('--disk <MiB>', 'disk of each replica, its volume (driver vm; default 1024)')
+  .option('--vcpus <n>', 'virtual CPUs of the VM (driver vm; default 1)')
+  .option('--disk <MiB>', "size of the VM's disk, the instance's replicated volume (driver vm; default 1024)")
   .option('--sticky <mode>', 'session affinity: "cookie" (the gateway sets one), "cookie:NAME" (the app\'s own) or "header:NAME"')
   .action(async (name, o) => (await import('./instance-commands.js')).createCommand(name, o, globals(), out()));
 
