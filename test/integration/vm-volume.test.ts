@@ -10,13 +10,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Daemon, startDaemon, stopDaemon } from '../../cli/children.js';
-import { keys, PREFIX } from '../../protocol/keys.js';
-import type { Registry } from '../../protocol/registry.js';
+import type { Daemon } from '../../cli/children.js';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { buildImage } from '../../quorum-agent/vm/image.js';
-import { openRegistry } from '../../registry/open.js';
-import { CLI, cliJson, runCli } from '../helpers/cli.js';
+import { cliJson, runCli } from '../helpers/cli.js';
+import { LocalCluster } from '../helpers/local-cluster.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const DEMO = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
@@ -25,32 +23,13 @@ const BOOT_MS = 240_000;
 
 describe('a vm instance whose machine is lost boots elsewhere from the newest copy of its disk', () => {
   const dir = tempDir('allegra-vm-volume-');
-  let registry: Registry;
-  const agents: Daemon[] = [];
-  let gateway: Daemon;
+  const cluster = new LocalCluster(dir.path);
+  const agents = cluster.agents;
   let env: Record<string, string>;
   const client = new Agent({ headersTimeout: 10_000, bodyTimeout: 10_000 });
   const images = join(dir.path, 'vm-images');
 
-  const agentArgs = (i: number) => [
-    'agent',
-    '--registry',
-    `embedded:${join(dir.path, 'registry')}`,
-    '--listen',
-    '127.0.0.1:0',
-    '--data',
-    join(dir.path, `agent-${i}`),
-    '--log',
-    join(dir.path, `agent-${i}.log`),
-    '--uid-range',
-    `${260_000 + i * 1_000}+1000`,
-    '--drivers',
-    i < 2 ? 'process,vm' : 'process',
-    '--vm-images',
-    images,
-  ];
-  const alive = (d: Daemon) => d.child.exitCode === null && d.child.signalCode === null;
-  const via = () => ({ ...env, ALLEGRA_RPC: String(agents.find(alive)?.ready.rpc) });
+  const via = () => ({ ...env, ALLEGRA_RPC: String(cluster.alive()?.ready.rpc) });
   const status = () => cliJson<InstanceStatus>(['status', 'web'], via());
   const ssh = (command: string) => runCli(['ssh', 'web', '--', command], via(), 60_000);
   const sshOk = (command: string, what: string) =>
@@ -62,58 +41,31 @@ describe('a vm instance whose machine is lost boots elsewhere from the newest co
       { timeoutMs: BOOT_MS, intervalMs: 1_000, what },
     );
   const served = async () => {
-    const res = await request(`http://127.0.0.1:${gateway.ready.http}/`, { headers: { host: 'web.localhost' }, dispatcher: client }).catch(
-      () => undefined,
-    );
+    const res = await request(`http://127.0.0.1:${cluster.gateway?.ready.http}/`, {
+      headers: { host: 'web.localhost' },
+      dispatcher: client,
+    }).catch(() => undefined);
     const text = (await res?.body.text()) ?? '';
     return res?.statusCode === 200 ? (JSON.parse(text) as { instance: string; host: string }) : undefined;
   };
 
   beforeAll(async () => {
-    registry = await openRegistry(`embedded:${join(dir.path, 'registry')}`, { role: 'admin' });
-    await registry.put(keys.network(), JSON.stringify({ baseDomain: 'localhost', quorumSize: 3 }));
     // Built once for the agents that share the cache (a few seconds), before they start.
     await buildImage(images);
-    const started = [0, 1, 2].map((i) => startDaemon(`agent-${i}`, agentArgs(i), 30_000, CLI));
-    const gatewayStarted = startDaemon(
-      'gateway',
-      [
-        'gateway',
-        '--registry',
-        `embedded:${join(dir.path, 'registry')}`,
-        '--http',
-        '0',
-        '--https',
-        '0',
-        '--admin',
-        '0',
-        '--log',
-        join(dir.path, 'gateway.log'),
-      ],
-      30_000,
-      CLI,
-    );
-    const [agentResults, gatewayResult] = await Promise.all([Promise.allSettled(started), Promise.allSettled([gatewayStarted])]);
-    for (const r of agentResults) if (r.status === 'fulfilled') agents.push(r.value);
-    if (gatewayResult[0]?.status === 'fulfilled') gateway = gatewayResult[0].value;
-    const failed = [...agentResults, ...gatewayResult].find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    // Two agents offer VMs; the third only processes (it keeps a copy of the disk, never runs the VM).
+    await cluster.start({
+      agents: 3,
+      quorumSize: 3,
+      uidBase: 260_000,
+      agentExtra: (i) => ['--drivers', i < 2 ? 'process,vm' : 'process', '--vm-images', images],
+    });
     env = { ALLEGRA_HOME: join(dir.path, 'home') };
     await cliJson(['keys', 'init'], via());
-    const ids = agents.map((a) => String(a.ready.node));
-    await waitFor(
-      async () => {
-        const { items } = await registry.list(PREFIX.quorums);
-        return ids.every((id) => items.some((kv) => (JSON.parse(kv.value) as { members: string[] }).members.includes(id)));
-      },
-      { timeoutMs: 20_000, what: 'a quorum of the three agents' },
-    );
   }, 120_000);
 
   afterAll(async () => {
     await client.close();
-    await Promise.allSettled([gateway, ...agents].filter(Boolean).map((d) => stopDaemon(d, 20_000)));
-    await registry?.close();
+    await cluster.stop(20_000);
     if (!process.env.ALLEGRA_KEEP_TEST_DIRS) dir.cleanup();
   }, 60_000);
 

@@ -12,14 +12,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Daemon, startDaemon, stopDaemon } from '../../cli/children.js';
+import type { Daemon } from '../../cli/children.js';
 import { RpcClient } from '../../protocol/client.js';
-import { keys, PREFIX } from '../../protocol/keys.js';
+import { keys } from '../../protocol/keys.js';
 import type { Registry } from '../../protocol/registry.js';
 import { generateKeyPair, type KeyPair, keyPairFromPem } from '../../protocol/signing.js';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { openRegistry } from '../../registry/open.js';
-import { CLI, cliJson, runCli } from '../helpers/cli.js';
+import { cliJson, runCli } from '../helpers/cli.js';
+import { LocalCluster } from '../helpers/local-cluster.js';
 import { copyPackageInto } from '../helpers/npm-app.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
@@ -30,26 +30,13 @@ const RPO_BOUND_MS = 1_000;
 
 describe('json-server on a --volume instance loses at most the last RPO of writes when its writer machine is lost', () => {
   const dir = tempDir('allegra-volume-');
+  const cluster = new LocalCluster(dir.path);
+  const agents = cluster.agents;
   let registry: Registry;
-  const agents: Daemon[] = [];
   let gateway: Daemon;
   let env: Record<string, string>;
 
-  const agentArgs = (i: number) => [
-    'agent',
-    '--registry',
-    `embedded:${join(dir.path, 'registry')}`,
-    '--listen',
-    '127.0.0.1:0',
-    '--data',
-    join(dir.path, `agent-${i}`),
-    '--log',
-    join(dir.path, `agent-${i}.log`),
-    '--uid-range',
-    `${230_000 + i * 1_000}+1000`,
-  ];
-  const alive = (d: Daemon) => d.child.exitCode === null && d.child.signalCode === null;
-  const status = () => cliJson<InstanceStatus>(['status', 'notes'], { ...env, ALLEGRA_RPC: String(agents.find(alive)?.ready.rpc) });
+  const status = () => cliJson<InstanceStatus>(['status', 'notes'], { ...env, ALLEGRA_RPC: String(cluster.alive()?.ready.rpc) });
   const call = async (method: 'GET' | 'POST', path: string, body?: unknown) => {
     const res = await request(`http://127.0.0.1:${gateway.ready.http}${path}`, {
       method,
@@ -67,44 +54,11 @@ describe('json-server on a --volume instance loses at most the last RPO of write
   };
 
   beforeAll(async () => {
-    registry = await openRegistry(`embedded:${join(dir.path, 'registry')}`, { role: 'admin' });
-    await registry.put(keys.network(), JSON.stringify({ baseDomain: 'localhost', quorumSize: 3 }));
-    // Started together: each daemon's start is mostly Node loading the CLI, which the two cores share.
-    const started = [0, 1, 2].map((i) => startDaemon(`agent-${i}`, agentArgs(i), 30_000, CLI));
-    const gatewayStarted = startDaemon(
-      'gateway',
-      [
-        'gateway',
-        '--registry',
-        `embedded:${join(dir.path, 'registry')}`,
-        '--http',
-        '0',
-        '--https',
-        '0',
-        '--admin',
-        '0',
-        '--log',
-        join(dir.path, 'gateway.log'),
-      ],
-      30_000,
-      CLI,
-    );
-    // Every daemon that did start is kept for afterAll, also when another one failed.
-    const [agentResults, gatewayResult] = await Promise.all([Promise.allSettled(started), Promise.allSettled([gatewayStarted])]);
-    for (const r of agentResults) if (r.status === 'fulfilled') agents.push(r.value);
-    if (gatewayResult[0]?.status === 'fulfilled') gateway = gatewayResult[0].value;
-    const failed = [...agentResults, ...gatewayResult].find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    await cluster.start({ agents: 3, quorumSize: 3, uidBase: 230_000 });
+    registry = cluster.registry as Registry;
+    gateway = cluster.gateway as Daemon;
     env = { ALLEGRA_HOME: join(dir.path, 'home'), ALLEGRA_RPC: String(agents[0]?.ready.rpc) };
     await cliJson(['keys', 'init'], env);
-    const ids = agents.map((a) => String(a.ready.node));
-    await waitFor(
-      async () => {
-        const { items } = await registry.list(PREFIX.quorums);
-        return ids.every((id) => items.some((kv) => (JSON.parse(kv.value) as { members: string[] }).members.includes(id)));
-      },
-      { timeoutMs: 20_000, what: 'a quorum of the three agents' },
-    );
     // The app as a developer deploys it: json-server and its dependencies in the app's node_modules.
     const app = join(dir.path, 'app');
     mkdirSync(app);
@@ -115,8 +69,7 @@ describe('json-server on a --volume instance loses at most the last RPO of write
   }, 120_000);
 
   afterAll(async () => {
-    await Promise.allSettled([gateway, ...agents].filter(Boolean).map((d) => stopDaemon(d, 5_000)));
-    await registry?.close();
+    await cluster.stop(5_000);
     if (!process.env.KEEP_VOLUME_TEST) dir.cleanup();
   });
 
@@ -228,7 +181,7 @@ describe('json-server on a --volume instance loses at most the last RPO of write
 
     // The lost machine comes back: a follower now, it catches up and the new writer goes on undisturbed.
     const index = agents.indexOf(writer);
-    agents[index] = await startDaemon(`agent-${index}`, agentArgs(index), 30_000, CLI);
+    await cluster.restart(index);
     expect((await call('POST', '/posts', { title: 'after-return' })).status).toBe(201);
     const back = await waitFor(
       async () => {
