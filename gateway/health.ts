@@ -5,7 +5,8 @@
  * that a replica is unreachable from where the traffic comes from.
  */
 import { Agent, request } from 'undici';
-import { undiciConnect, upstreamAddress } from './dial.js';
+import { h2cAnswers, worthAskingOverH2 } from '../protocol/health-probe.js';
+import { openUpstream, undiciConnect, upstreamAddress } from './dial.js';
 
 export interface HealthCheckOptions {
   intervalMs: number;
@@ -87,8 +88,9 @@ export class ActiveHealthChecker {
       });
       await res.body.dump();
       ok = res.statusCode < 500;
-    } catch {
-      ok = false;
+    } catch (err) {
+      // An h2c-only replica (a gRPC server) never answers HTTP/1: asked again over HTTP/2 (as agents do).
+      ok = worthAskingOverH2(err) && (await this.askOverH2(endpoint));
     }
     const probe = this.probes.get(endpoint);
     if (!probe || this.stopped) return;
@@ -109,6 +111,16 @@ export class ActiveHealthChecker {
     }
     probe.timer = setTimeout(() => void this.probe(endpoint), this.opts.intervalMs);
     probe.timer.unref();
+  }
+
+  private async askOverH2(endpoint: string): Promise<boolean> {
+    let socket: Awaited<ReturnType<typeof openUpstream>>;
+    try {
+      socket = await openUpstream(endpoint, this.opts.timeoutMs);
+    } catch {
+      return false;
+    }
+    return h2cAnswers(() => socket, this.opts.path, this.opts.timeoutMs, 'allegra-gateway-health');
   }
 
   async close(): Promise<void> {

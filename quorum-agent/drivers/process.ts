@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { Client, request } from 'undici';
+import { Client } from 'undici';
 import { effectiveLimits } from '../../protocol/schemas.js';
 import { attachLog } from '../logs.js';
 import { freePort } from '../ports.js';
@@ -28,6 +28,7 @@ import {
   ReplicaRefused,
 } from './driver.js';
 import { execSession } from './exec-session.js';
+import { probeHealth } from './health-probe.js';
 
 /**
  * PORT of a sandboxed replica whose instance sets none. Every sandbox has its own loopback, so all can use
@@ -187,28 +188,16 @@ export class ProcessDriver implements Driver {
     void exited.then(() => {
       done = true;
     });
-    const url = `${dispatcher ? 'http://localhost' : endpoint}${this.opts.healthPath ?? '/'}`;
+    const path = this.opts.healthPath ?? '/';
     const timeout = this.opts.healthTimeoutMs ?? 1_000;
+    const target = endpoint.startsWith('unix:')
+      ? { socketPath: endpoint.slice('unix:'.length), ...(dispatcher ? { dispatcher } : {}) }
+      : { url: endpoint };
     return {
       endpoint,
       pid,
       exited,
-      health: async () => {
-        if (done) return false;
-        try {
-          const res = await request(url, {
-            method: 'GET',
-            headersTimeout: timeout,
-            bodyTimeout: timeout,
-            headers: { 'user-agent': 'allegra-health' },
-            ...(dispatcher ? { dispatcher } : {}),
-          });
-          await res.body.dump();
-          return res.statusCode < 500;
-        } catch {
-          return false;
-        }
-      },
+      health: async () => !done && (await probeHealth(target, path, timeout)),
       stop: async (graceMs = 5_000) => stop(graceMs),
       exec,
     };

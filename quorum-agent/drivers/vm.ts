@@ -10,7 +10,6 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { request } from 'undici';
 import { openSshPrivateKey, sshPublicKeyLine } from '../../protocol/openssh.js';
 import { effectiveLimits, REPLICA_LIMITS } from '../../protocol/schemas.js';
 import type { KeyPair } from '../../protocol/signing.js';
@@ -28,6 +27,7 @@ import { writeSeed } from '../vm/seed.js';
 import { freeze } from '../volume/freeze.js';
 import type { VolumeTuning } from '../volume/volume.js';
 import type { Driver, ExitInfo, ReplicaHandle, ReplicaLaunch } from './driver.js';
+import { probeHealth } from './health-probe.js';
 import { DEFAULT_APP_PORT } from './process.js';
 
 /** Below this the image does not boot: its initramfs (~110 MB, mostly node) is unpacked into the guest's RAM. */
@@ -217,7 +217,6 @@ export class VmDriver implements Driver {
       privateKey: openSshPrivateKey(this.opts.nodeKey, 'allegra-node'),
       hostKeyHex: hostKey.publicKeyHex,
     };
-    const healthUrl = `${endpoint}${this.opts.healthPath ?? '/'}`;
     const timeout = this.opts.healthTimeoutMs ?? 1_000;
     const signal = (sig: NodeJS.Signals) => {
       if (done) return;
@@ -245,21 +244,7 @@ export class VmDriver implements Driver {
           .map(([k, v]) => `${k}=${v}`);
         return guestExec(target, ['sh', '-c', '. /seed/env; exec env "$@"', 'allegra-exec', ...own, ...req.argv]);
       },
-      health: async () => {
-        if (done) return false;
-        try {
-          const res = await request(healthUrl, {
-            method: 'GET',
-            headersTimeout: timeout,
-            bodyTimeout: timeout,
-            headers: { 'user-agent': 'allegra-health' },
-          });
-          await res.body.dump();
-          return res.statusCode < 500;
-        } catch {
-          return false;
-        }
-      },
+      health: async () => !done && (await probeHealth({ url: endpoint }, this.opts.healthPath ?? '/', timeout)),
       stop: async (graceMs = 5_000) => {
         if (done) return;
         // The guest's page cache first (bounded): what the app wrote reaches the volume before QEMU ends.

@@ -10,21 +10,39 @@
  * Load loops are bounded in time. The wasm compile cache is the one the wasm suites share across runs.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import grpc from '@grpc/grpc-js';
+import protoLoader from '@grpc/proto-loader';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { copyPackageInto } from '../helpers/npm-app.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 const WASM_APP = fileURLToPath(new URL('../fixtures/wasm-app/app.js', import.meta.url));
 const SLOW_APP = fileURLToPath(new URL('../fixtures/slow-app/', import.meta.url));
 const WASM_CACHE = join(tmpdir(), 'allegra-wasm-test-cache');
+const GRPC_FIXTURE = fileURLToPath(new URL('../fixtures/grpc/', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+interface EchoMsg {
+  text: string;
+  n: number;
+}
+interface EchoClient extends grpc.Client {
+  Say(
+    req: EchoMsg,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, res: EchoMsg) => void,
+  ): grpc.ClientUnaryCall;
+}
 
 describe('autoscaling, scale to zero and the wasm driver through the gateway', () => {
   const dir = tempDir('allegra-autoscale-');
@@ -259,6 +277,40 @@ describe('autoscaling, scale to zero and the wasm driver through the gateway', (
       expect(failed.slice(0, 3)).toEqual([]);
       expect(failed).toHaveLength(0);
       expect(results.filter((x) => x.cold).length).toBeGreaterThan(0);
+    }, 90_000);
+
+    it('holds a gRPC call for a sleeping gRPC app and answers it once a replica is up', async () => {
+      // A grpc-js server (h2c only: it never answers HTTP/1) deployed with its node_modules, scaled to zero.
+      const app = join(dir.path, 'grpc-app');
+      mkdirSync(app);
+      cpSync(GRPC_FIXTURE, app, { recursive: true });
+      for (const pkg of ['@grpc/grpc-js', '@grpc/proto-loader']) copyPackageInto(app, pkg, ROOT);
+      await cliJson(['create', 'rpc', '--from', app, '--cmd', 'node server.mjs', '--replicas', '1:1'], env);
+      // Healthy (the probe asks again over h2c), so routed.
+      await waitFor(async () => (await healthyReplicas('rpc')) === 1, { timeoutMs: 30_000, what: 'the gRPC replica healthy' });
+      await cliJson(['scale', 'rpc', '--min', '0', '--max', '1', '--idle', '1'], env);
+      await waitFor(async () => (await status('rpc')).replicas.length === 0, { timeoutMs: 30_000, what: 'the gRPC app asleep' });
+      const def = protoLoader.loadSync(join(GRPC_FIXTURE, 'echo.proto'));
+      const Echo = (grpc.loadPackageDefinition(def) as unknown as { allegra: { test: { Echo: grpc.ServiceClientConstructor } } }).allegra
+        .test.Echo;
+      const client = new Echo(new URL(info.http).host, grpc.credentials.createInsecure(), {
+        'grpc.default_authority': 'rpc.localhost',
+      }) as unknown as EchoClient;
+      try {
+        const { reply, headers } = await new Promise<{ reply: EchoMsg; headers: grpc.Metadata }>((resolve, reject) => {
+          let headers = new grpc.Metadata();
+          const call = client.Say({ text: 'wake', n: 3 }, new grpc.Metadata(), { deadline: Date.now() + 30_000 }, (err, res) =>
+            err ? reject(err) : resolve({ reply: res, headers }),
+          );
+          call.on('metadata', (m) => {
+            headers = m;
+          });
+        });
+        expect(reply).toMatchObject({ text: expect.stringMatching(/^grpc:wake:/), n: 3 });
+        expect(Number(headers.get('x-allegra-cold-start')[0])).toBeGreaterThanOrEqual(0);
+      } finally {
+        client.close();
+      }
     }, 90_000);
 
     it('holds a WebSocket handshake for a sleeping instance and completes it once a replica is up', async () => {
