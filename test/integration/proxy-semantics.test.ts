@@ -190,7 +190,9 @@ describe.each<Entry>(['node gateway', 'Workers edge'])('proxy semantics through 
   });
 
   it('serves a route added to the registry within 5 s, and stops serving it within 5 s of its removal', async () => {
-    const [a1] = ups;
+    // By name: `ups` is in the order the upstreams came up, and two of them were killed on purpose.
+    const a1 = ups.find((u) => u.name === 'a1');
+    expect(a1?.child.exitCode).toBeNull();
     const t0 = performance.now();
     await cluster.addApp('late', [a1 as Upstream]);
     await waitFor(async () => (await send('late.test')).status === 200, { timeoutMs: 5_000, intervalMs: 25, what: 'new route served' });
