@@ -43,6 +43,19 @@ export interface DevnetInfo {
 export const DEVNET_FREE_PORTS = ['--http', '0', '--https', '0', '--rpc', '0', '--admin', '0'];
 
 /** Starts `allegra devnet --json` on free ports and resolves once it printed its ready line. */
+/**
+ * Ends a devnet the way a user does (SIGINT: it stops every process it started) and waits for it; SIGKILL
+ * after `graceMs` if it has not exited, so a stuck shutdown never outlives the suite.
+ */
+export async function stopDevnet(devnet: { child: ChildProcess } | undefined, graceMs = 15_000): Promise<void> {
+  if (!devnet || devnet.child.exitCode !== null || devnet.child.signalCode !== null) return;
+  const exited = new Promise((r) => devnet.child.once('exit', r));
+  devnet.child.kill('SIGINT');
+  const timer = setTimeout(() => devnet.child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
 export function startDevnet(
   args: string[],
   env: Record<string, string>,

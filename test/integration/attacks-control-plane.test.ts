@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RpcClient } from '../../protocol/client.js';
 import { keyPairFromPem, SIGNATURE_HEADERS, sha256Hex, signRequest } from '../../protocol/signing.js';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet, stopDevnet } from '../helpers/cli.js';
 import { tgzOf, writeBombTgz, writeManyFilesTgz } from '../helpers/tarballs.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
@@ -89,11 +89,7 @@ describe('control plane under attack', () => {
 
   afterAll(async () => {
     await probe?.stop();
-    if (devnet && devnet.child.exitCode === null) {
-      const exited = new Promise((r) => devnet.child.once('exit', r));
-      devnet.child.kill('SIGINT');
-      await exited;
-    }
+    await stopDevnet(devnet);
     dir.cleanup();
   });
 

@@ -21,7 +21,7 @@ import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet, stopDevnet } from '../helpers/cli.js';
 import { copyPackageInto } from '../helpers/npm-app.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
@@ -77,12 +77,7 @@ describe('autoscaling, scale to zero and the wasm driver through the gateway', (
 
   afterAll(async () => {
     await Promise.allSettled(clients.map((c) => c.close()));
-    if (devnet && devnet.child.exitCode === null) {
-      const exited = new Promise((r) => devnet.child.once('exit', r));
-      devnet.child.kill('SIGINT');
-      await Promise.race([exited, sleep(15_000)]);
-      if (devnet.child.exitCode === null) devnet.child.kill('SIGKILL');
-    }
+    await stopDevnet(devnet, 15_000);
     dir.cleanup();
   }, 30_000);
 

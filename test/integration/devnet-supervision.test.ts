@@ -6,7 +6,7 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isAlive, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isAlive, runCli, startDevnet, stopDevnet } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 describe('devnet supervision and CLI failover', () => {
@@ -21,11 +21,7 @@ describe('devnet supervision and CLI failover', () => {
   }, 90_000);
 
   afterAll(async () => {
-    if (devnet && devnet.child.exitCode === null) {
-      const exited = new Promise((r) => devnet.child.once('exit', r));
-      devnet.child.kill('SIGINT');
-      await exited;
-    }
+    await stopDevnet(devnet);
     dir.cleanup();
   });
 

@@ -16,7 +16,7 @@ import { freePort } from '../../quorum-agent/ports.js';
 import { type CgroupLayout, readLayout, scopeDirs, scopeName } from '../../quorum-agent/sandbox/cgroups.js';
 import { DOCUMENTED } from '../../quorum-agent/sandbox/env.js';
 import { socketPathFor } from '../../registry/embedded.js';
-import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isRunning, runCli, startDevnet, stopDevnet } from '../helpers/cli.js';
 import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
 
 /** A file under /proc/<pid>, or undefined once that process has exited. */
@@ -111,12 +111,7 @@ describe('sandbox: a hostile tenant on a real devnet', () => {
   }, 120_000);
 
   afterAll(async () => {
-    if (devnet && devnet.child.exitCode === null) {
-      const exited = new Promise((r) => devnet.child.once('exit', r));
-      devnet.child.kill('SIGINT');
-      await Promise.race([exited, sleep(10_000)]);
-      if (devnet.child.exitCode === null) devnet.child.kill('SIGKILL');
-    }
+    await stopDevnet(devnet, 10_000);
     // The agent this test SIGKILLs cannot remove its cgroup scope: do it for it.
     for (const a of info?.agents ?? []) {
       for (const scope of cgroupsOf(a.node)) {

@@ -10,8 +10,8 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { DOCUMENTED } from '../../quorum-agent/sandbox/env.js';
-import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, runCli, startDevnet } from '../helpers/cli.js';
-import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, runCli, startDevnet, stopDevnet } from '../helpers/cli.js';
+import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const HOSTILE_APP = fileURLToPath(new URL('../fixtures/hostile-app/', import.meta.url));
 
@@ -33,12 +33,7 @@ describe('sandbox policy on a host that cannot sandbox', () => {
   }, 120_000);
 
   afterAll(async () => {
-    if (devnet && devnet.child.exitCode === null) {
-      const exited = new Promise((r) => devnet.child.once('exit', r));
-      devnet.child.kill('SIGINT');
-      await Promise.race([exited, sleep(10_000)]);
-      if (devnet.child.exitCode === null) devnet.child.kill('SIGKILL');
-    }
+    await stopDevnet(devnet, 10_000);
     dir.cleanup();
   });
 

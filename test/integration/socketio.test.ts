@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { rolldown } from 'rolldown';
 import { io, type Socket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet, stopDevnet } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../examples/socketio-chat/', import.meta.url));
@@ -51,11 +51,7 @@ describe('socket.io on three replicas with the state-API adapter', () => {
   afterAll(async () => {
     for (const s of sockets) s.disconnect();
     loopback.destroy();
-    if (devnet && devnet.child.exitCode === null) {
-      const exited = new Promise((r) => devnet.child.once('exit', r));
-      devnet.child.kill('SIGINT');
-      await exited;
-    }
+    await stopDevnet(devnet);
     dir.cleanup();
   });
 

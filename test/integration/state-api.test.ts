@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
-import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet } from '../helpers/cli.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, startDevnet, stopDevnet } from '../helpers/cli.js';
 import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const APP = fileURLToPath(new URL('../fixtures/state-app/', import.meta.url));
@@ -51,11 +51,7 @@ describe('state API', () => {
   }, 120_000);
 
   afterAll(async () => {
-    if (devnet && devnet.child.exitCode === null) {
-      const exited = new Promise((r) => devnet.child.once('exit', r));
-      devnet.child.kill('SIGINT');
-      await exited;
-    }
+    await stopDevnet(devnet);
     if (!process.env.KEEP_DEVNET) dir.cleanup();
   });
 

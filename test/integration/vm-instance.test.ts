@@ -14,8 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InstanceStatus } from '../../protocol/types.js';
 import { chooseAccel, hostFacts } from '../../quorum-agent/vm/accel.js';
 import { findInputs } from '../../quorum-agent/vm/image.js';
-import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isRunning, runCli, startDevnet } from '../helpers/cli.js';
-import { sleep, tempDir, waitFor } from '../helpers/tmp.js';
+import { cliJson, DEVNET_FREE_PORTS, type DevnetInfo, isRunning, runCli, startDevnet, stopDevnet } from '../helpers/cli.js';
+import { tempDir, waitFor } from '../helpers/tmp.js';
 
 const DEMO = fileURLToPath(new URL('../../examples/demo/', import.meta.url));
 /** A boot under TCG on the loaded 2-core machine: bounded, a few minutes at most. */
@@ -60,12 +60,7 @@ describe('a vm instance through the CLI and the gateway', () => {
 
   afterAll(async () => {
     await client.close();
-    if (devnet && devnet.child.exitCode === null) {
-      const exited = new Promise((r) => devnet.child.once('exit', r));
-      devnet.child.kill('SIGINT');
-      await Promise.race([exited, sleep(20_000)]);
-      if (devnet.child.exitCode === null) devnet.child.kill('SIGKILL');
-    }
+    await stopDevnet(devnet, 20_000);
     dir.cleanup();
   }, 40_000);
 
