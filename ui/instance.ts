@@ -5,6 +5,7 @@
  */
 import { html } from 'htm/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
+import type { MetricPoint } from '../protocol/metrics-point.js';
 import { Chart } from './charts.js';
 import { ErrorLine, enc, Outcome, type Signer, short, useAction, useData, when } from './common.js';
 import { useVersion } from './live.js';
@@ -343,16 +344,6 @@ function Events(props: { signer: Signer; name: string; version: number }) {
     <p class="muted">Operations from the signed history; replica, scaling and cold-start events as this node saw them since it started watching.</p>
     <ol class="events">${events.slice(0, 300).map((e) => html`<li><time>${when(e.t)}</time> <span class="badge">${e.kind}</span> ${e.text}</li>`)}</ol>
   </div>`;
-}
-
-interface MetricPoint {
-  t: number;
-  rps: number;
-  p50: number | null;
-  p99: number | null;
-  errors5xx: number;
-  inRotation: number;
-  coldStarts: number;
 }
 
 function Metrics(props: { signer: Signer; name: string }) {

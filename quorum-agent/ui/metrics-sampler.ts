@@ -7,22 +7,9 @@
  * It samples only while the UI is in use (a request in the last five minutes), every two seconds, and
  * keeps ten minutes per instance: an agent nobody looks at scrapes nothing.
  */
+import type { MetricPoint } from '../../protocol/metrics-point.js';
 import type { GatewayRecord } from '../../protocol/types.js';
 import { MAX_EXPOSITION_BYTES, parseSamples, quantile, type Sample } from './prometheus-text.js';
-
-export interface MetricPoint {
-  /** Milliseconds since the epoch. */
-  t: number;
-  rps: number;
-  /** Seconds; null when no request finished in the interval. */
-  p50: number | null;
-  p99: number | null;
-  errors5xx: number;
-  /** Replicas in rotation at the gateways (summed). */
-  inRotation: number;
-  /** Cold starts (requests held while the instance woke) in the interval. */
-  coldStarts: number;
-}
 
 /** Network-wide counters that become events: ejections and retries on another replica (failovers). */
 export interface GatewayCounters {
