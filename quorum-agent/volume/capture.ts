@@ -166,13 +166,15 @@ async function readFile(
     const chunks: string[] = [];
     const buf = Buffer.allocUnsafe(CHUNK_BYTES);
     const extents = opts.holes ? await dataExtents(w.abs) : undefined;
+    // Stored (and its hash known) once per file, not once per hole chunk: a 1 GiB image has thousands.
+    const zero = extents ? store.putLocal(ZERO_CHUNK) : undefined;
     const length = Number(before.size);
     let size = 0;
     let read = 0;
     for (;;) {
       // A whole chunk inside a hole is zeros: named without being read.
       if (extents && size + CHUNK_BYTES <= length && !overlaps(extents, size, size + CHUNK_BYTES)) {
-        chunks.push(store.putLocal(ZERO_CHUNK));
+        chunks.push(zero as string);
         size += CHUNK_BYTES;
         if (size > opts.limits.maxBytes) throw new VolumeTooLarge(`the volume holds more than ${opts.limits.maxBytes} bytes`);
         continue;
