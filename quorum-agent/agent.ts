@@ -179,7 +179,7 @@ export class Agent {
       drained: (instanceId) => this.supervisor.drained(instanceId),
       // A sandboxed process replica's uid owns its volume's files; a VM's disk is the agent's own file.
       ownerUid: (instanceId) => {
-        const driver = this.view.instances.get(instanceId)?.driver ?? 'process';
+        const driver = this.view.instanceById(instanceId)?.driver ?? 'process';
         return this.drivers.get(driver)?.uidOf?.(instanceId);
       },
       changed: () => this.reconcile(),
@@ -359,7 +359,7 @@ export class Agent {
           : this.supervisor.replicaOf(instanceId, slot),
       whereIs: (instanceId, slot) => {
         const quorum = this.view.quorumOf(instanceId);
-        const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+        const spec = this.view.instanceById(instanceId);
         if (!quorum || !spec) return undefined;
         const eligible = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
         return assignSlots(instanceId, eligible, desiredReplicas(spec, this.scale.get(keys.scale(spec.id)))).find((s) => s.slot === slot)
@@ -713,7 +713,7 @@ export class Agent {
 
   private async publishMember(instanceId: string): Promise<void> {
     if (!this.lease || this.stopping) return;
-    const spec = [...this.view.instances.values()].find((s) => s.id === instanceId);
+    const spec = this.view.instanceById(instanceId);
     if (!spec) return;
     const entry = this.reported.get(instanceId) ?? {};
     this.reported.set(instanceId, entry);

@@ -175,7 +175,7 @@ export class Autoscaler {
 
   private wake(instanceId: string): void {
     if (!this.leading || this.woken.has(instanceId)) return;
-    const spec = [...this.opts.view.instances.values()].find((s) => s.id === instanceId);
+    const spec = this.opts.view.instanceById(instanceId);
     if (!spec || !autoscaled(spec) || spec.state !== 'running') return;
     this.woken.add(instanceId);
     void this.decide(spec, Date.now(), this.signals(instanceId)).catch((err) =>

@@ -37,6 +37,7 @@ export class ClusterView {
     };
     this.quorums.onChange(rebuild);
     this.instances.onChange((changes) => {
+      this.byId = null;
       // Placement depends only on the set of instance ids, not on spec contents.
       if (changes.some((c) => c.value?.id !== c.previous?.id)) this.rebuildPlacement();
       this.changed();
@@ -44,6 +45,7 @@ export class ClusterView {
     this.nodes.onChange(() => this.changed());
     this.config.onChange(() => this.changed());
     await Promise.all([this.nodes.start(), this.quorums.start(), this.instances.start(), this.config.start(), this.gateways.start()]);
+    this.byId = null;
     this.rebuildPlacement();
     return this;
   }
@@ -75,6 +77,14 @@ export class ClusterView {
 
   instance(name: string): InstanceSpec | undefined {
     return this.instances.get(keys.instance(name));
+  }
+
+  /** Instances by id (the mirror is keyed by name), rebuilt on first use after a change. */
+  private byId: Map<string, InstanceSpec> | null = null;
+
+  instanceById(id: string): InstanceSpec | undefined {
+    if (!this.byId) this.byId = new Map([...this.instances.values()].map((s) => [s.id, s]));
+    return this.byId.get(id);
   }
 
   node(id: string): NodeRecord | undefined {

@@ -85,10 +85,7 @@ export class UiFeed {
   }
 
   private async begin(): Promise<void> {
-    const nameOfId = (id: string) => {
-      for (const s of this.view.instances.values()) if (s.id === id) return s.name;
-      return undefined;
-    };
+    const nameOfId = (id: string) => this.view.instanceById(id)?.name;
     this.view.instances.onChange((changes) => {
       for (const c of changes) this.specChanged(c);
     });

@@ -52,4 +52,23 @@ describe('cluster view placement', () => {
       dir.cleanup();
     }
   });
+
+  it('finds instances by id, following creates and deletes', async () => {
+    const dir = tempDir();
+    const host = await EmbeddedHost.start(dir.path);
+    try {
+      await host.put(keys.instance('app-1'), JSON.stringify(spec(1)));
+      const view = await new ClusterView(host).start();
+      expect(view.instanceById(spec(1).id)?.name).toBe('app-1');
+      expect(view.instanceById(spec(2).id)).toBeUndefined();
+      await host.put(keys.instance('app-2'), JSON.stringify(spec(2)));
+      await waitFor(() => view.instanceById(spec(2).id)?.name === 'app-2', { what: 'the new instance by id' });
+      await host.delete(keys.instance('app-1'));
+      await waitFor(() => view.instanceById(spec(1).id) === undefined, { what: 'the deleted instance gone by id' });
+      view.close();
+    } finally {
+      await host.close();
+      dir.cleanup();
+    }
+  });
 });
