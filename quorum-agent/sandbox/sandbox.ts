@@ -77,6 +77,8 @@ export interface EnterTarget {
   gid: number;
   /** Tools on the host that enter it. */
   setpriv: string;
+  /** The replica's own environment: a session inside starts from it (sessionEnvironment). */
+  env: Record<string, string>;
 }
 
 export class Sandbox {
@@ -225,14 +227,16 @@ export class Sandbox {
       pause: () => freeze(() => this.scope.pids(name)),
       enter: async () => {
         const init = await initPid;
-        return done || init === undefined ? undefined : { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv };
+        return done || init === undefined
+          ? undefined
+          : { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv, env };
       },
       exec: async (command, extra = {}) => {
         const init = await initPid;
         if (done || init === undefined) throw new Error('the replica is not running');
         // The same way in as SSH sessions (ssh/enter.ts: cgroups, namespaces, then the instance's uid).
         const full = enterArgv(
-          { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv },
+          { initPid: init, procsFiles: procs, uid, gid, setpriv: this.support.tools.setpriv, env },
           command,
           this.support.tools.nsenter,
         );

@@ -18,10 +18,8 @@ import { INSTANCE_NAME } from '../../protocol/schemas.js';
 import type { KeyPair } from '../../protocol/signing.js';
 import type { InstanceSpec } from '../../protocol/types.js';
 import type { ReplicaHandle } from '../drivers/driver.js';
-import { DEFAULT_APP_PORT } from '../drivers/process.js';
 import { revokedMessage } from '../instances.js';
-import { INSIDE } from '../sandbox/bwrap.js';
-import { replicaEnv } from '../sandbox/env.js';
+import { sessionEnvironment } from '../sandbox/env.js';
 import type { EnterTarget } from '../sandbox/sandbox.js';
 import type { DesiredReplica } from '../supervisor.js';
 import type { GuestSshTarget } from '../vm/guest-ssh.js';
@@ -232,19 +230,8 @@ export class SshServer {
 
     if (guest) return this.relay(guest, kind, channel, pty, command, onResize, spec, user.key, detail, started);
 
-    const launch = replica.desired.launch;
-    const env = {
-      ...replicaEnv({
-        env: launch.env,
-        port: launch.listenPort || DEFAULT_APP_PORT,
-        instanceName: spec.name,
-        instanceId: spec.id,
-        slot,
-        dataDir: INSIDE.data,
-        stateUrl: launch.stateUrl,
-      }),
-      ...(pty ? { TERM: pty.term } : {}),
-    };
+    // The replica's own environment (its volume, state API and ports included), plus the session's TERM.
+    const env = sessionEnvironment((target as EnterTarget).env, pty ? { TERM: pty.term } : {});
     const argv = enterArgv(target as EnterTarget, sessionCommand(kind, command, pty !== undefined));
     let ended = false;
     let proc: { kill: () => void } | undefined;

@@ -106,6 +106,10 @@ describe('json-server on a --volume instance loses at most the last RPO of write
     expect((await getChunk(generateKeyPair(), s.instance.id)).status).toBe(403);
     // (Placement maps every id to a quorum, so a member may ask under any name: it just gets nothing.)
     expect((await getChunk(nodeKey(1), 'i-000000000000')).status).toBe(404);
+    // An SSH session into the writer's replica sees what the replica sees: its volume, where db.json is.
+    const shell = await runCli(['ssh', 'notes', '--', 'echo "$ALLEGRA_VOLUME_DIR"; ls "$ALLEGRA_VOLUME_DIR"'], env, 30_000);
+    expect(shell.code, shell.stderr).toBe(0);
+    expect(shell.stdout.split('\n').slice(0, 2)).toEqual(['/volume', 'db.json']);
     // One writer means one replica: asking for more is refused with one line.
     const refused = await runCli(['create', 'many', '--volume', '--replicas', '3:3'], env);
     expect(refused.code).toBe(1);

@@ -9,6 +9,7 @@ const target = {
   uid: 200007,
   gid: 200007,
   setpriv: '/usr/bin/setpriv',
+  env: { PATH: '/usr/bin:/bin' },
 };
 
 describe('entering a replica for an SSH session', () => {
