@@ -84,6 +84,7 @@ export interface VolumeStatus {
 /** How long a member without a complete copy lets complete ones go first. */
 const INCOMPLETE_DELAY_MS = 1_000;
 export const STEP_DOWN_DEADLINE_MS = 5_000;
+const COMPLETE_RECHECK_MS = 10_000;
 
 export class Volume {
   role: VolumeRole = 'follower';
@@ -198,14 +199,23 @@ export class Volume {
   }
 
   /** Chunks this member must keep: those of the newest head and of a snapshot being committed. */
-  wanted(): Set<string> {
-    const out = new Set<string>();
+  wanted(): ReadonlySet<string> {
     const m = this.head ? this.manifestOf(this.head.manifest) : undefined;
+    // Asked for every chunk a member requests (rpc.ts) and by collection: kept until what it derives from
+    // changes (a VM disk's sets have thousands of chunks).
+    const key = `${this.head?.manifest ?? ''}:${m ? 1 : 0}:${this.pending?.sha ?? ''}`;
+    if (this.wantedMemo?.key === key && this.wantedMemo.index === this.index) return this.wantedMemo.set;
+    const out = new Set<string>();
     if (this.head && m) for (const c of chunksOf(this.head.manifest, m)) out.add(c);
     if (this.pending) for (const c of chunksOf(this.pending.sha, this.pending.manifest)) out.add(c);
     for (const e of this.index.values()) for (const c of e.chunks) out.add(c);
+    this.wantedMemo = { key, index: this.index, set: out };
     return out;
   }
+
+  private wantedMemo: { key: string; index: CaptureIndex; set: Set<string> } | null = null;
+  /** The head manifest last found held whole, and when: status() asks every second. */
+  private completeMemo: { manifest: string; at: number } | null = null;
 
   private manifestOf(sha: string): Manifest | undefined {
     const cached = this.manifests.get(sha);
@@ -219,9 +229,14 @@ export class Volume {
   }
 
   private holdsComplete(h: VolumeHead): boolean {
+    // A copy found whole stays whole (collection keeps wanted chunks); checked again now and then in case
+    // a damaged chunk was dropped since.
+    if (this.completeMemo?.manifest === h.manifest && Date.now() - this.completeMemo.at < COMPLETE_RECHECK_MS) return true;
     try {
       const m = this.manifestOf(h.manifest);
-      return m !== undefined && [...chunksOf(h.manifest, m)].every((c) => this.ctx.store.has(c));
+      const whole = m !== undefined && [...chunksOf(h.manifest, m)].every((c) => this.ctx.store.has(c));
+      this.completeMemo = whole ? { manifest: h.manifest, at: Date.now() } : null;
+      return whole;
     } catch {
       return false;
     }
