@@ -38,8 +38,6 @@ export class EdgeBridge {
   private again = false;
   private version = Date.now();
   private stopped = false;
-  /** Resolves pushes' waiters: the time the last successful push finished. */
-  lastPushAt = 0;
 
   constructor(private readonly opts: BridgeOptions) {
     this.view = new ClusterView(opts.registry);
@@ -117,7 +115,6 @@ export class EdgeBridge {
     if (!res.ok) throw new Error(`edge feed answered ${res.status}: ${text.trim()}`);
     this.sent = now;
     this.needFull = false;
-    this.lastPushAt = Date.now();
     this.opts.log.info({ version: batch.version, full, put: batch.put.length, delete: batch.delete.length }, 'edge feed pushed');
   }
 

@@ -42,10 +42,6 @@ export class WorkersPort implements ClientPort {
     });
   }
 
-  get headersSent(): boolean {
-    return this.sent;
-  }
-
   /** The replica's (origin's) response, handed to the platform to stream. */
   respondWith(res: Response): void {
     if (this.sent) return;

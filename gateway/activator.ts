@@ -196,11 +196,6 @@ export class Activator {
     this.retries.set(instanceId, timer);
   }
 
-  /** Instances with held requests (to release them as soon as routing changes). */
-  waiting(): IterableIterator<string> {
-    return this.queues.keys();
-  }
-
   close(): void {
     for (const timer of this.retries.values()) clearTimeout(timer);
     this.retries.clear();

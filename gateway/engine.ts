@@ -29,7 +29,7 @@ import type { Decision, QueuedAdmission, Refusal, RetryBudget, RouteGate, RouteL
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import type { OutlierDetector } from './outlier.js';
 import { type GatewayPolicy, type RequestPolicy, requestPolicy } from './policy.js';
-import { classify, decideRetry, type Failure, type RequestKind } from './retry.js';
+import { decideRetry, type Failure, type RequestKind } from './retry.js';
 import { selectorFor, selectReplica, sessionCookie, sessionOf } from './selector.js';
 import { type AttemptHandle, type AttemptRequest, type AttemptSink, ClientGone, type ClientPort, type Transport } from './transport.js';
 import type { Caps, Upstream, UpstreamSet } from './upstream.js';
@@ -668,5 +668,3 @@ function requestIdOf(headers: Record<string, string | string[] | undefined>): st
   const given = headers['x-request-id'];
   return typeof given === 'string' && REQUEST_ID.test(given) ? given : crypto.randomUUID();
 }
-
-export { classify };

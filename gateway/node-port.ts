@@ -57,10 +57,6 @@ export class NodeHttpPort implements ClientPort {
           (req.httpVersionMajor === 2 && !(req as Http2ServerRequest).stream?.endAfterHeaders);
   }
 
-  get headersSent(): boolean {
-    return this.res.headersSent;
-  }
-
   onClose(cb: () => void): void {
     this.res.once('close', cb);
   }
@@ -146,10 +142,6 @@ export class NodeUpgradePort implements ClientPort {
     readonly head: Buffer,
   ) {
     socket.on('error', () => socket.destroy());
-  }
-
-  get headersSent(): boolean {
-    return this.sent;
   }
 
   /** The response head has been written (by the tunnel transport). */

@@ -18,8 +18,6 @@ import { ingressEndpoint } from './dial.js';
 import type { Resolution } from './engine.js';
 import { type UpstreamInit, UpstreamSet } from './upstream.js';
 
-export type { Resolution };
-
 /**
  * A route as the registry holds it, and what checking its grants against the instance's owner concluded:
  * the route to serve, or why not. Checked lazily on first use and again whenever the instance changes, so

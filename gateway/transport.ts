@@ -22,8 +22,6 @@ export interface ClientPort {
   readonly req: RequestView;
   /** Whether the request carries a body (Content-Length > 0, chunked, or an HTTP/2 stream left open). */
   readonly hasBody: boolean;
-  /** The response head went out (no error answer is possible any more, only a cut). */
-  readonly headersSent: boolean;
   /** Calls `cb` once if the client goes away before the response is complete. */
   onClose(cb: () => void): void;
   /** A short answer: status, one line, x-request-id. `close`: close the connection after it (HTTP/1). */

@@ -68,7 +68,6 @@ export class Upstream {
   ejectedUntil = Number.NEGATIVE_INFINITY;
   /** Slow start ramps from this time; -Infinity when not ramping. */
   rampStart: number;
-  consecutiveFailures = 0;
   /** Out of rotation: failing the gateway's active health checks, or its node stopped answering. */
   down = false;
 
@@ -245,11 +244,7 @@ export class UpstreamSet {
     const now = this.now();
     const current = this.decayedLatency(u, now);
     let observed = Number.isFinite(latencyMs) && latencyMs > 0 ? latencyMs : 0;
-    if (ok) u.consecutiveFailures = 0;
-    else {
-      u.consecutiveFailures++;
-      observed = Math.max(observed, current * this.failurePenalty);
-    }
+    if (!ok) observed = Math.max(observed, current * this.failurePenalty);
     observed = Math.min(observed, MAX_LATENCY_MS);
     if (observed > current) u.latency = observed;
     else {

@@ -398,11 +398,6 @@ export class Supervisor {
     return handle?.endpoint || undefined;
   }
 
-  /** The replica running for `instanceId`.`slot` here, if any (for exec: SSH sessions, `allegra ssh`). */
-  handleOf(instanceId: string, slot: number): ReplicaHandle | undefined {
-    return this.active.get(slotKey(instanceId, slot))?.handle ?? undefined;
-  }
-
   /** Every active replica here with what it reports about its own load, grouped by instance. */
   figures(): Map<string, Array<{ slot: number; healthy: boolean } & ReplicaFigures>> {
     const out = new Map<string, Array<{ slot: number; healthy: boolean } & ReplicaFigures>>();

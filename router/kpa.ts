@@ -77,10 +77,6 @@ export class KpaState {
     if (drop > 0) this.samples = this.samples.slice(drop);
   }
 
-  get idleSince(): number {
-    return this.lastActive;
-  }
-
   /** Average concurrency over the samples of the last `windowMs` (none yet: 0). */
   average(now: number, windowMs: number): number {
     let sum = 0;

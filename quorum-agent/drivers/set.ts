@@ -24,10 +24,6 @@ export class DriverSet {
     return this.drivers.get(name);
   }
 
-  has(name: DriverName): boolean {
-    return this.drivers.has(name);
-  }
-
   /** What the node record advertises, in a stable order. */
   names(): DriverName[] {
     return [...this.drivers.keys()].sort();

@@ -25,8 +25,6 @@ export interface QemuOptions {
   /** Host loopback ports forwarded to the guest: the app (through the relay) and SSH. */
   appHostPort: number;
   sshHostPort: number;
-  /** Extra kernel command line (e.g. the app's port for the relay). */
-  cmdline?: string;
   binary?: string;
 }
 
@@ -65,7 +63,7 @@ export function qemuArgv(o: QemuOptions): string[] {
     '-append',
     // acpi=off: interpreting the firmware's ACPI tables is seconds of a TCG boot, and nothing here needs it
     // (PCI and SMP come from the MP table). quiet: every console line costs under emulation.
-    `console=ttyS0 quiet loglevel=3 acpi=off panic=-1 reboot=t rdinit=/init${o.cmdline ? ` ${o.cmdline}` : ''}`,
+    `console=ttyS0 quiet loglevel=3 acpi=off panic=-1 reboot=t rdinit=/init`,
     '-drive',
     `id=seed,file=${o.seedImage},format=raw,if=none,readonly=on`,
     '-device',
