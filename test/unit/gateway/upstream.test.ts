@@ -103,7 +103,9 @@ describe('selectors', () => {
     // Its replica down: the key goes elsewhere instead of failing.
     const t = stickyTarget(set, 'session-1');
     set.set(ids(4), (e) => e === t?.endpoint);
-    expect(sticky.pick(set, { exclude: undefined, stickyKey: 'session-1' })?.id).not.toBe(t?.id);
+    const elsewhere = sticky.pick(set, { exclude: undefined, stickyKey: 'session-1' });
+    expect(elsewhere).toBeDefined();
+    expect(elsewhere?.id).not.toBe(t?.id);
   });
 
   it('reads the session key from the route’s header or cookie', () => {
@@ -132,7 +134,11 @@ describe('selectors', () => {
     const caps = { perReplica: 1, perClient: 1 };
     const first = selectReplica(p2cEwma, set, caps, 'c', undefined, { set: null });
     first.upstream?.start('c');
-    const second = selectReplica(p2cEwma, set, caps, 'c', undefined, { set: null });
+    // A session whose replica is the full one: the selector picks it first, so the cap must skip it.
+    const key = Array.from({ length: 200 }, (_, i) => `k${i}`).find((k) => stickyTarget(set, k)?.id === first.upstream?.id);
+    expect(key).toBeDefined();
+    const second = selectReplica(sticky, set, caps, 'c', key, { set: null });
+    expect(second.upstream).toBeDefined();
     expect(second.upstream?.id).not.toBe(first.upstream?.id);
     second.upstream?.start('c');
     expect(selectReplica(p2cEwma, set, caps, 'c', undefined, { set: null })).toEqual({ upstream: undefined, full: true });

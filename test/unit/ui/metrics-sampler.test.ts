@@ -96,14 +96,25 @@ describe('the metrics sampler', () => {
     });
     await new Promise<void>((r) => server?.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`;
-    const sampler = new MetricsSampler({
-      gateways: () => [{ id: 'g1', publicKey: 'a'.repeat(64), startedAt: 0, metrics: url, machine: 'other' }],
-      machine: 'mine',
-      intervalMs: 60_000,
-    });
-    sampler.touch();
-    await sampler.tick();
-    sampler.stop();
-    expect(hits).toBe(0);
+    // The same wait for both: long enough for several scrapes to have gone out and been answered.
+    const scrapesOf = async (machine: string) => {
+      hits = 0;
+      const sampler = new MetricsSampler({
+        gateways: () => [{ id: 'g1', publicKey: 'a'.repeat(64), startedAt: 0, metrics: url, machine }],
+        machine: 'mine',
+        intervalMs: 60_000,
+      });
+      sampler.touch();
+      for (let i = 0; i < 10; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        await sampler.tick();
+      }
+      sampler.stop();
+      return hits;
+    };
+    // On this machine the URL is scraped (the control: the wait is long enough)…
+    expect(await scrapesOf('mine')).toBeGreaterThan(0);
+    // …on another machine's record it never is.
+    expect(await scrapesOf('other')).toBe(0);
   });
 });
