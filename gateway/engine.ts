@@ -26,7 +26,7 @@ import type { RouteRecord } from '../protocol/types.js';
 import type { AccessLog } from './access-log.js';
 import type { HeldRequest, HoldTicket } from './activator.js';
 import type { Decision, QueuedAdmission, Refusal, RetryBudget, RouteGate, RouteLimits } from './gates.js';
-import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { clientResponseHeaders, requestIdOf, upstreamRequestHeaders } from './headers.js';
 import type { OutlierDetector } from './outlier.js';
 import { type GatewayPolicy, type RequestPolicy, requestPolicy } from './policy.js';
 import { decideRetry, type Failure, type RequestKind } from './retry.js';
@@ -194,6 +194,8 @@ class Call<P extends ClientPort> {
   private path = '/';
   private authority = '';
   private requestId = '';
+  /** The id minted for a request held by the activator (when the client sent none). */
+  private heldId: string | undefined;
   private route: RouteRecord | null = null;
   private upstreams: UpstreamSet | null = null;
   private policy: RequestPolicy | null = null;
@@ -281,6 +283,7 @@ class Call<P extends ClientPort> {
   //     request's deadline, then resumes it here — resolved again, and admitted like any other.
   private hold(route: RouteRecord, requestId: string): void {
     const { deps, port } = this;
+    this.heldId = requestId;
     const ticket = (deps.activator as Activator).hold(route, requestPolicy(deps.policy, route.policy).timeoutMs, {
       resume: (coldStartMs) => {
         const now = deps.resolve(this.host);
@@ -312,7 +315,8 @@ class Call<P extends ClientPort> {
       host: this.host,
       authority: this.authority,
       trusted: this.client.trusted,
-      mintId: () => crypto.randomUUID(),
+      // A request held while its instance woke keeps the id its hold was given (and logged with).
+      mintId: () => this.heldId ?? crypto.randomUUID(),
       upgrade: this.kind === 'upgrade',
     });
     this.requestId = requestId;
@@ -659,12 +663,4 @@ class AttemptRun<P extends ClientPort> implements AttemptSink {
     this.settled = true;
     this.upstream.end(this.call.clientIp, outcome, this.ttfb || performance.now() - this.t0, this.call.upstreamSet);
   }
-}
-
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** The client's x-request-id when it is a valid one, else a fresh id (for answers made before admission). */
-function requestIdOf(headers: Record<string, string | string[] | undefined>): string {
-  const given = headers['x-request-id'];
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : crypto.randomUUID();
 }

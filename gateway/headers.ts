@@ -20,6 +20,12 @@ const FORWARDING = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** The client's x-request-id when it is a valid one, else a fresh id (for answers made before admission). */
+export function requestIdOf(headers: Record<string, string | string[] | undefined>): string {
+  const given = headers['x-request-id'];
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+}
+
 function connectionListed(raw: string[]): Set<string> | null {
   let listed: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
