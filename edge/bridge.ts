@@ -12,7 +12,7 @@ import { routeFromGrants } from '../protocol/grants.js';
 import { PREFIX } from '../protocol/keys.js';
 import type { Registry } from '../protocol/registry.js';
 import { routeRecord } from '../protocol/schemas.js';
-import type { RouteRecord } from '../protocol/types.js';
+import type { InstanceSpec, RouteRecord } from '../protocol/types.js';
 import { ClusterView } from '../registry/cluster-view.js';
 import { jsonRecord, Mirror } from '../registry/mirror.js';
 import { FEED_PATH, type FeedBatch } from './feed.js';
@@ -54,15 +54,27 @@ export class EdgeBridge {
     return this;
   }
 
+  /**
+   * Each route record's check, kept while the record, its instance and the base domain are the same
+   * objects: a push follows every registry change, and checking every grant's signatures each time would
+   * cost the whole table's Ed25519 verifications per change (the Node gateways' routing core caches alike).
+   */
+  private readonly checked = new WeakMap<RouteRecord, { instance: InstanceSpec | undefined; base: string; route: RouteRecord | null }>();
+
   /** The routes the edge should serve now: every route whose grants check out, without its grants. */
   private served(): Map<string, RouteRecord> {
     const out = new Map<string, RouteRecord>();
     const base = this.view.network().baseDomain;
     for (const record of this.routes.values()) {
-      const checked = routeFromGrants(record, this.view.instance(record.instanceName), base);
-      if (typeof checked === 'string') continue;
-      const { grants: _grants, ...route } = checked;
-      out.set(route.host, route);
+      const instance = this.view.instance(record.instanceName);
+      let memo = this.checked.get(record);
+      if (!memo || memo.instance !== instance || memo.base !== base) {
+        const result = routeFromGrants(record, instance, base);
+        const route = typeof result === 'string' ? null : (({ grants: _grants, ...rest }) => rest)(result);
+        memo = { instance, base, route };
+        this.checked.set(record, memo);
+      }
+      if (memo.route) out.set(memo.route.host, memo.route);
     }
     return out;
   }
