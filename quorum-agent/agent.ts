@@ -361,6 +361,8 @@ export class Agent {
         const quorum = this.view.quorumOf(instanceId);
         const spec = this.view.instanceById(instanceId);
         if (!quorum || !spec) return undefined;
+        // A volume's one replica runs where its writer is, not where slot placement would put it.
+        if (spec.volume) return this.volumes.status(instanceId)?.writer ?? undefined;
         const eligible = eligibleMembers(quorum.members, spec.driver, (id) => this.view.node(id));
         return assignSlots(instanceId, eligible, desiredReplicas(spec, this.scale.get(keys.scale(spec.id)))).find((s) => s.slot === slot)
           ?.nodeId;
