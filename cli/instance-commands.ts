@@ -3,8 +3,9 @@ import { createReadStream } from 'node:fs';
 import { Transform } from 'node:stream';
 import { request } from 'undici';
 import { RpcClient } from '../protocol/client.js';
-import { REPLICA_LIMITS } from '../protocol/schemas.js';
+import { AUTOSCALE, REPLICA_LIMITS } from '../protocol/schemas.js';
 import { type InstanceSpec, type InstanceStatus, type ReplicaLimits, type ReplicaRecord, STICKY_COOKIE } from '../protocol/types.js';
+import { desiredReplicas } from '../router/scale.js';
 import { type Bundle, bundle } from './bundle.js';
 import { loadKey, resolveRpc } from './config.js';
 import { checkName, type GlobalOpts } from './names.js';
@@ -210,9 +211,9 @@ async function deployTo(
 }
 
 /** Replicas an instance should have now: the autoscaler's decision within the bounds, else the minimum. */
+/** What the agents aim at: the autoscaler's decision within the bounds (router/scale.ts, as they compute it). */
 function wantedReplicas(s: InstanceStatus): number {
-  const { min, max } = s.instance.replicas;
-  return max > min && s.scale ? Math.min(max, Math.max(min, s.scale.desired)) : min;
+  return desiredReplicas(s.instance, s.scale ?? undefined);
 }
 
 /** Waits until every desired replica runs the new version and is healthy; says why when they are not. */
@@ -311,7 +312,7 @@ export async function statusCommand(name: string, g: GlobalOpts, out: Output): P
     if (i.replicas.max > i.replicas.min) {
       const a = i.autoscale;
       lines.push(
-        `  scaling:  target ${a?.target ?? 100} in flight per replica${i.replicas.min === 0 ? `, to zero after ${a?.idleSeconds ?? 30} s idle` : ''}` +
+        `  scaling:  target ${a?.target ?? AUTOSCALE.target.default} in flight per replica${i.replicas.min === 0 ? `, to zero after ${a?.idleSeconds ?? AUTOSCALE.idleSeconds.default} s idle` : ''}` +
           (s.scale ? `; now ${s.scale.desired}${s.scale.panic ? ' (panic)' : ''}: ${s.scale.reason}` : ''),
       );
     }
