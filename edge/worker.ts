@@ -62,7 +62,6 @@ function isolateFor(env: EdgeEnv): Isolate {
   const engine = new ProxyEngine<WorkersPort>({
     runtime: {
       name: 'workers',
-      kinds: new Set(['http']),
       maxAttempts: Math.max(1, Number(env.MAX_ATTEMPTS ?? 3) || 3),
       replayableBodies: false,
       pooledConnections: false,

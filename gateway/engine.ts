@@ -40,8 +40,6 @@ import { type Validation, validateRequest } from './validate.js';
 /** What a runtime can do; every difference between Node and Workers the engine knows of is here. */
 export interface Runtime {
   readonly name: 'node' | 'workers';
-  /** Request kinds this runtime can carry to a replica; others are answered 501 (Workers: plain HTTP only). */
-  readonly kinds: ReadonlySet<RequestKind>;
   /** Attempts one request may make in all: Workers' subrequest limit per invocation; Infinity on Node. */
   readonly maxAttempts: number;
   /**
@@ -322,7 +320,8 @@ class Call<P extends ClientPort> {
     this.requestId = requestId;
     // Runtime branch: what this runtime cannot carry is refused here, before it costs anything.
     const transport = deps.transports[this.kind];
-    if (!transport || !deps.runtime.kinds.has(this.kind)) {
+    // The kinds a runtime carries are those it has a transport for; others are answered 501 (Workers: HTTP only).
+    if (!transport) {
       deps.metrics.count(r.route.instanceName, 501);
       const what = this.kind === 'grpc' ? 'gRPC calls' : this.kind === 'upgrade' ? 'WebSocket upgrades' : 'requests';
       const here = deps.runtime.name === 'workers' ? 'the Workers edge' : 'this gateway';

@@ -204,7 +204,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const engine = new ProxyEngine<NodeHttpPort | NodeUpgradePort>({
     runtime: {
       name: 'node',
-      kinds: new Set(['http', 'grpc', 'upgrade']),
       maxAttempts: Number.POSITIVE_INFINITY,
       replayableBodies: true,
       pooledConnections: true,
